@@ -1,0 +1,228 @@
+"""Configuration: ``config.toml``, then ``BOT_...`` environment variables (``BOT_BOOK__STALE_AFTER_S=5``).
+
+Every model is frozen and rejects unknown keys, so a typo fails at start-up with a message naming it.
+Real venue endpoints are the defaults; ``--sim`` replaces them with the loopback exchange's.
+Secrets (API keys) are read only from the environment, as ``SecretStr``, and are never logged.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from bot.errors import ConfigError
+from bot.events import Venue
+
+DEFAULT_CONFIG = Path("config.toml")
+INTERVALS_S = {"1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "4h": 14400, "1d": 86400}
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class VenueConfig(Section):
+    enabled: bool = True
+    ws_url: str
+    rest_url: str
+    symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+    # Binance: diff-depth stream suffix ("depth@100ms"); Bybit: orderbook depth (1, 50, 200, 1000).
+    depth: str = "200"
+    snapshot_limit: int = Field(default=1000, ge=5, le=5000)
+    trades: bool = True
+    klines: tuple[str, ...] = ("1m",)
+    # Binance USD-M routes streams by family since 2026; the path for each family is configurable.
+    ws_path: str = ""
+    ws_kline_path: str = ""
+    api_key: SecretStr | None = None
+    api_secret: SecretStr | None = None
+
+    @field_validator("symbols")
+    @classmethod
+    def _upper(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [s for s in v if not s.isalnum()]
+        if bad:
+            raise ValueError(f"symbols must be like BTCUSDT (no separators): {bad}")
+        return tuple(s.upper() for s in v)
+
+    @field_validator("klines")
+    @classmethod
+    def _intervals(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [i for i in v if i not in INTERVALS_S]
+        if bad:
+            raise ValueError(f"unknown kline interval(s) {bad}; use one of {sorted(INTERVALS_S)}")
+        return v
+
+
+def _default_venues() -> dict[Venue, VenueConfig]:
+    return {
+        Venue.BYBIT_SPOT: VenueConfig(
+            ws_url="wss://stream.bybit.com/v5/public/spot", rest_url="https://api.bybit.com", depth="200"
+        ),
+        Venue.BYBIT_LINEAR: VenueConfig(
+            ws_url="wss://stream.bybit.com/v5/public/linear", rest_url="https://api.bybit.com", depth="200"
+        ),
+        Venue.BINANCE_SPOT: VenueConfig(
+            ws_url="wss://stream.binance.com:9443",
+            rest_url="https://api.binance.com",
+            depth="depth@100ms",
+            ws_path="/stream",
+            ws_kline_path="/stream",
+        ),
+        Venue.BINANCE_USDM: VenueConfig(
+            ws_url="wss://fstream.binance.com",
+            rest_url="https://fapi.binance.com",
+            depth="depth@100ms",
+            ws_path="/stream",  # depth, bookTicker, trade: the /public tier, still served unrouted
+            ws_kline_path="/market/stream",  # klines: the /market tier, no longer served unrouted
+        ),
+    }
+
+
+class BookConfig(Section):
+    stale_after_s: float = Field(default=10.0, gt=0)
+    resync_backoff_initial_s: float = Field(default=0.5, gt=0)
+    resync_backoff_max_s: float = Field(default=30.0, gt=0)
+    max_levels: int = Field(default=5000, ge=10)
+
+
+class ReconnectConfig(Section):
+    initial_s: float = Field(default=0.5, gt=0)
+    max_s: float = Field(default=30.0, gt=0)
+    jitter: float = Field(default=0.25, ge=0, le=1)
+    watchdog_s: float = Field(default=30.0, gt=0)  # no frame for this long on an open socket: reconnect
+    max_connection_age_s: float = Field(default=23.5 * 3600, gt=0)  # Binance cuts at 24 h
+    bybit_ping_s: float = Field(default=20.0, gt=0)
+    rest_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class RingConfig(Section):
+    lob_interval_ms: int = Field(default=5000, ge=10)  # multi-venue forecaster grid
+    lob_levels: int = Field(default=5, ge=1, le=100)
+    lob_capacity: int = Field(default=720, ge=2)  # 1 h of 5 s steps
+    fine_interval_ms: int = Field(default=1000, ge=10)  # TABL grid
+    fine_levels: int = Field(default=10, ge=1, le=100)
+    fine_capacity: int = Field(default=600, ge=2)
+    kline_capacity: int = Field(default=1000, ge=2)
+
+
+class KlineConfig(Section):
+    resolutions: tuple[str, ...] = ("1m", "5m", "15m", "1h")
+    backfill: int = Field(default=500, ge=0, le=1000)
+
+    @field_validator("resolutions")
+    @classmethod
+    def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [i for i in v if i not in INTERVALS_S]
+        if bad:
+            raise ValueError(f"unknown resolution(s) {bad}; use one of {sorted(INTERVALS_S)}")
+        return v
+
+
+class SimConfig(Section):
+    host: str = "127.0.0.1"
+    speed: float = Field(default=1.0, gt=0)
+    data: Path | None = None  # native recording dir; None: embedded demo
+    seed: int = 0
+    faults: str = ""  # e.g. "drop=0.01,dup=0.01" (see bot.sim.faults)
+    loop: bool = True
+
+
+class LogConfig(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    json_logs: bool | None = None  # None: JSON when stderr is not a TTY
+
+
+class BotSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BOT_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+        toml_file=None,
+    )
+
+    venues: dict[Venue, VenueConfig] = Field(default_factory=_default_venues)
+    book: BookConfig = BookConfig()
+    reconnect: ReconnectConfig = ReconnectConfig()
+    ring: RingConfig = RingConfig()
+    klines: KlineConfig = KlineConfig()
+    sim: SimConfig = SimConfig()
+    log: LogConfig = LogConfig()
+
+    @field_validator("venues", mode="before")
+    @classmethod
+    def _merge_venue_defaults(cls, v: Any) -> Any:
+        """A partial ``[venues.X]`` table overrides only the keys it names; unknown venues are refused."""
+        if not isinstance(v, dict):
+            return v
+        merged: dict[str, Any] = {k.value: d.model_dump() for k, d in _default_venues().items()}
+        for name, section in v.items():
+            key = str(name.value if isinstance(name, Venue) else name)
+            if key not in merged:
+                raise ValueError(f"unknown venue {key!r}; known: {sorted(merged)}")
+            if isinstance(section, VenueConfig):
+                section = section.model_dump()
+            if not isinstance(section, dict):
+                raise ValueError(f"[venues.{key}] must be a table")
+            merged[key] = {**merged[key], **section}
+        return merged
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _CONFIG_PATH.get("path")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    def enabled_venues(self) -> dict[Venue, VenueConfig]:
+        return {v: c for v, c in self.venues.items() if c.enabled}
+
+
+_CONFIG_PATH: dict[str, Path | None] = {"path": None}
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> BotSettings:
+    """Read ``path`` (default: ``$BOT_CONFIG`` or ./config.toml if present) and the environment.
+
+    Raises ``ConfigError`` with every problem listed, never a pydantic traceback.
+    """
+    if path is None:
+        env = os.environ.get("BOT_CONFIG")
+        path = Path(env) if env else (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    if path is not None and not Path(path).is_file():
+        raise ConfigError(f"config file not found: {path}")
+    _CONFIG_PATH["path"] = Path(path) if path is not None else None
+    try:
+        return BotSettings(**overrides)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (typo?)"
+            lines.append(f"  {loc}: {msg}")
+        where = f" in {path}" if path is not None else ""
+        raise ConfigError(f"invalid configuration{where} or BOT_* environment:\n" + "\n".join(lines)) from None
+    except Exception as e:  # TOML syntax errors and the like
+        raise ConfigError(f"cannot read configuration {path}: {e}") from None
+    finally:
+        _CONFIG_PATH["path"] = None

@@ -1,0 +1,101 @@
+"""Domain events: frozen, typed, two nanosecond timestamps each.
+
+``ts_event`` is the venue's time for the thing that happened (Binance ``E``, Bybit ``ts``; a trade's own
+``T``), ``ts_recv`` is our local receive time. Market data is float (it feeds numpy and tensors); anything
+sent to a venue is ``Decimal`` (execution layer). Symbols are canonical: upper case, no separator
+(``BTCUSDT``) on every venue; each venue file converts its own spelling in both directions.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import msgspec
+
+
+class Venue(StrEnum):
+    BYBIT_SPOT = "bybit_spot"
+    BYBIT_LINEAR = "bybit_linear"
+    BINANCE_SPOT = "binance_spot"
+    BINANCE_USDM = "binance_usdm"
+
+    @property
+    def exchange(self) -> str:
+        return self.value.split("_", 1)[0]
+
+    @property
+    def market(self) -> str:
+        return self.value.split("_", 1)[1]
+
+
+class Side(StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class BookState(StrEnum):
+    """Health of one local book. Consumers refuse anything but LIVE."""
+
+    SYNCING = "syncing"  # first sync after start: waiting for snapshot / first valid diff
+    LIVE = "live"  # in sync, updates flowing
+    RESYNCING = "resyncing"  # a gap, a disconnect or a forced resync: book invalid until re-synced
+    STALE = "stale"  # in sync as far as we know, but no update for longer than the configured age
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    ts_event: int  # venue time, ns
+    ts_recv: int  # local receive time, ns
+
+
+class BookUpdate(Event, frozen=True, kw_only=True):
+    """A local book changed (snapshot or diff applied). Carries the top of book after the change."""
+
+    venue: Venue
+    symbol: str
+    update_id: int
+    bid_px: float
+    bid_sz: float
+    ask_px: float
+    ask_sz: float
+    snapshot: bool = False
+
+
+class Trade(Event, frozen=True, kw_only=True):
+    venue: Venue
+    symbol: str
+    price: float
+    size: float
+    taker_side: Side
+    trade_id: str
+
+
+class KlineClosed(Event, frozen=True, kw_only=True):
+    """A closed candle. ``ts_event`` is the candle's close time (start + interval), never earlier."""
+
+    venue: Venue
+    symbol: str
+    interval_s: int
+    open_time_ms: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    source: str = "ws"  # ws | rest | resampled
+
+
+class BookHealth(Event, frozen=True, kw_only=True):
+    venue: Venue
+    symbol: str
+    state: BookState
+    reason: str
+
+
+class BookCrossed(Event, frozen=True, kw_only=True):
+    """A crossed book was detected and healed ("the newest update wins")."""
+
+    venue: Venue
+    symbol: str
+    bid_px: float
+    ask_px: float
+    removed_levels: int

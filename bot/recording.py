@@ -1,0 +1,231 @@
+"""The native recording format: lossless raw venue traffic, one record per line.
+
+A recording is a directory::
+
+    DIR/manifest.json            format, venues, symbols, files with record counts, complete flag
+    DIR/part-000001.tsv.zst      zstd frames of lines, rotated by size/age
+    DIR/part-000002.tsv.zst ...
+
+Each line is ``ts_recv_ns <TAB> venue <TAB> kind <TAB> key <TAB> raw`` where ``raw`` is the text exactly
+as received (venue JSON never contains a raw tab or newline; if one ever did, the record is refused, not
+mangled). ``kind`` is one of:
+
+* ``ws``        a websocket text frame; ``key`` is the connection (``-`` when unknown)
+* ``snapshot``  a REST depth snapshot body; ``key`` is the canonical symbol
+* ``klines``    a REST klines body; ``key`` is ``SYMBOL:interval_s``
+* ``info``      another REST body (instruments, exchangeInfo); ``key`` is the path
+
+Records are written in receive order; readers yield them in file order.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import zstandard
+
+from bot.errors import RecordingError
+
+FORMAT = "bot-recording/1"
+MANIFEST = "manifest.json"
+KINDS = frozenset({"ws", "snapshot", "klines", "info"})
+
+
+class Record(NamedTuple):
+    ts_recv: int  # local receive time, ns
+    venue: str
+    kind: str
+    key: str
+    raw: str
+
+
+def format_line(rec: Record) -> str:
+    if "\t" in rec.raw or "\n" in rec.raw or "\r" in rec.raw:
+        raise RecordingError(f"raw text holds a tab or newline; not recordable losslessly: {rec.raw[:80]!r}")
+    return f"{rec.ts_recv}\t{rec.venue}\t{rec.kind}\t{rec.key}\t{rec.raw}\n"
+
+
+def parse_line(line: str, where: str = "") -> Record:
+    parts = line.rstrip("\n").split("\t", 4)
+    if len(parts) != 5 or parts[2] not in KINDS:
+        raise RecordingError(f"{where}: not a native recording line: {line[:80]!r}")
+    try:
+        ts = int(parts[0])
+    except ValueError as e:
+        raise RecordingError(f"{where}: bad timestamp {parts[0][:30]!r}") from e
+    return Record(ts, parts[1], parts[2], parts[3], parts[4])
+
+
+class RecordingWriter:
+    """Appends records to rotated zstd parts and keeps ``manifest.json`` true after every rotation.
+
+    ``close()`` finishes the open frame and marks the manifest complete; every record passed to
+    ``write`` before ``close`` is on disk after it (count in == count on disk).
+    """
+
+    def __init__(
+        self,
+        out_dir: Path,
+        *,
+        rotate_bytes: int = 64 << 20,
+        rotate_records: int | None = None,
+        level: int = 3,
+        meta: dict[str, object] | None = None,
+    ) -> None:
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if (self.dir / MANIFEST).exists():
+            raise RecordingError(f"{self.dir} already holds a recording; choose an empty --out directory")
+        self._rotate_bytes = rotate_bytes
+        self._rotate_records = rotate_records
+        self._cctx = zstandard.ZstdCompressor(level=level)
+        self._meta = dict(meta or {})
+        self._files: list[dict[str, object]] = []
+        self._venues: set[str] = set()
+        self._symbols: dict[str, set[str]] = {}
+        self._raw: io.BufferedWriter | None = None
+        self._zw: zstandard.ZstdCompressionWriter | None = None
+        self._part_records = 0
+        self._part_bytes = 0
+        self._part_first = 0
+        self._part_last = 0
+        self.records = 0
+        self.closed = False
+        self._write_manifest(complete=False)
+
+    def write(self, rec: Record) -> None:
+        if self.closed:
+            raise RecordingError("write after close")
+        data = format_line(rec).encode()
+        if self._zw is None:
+            self._open_part(rec.ts_recv)
+        assert self._zw is not None
+        self._zw.write(data)
+        self._part_records += 1
+        self._part_bytes += len(data)
+        self._part_last = rec.ts_recv
+        self.records += 1
+        self._venues.add(rec.venue)
+        if rec.kind == "snapshot":
+            self._symbols.setdefault(rec.venue, set()).add(rec.key)
+        if self._part_bytes >= self._rotate_bytes or (
+            self._rotate_records is not None and self._part_records >= self._rotate_records
+        ):
+            self._close_part()
+
+    def write_many(self, recs: Iterable[Record]) -> None:
+        for rec in recs:
+            self.write(rec)
+
+    def note_symbols(self, venue: str, symbols: Iterable[str]) -> None:
+        self._symbols.setdefault(venue, set()).update(symbols)
+
+    def flush(self) -> None:
+        """Push buffered data to the OS (a complete zstd block), so a crash loses little."""
+        if self._zw is not None:
+            self._zw.flush(zstandard.FLUSH_BLOCK)
+            assert self._raw is not None
+            self._raw.flush()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self._close_part()
+        self.closed = True
+        self._write_manifest(complete=True)
+
+    def __enter__(self) -> RecordingWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _open_part(self, ts: int) -> None:
+        name = f"part-{len(self._files) + 1:06d}.tsv.zst"
+        self._raw = open(self.dir / name, "wb")  # noqa: SIM115 - closed in _close_part
+        self._zw = self._cctx.stream_writer(self._raw, closefd=False)
+        self._part_records = 0
+        self._part_bytes = 0
+        self._part_first = ts
+        self._part_last = ts
+        self._files.append({"name": name, "records": 0, "first_ts_recv": ts, "last_ts_recv": ts})
+
+    def _close_part(self) -> None:
+        if self._zw is None:
+            return
+        assert self._raw is not None
+        self._zw.close()
+        self._raw.flush()
+        os.fsync(self._raw.fileno())
+        self._raw.close()
+        self._files[-1].update(
+            records=self._part_records, first_ts_recv=self._part_first, last_ts_recv=self._part_last
+        )
+        self._zw = None
+        self._raw = None
+        self._write_manifest(complete=False)
+
+    def _write_manifest(self, *, complete: bool) -> None:
+        doc = {
+            "format": FORMAT,
+            "complete": complete,
+            "records": sum(int(str(f["records"])) for f in self._files),
+            "venues": sorted(self._venues),
+            "symbols": {v: sorted(s) for v, s in sorted(self._symbols.items())},
+            "files": self._files,
+            **self._meta,
+        }
+        tmp = self.dir / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        os.replace(tmp, self.dir / MANIFEST)
+
+
+def read_manifest(path: Path) -> dict[str, object]:
+    p = Path(path)
+    mf = p / MANIFEST if p.is_dir() else p
+    try:
+        doc = json.loads(mf.read_text())
+    except FileNotFoundError as e:
+        raise RecordingError(f"{p}: no {MANIFEST}; not a native recording directory") from e
+    except json.JSONDecodeError as e:
+        raise RecordingError(f"{mf}: manifest is not valid JSON: {e}") from e
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise RecordingError(f"{mf}: unknown recording format {doc.get('format')!r}")
+    return doc
+
+
+def part_files(path: Path) -> list[Path]:
+    """The parts of a recording directory in order (or ``[path]`` for a single part file)."""
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    read_manifest(p)
+    parts = sorted(p.glob("part-*.tsv.zst"))
+    return parts
+
+
+def iter_lines(part: Path) -> Iterator[str]:
+    dctx = zstandard.ZstdDecompressor()
+    with open(part, "rb") as fh, dctx.stream_reader(fh, read_across_frames=True) as reader:
+        text = io.TextIOWrapper(reader, encoding="utf-8", newline="\n")
+        try:
+            yield from text
+        except zstandard.ZstdError as e:
+            raise RecordingError(f"{part}: corrupt zstd data: {e}") from e
+
+
+def iter_records(path: Path, *, venues: Iterable[str] | None = None) -> Iterator[Record]:
+    """Every record of a recording (directory or single part), in order; optionally only some venues."""
+    keep = set(venues) if venues is not None else None
+    for part in part_files(path):
+        for n, line in enumerate(iter_lines(part), 1):
+            if not line.strip():
+                continue
+            rec = parse_line(line, f"{part.name}:{n}")
+            if keep is None or rec.venue in keep:
+                yield rec
