@@ -1,0 +1,193 @@
+"""``python -m bot run --paper [--sim]``: the bot's main job.
+
+At this stage it starts the collectors (and, with ``--sim``, the loopback exchange in the same process),
+the ring buffers and the kline store on one event bus, and shows a live status (books, health, message
+rates) until Ctrl-C or ``--duration``. Models, strategies and execution plug into the same bus later.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from bot.bus import EventBus
+from bot.clock import LiveClock
+from bot.config import INTERVALS_S, BotSettings, load_settings
+from bot.errors import ConfigError
+from bot.events import BookHealth, Venue
+from bot.logs import setup_logging
+
+log = structlog.get_logger(__name__)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="run the bot (paper trading; --sim: against the loopback exchange)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--paper", action="store_true", help="paper trading: orders are simulated (default)")
+    mode.add_argument("--live", action="store_true", help="live trading (needs BOT_LIVE_TRADING=yes as well)")
+    p.add_argument("--sim", action="store_true", help="start the loopback exchange and use it instead of the venues")
+    p.add_argument("--sim-data", type=Path, default=None, help="native recording for --sim (default: embedded demo)")
+    p.add_argument("--speed", type=float, default=None, help="--sim replay speed (default from config)")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--status-every", type=float, default=None,
+                   help="seconds between status updates (default: 1 on a terminal, 5 otherwise)")
+    p.set_defaults(func=_cli)
+
+
+def _cli(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    setup_logging(settings.log.level, settings.log.json_logs)
+    if args.live:
+        raise ConfigError(
+            "live trading is not available yet: this build has no execution layer. Use --paper."
+        )
+    if args.duration is not None and args.duration <= 0:
+        raise ConfigError("--duration must be > 0")
+    if args.speed is not None and args.speed <= 0:
+        raise ConfigError("--speed must be > 0")
+    tty = sys.stdout.isatty()
+    every = args.status_every if args.status_every is not None else (1.0 if tty else 5.0)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_bot(settings, sim=args.sim, sim_data=args.sim_data, speed=args.speed,
+                            duration=args.duration, status_every=every, tty=tty))
+    return 0
+
+
+async def run_bot(
+    settings: BotSettings,
+    *,
+    sim: bool,
+    sim_data: Path | None = None,
+    speed: float | None = None,
+    duration: float | None = None,
+    status_every: float = 5.0,
+    tty: bool = False,
+) -> dict[str, Any]:
+    """Run until cancelled, SIGINT/SIGTERM or ``duration``; returns the last status."""
+    from bot.feed import Collector
+    from bot.klines import KlineStore, Resampler
+    from bot.ring import RingSet
+
+    bus = EventBus()
+    clock = LiveClock()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    async with contextlib.AsyncExitStack() as stack:
+        if sim:
+            from bot.sim.replay import default_data_dir
+            from bot.sim.server import LoopbackExchange
+
+            data = sim_data or settings.sim.data or default_data_dir()
+            exchange = await stack.enter_async_context(
+                LoopbackExchange(data, speed=speed or settings.sim.speed, seed=settings.sim.seed,
+                                 faults=settings.sim.faults, loop=settings.sim.loop, host=settings.sim.host)
+            )
+            settings = _point_at_sim(settings, exchange)
+        collector = Collector(settings, bus, clock)
+        rings = RingSet(settings.ring, bus, collector.get_book)
+        klines = KlineStore(settings.ring.kline_capacity)
+        resampler = Resampler([INTERVALS_S[r] for r in settings.klines.resolutions], bus.publish)
+        _wire_klines(bus, klines, resampler)
+        health: dict[tuple[str, str], str] = {}
+        bus.subscribe(BookHealth, lambda e: health.__setitem__((e.venue.value, e.symbol), e.state.value))
+        log.info("bot_started", mode="paper", sim=sim, venues=sorted(v.value for v in settings.enabled_venues()))
+        status: dict[str, Any] = {}
+        started = time.monotonic()
+
+        async def report() -> None:
+            nonlocal status
+            while True:
+                await asyncio.sleep(status_every)
+                status = _status(collector, rings, klines, started)
+                _render(status, tty)
+
+        async with asyncio.TaskGroup() as tg:
+            run_task = tg.create_task(collector.run())
+            report_task = tg.create_task(report())
+            waiter = tg.create_task(stop.wait())
+            done, _ = await asyncio.wait({run_task, waiter}, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
+            for t in (run_task, report_task, waiter):
+                t.cancel()
+        status = _status(collector, rings, klines, started)
+        _render(status, tty, final=True)
+        log.info("bot_stopped", uptime_s=round(time.monotonic() - started, 1))
+        return status
+
+
+def _point_at_sim(settings: BotSettings, exchange: Any) -> BotSettings:
+    """Venue URLs → the loopback exchange; symbols limited to what the recording holds (others warned about)."""
+    venues = {}
+    recorded: dict[Venue, set[str]] = exchange.recorded_symbols()
+    for venue, cfg in settings.venues.items():
+        urls = exchange.urls.get(venue)
+        have = recorded.get(venue, set())
+        symbols = tuple(s for s in cfg.symbols if s in have)
+        missing = sorted(set(cfg.symbols) - have)
+        if missing:
+            log.warning("sim_symbols_not_recorded", venue=venue.value, missing=missing, recorded=sorted(have))
+        enabled = cfg.enabled and urls is not None and bool(symbols)
+        update: dict[str, Any] = {"enabled": enabled, "symbols": symbols or cfg.symbols}
+        if urls is not None:
+            update.update(ws_url=urls.ws_url, rest_url=urls.rest_url)
+        venues[venue] = cfg.model_copy(update=update)
+    return settings.model_copy(update={"venues": venues})
+
+
+def _wire_klines(bus: EventBus, store: Any, resampler: Any) -> None:
+    from bot.events import KlineClosed
+
+    def on_kline(k: KlineClosed) -> None:
+        store.add(k)
+        if k.source != "resampled" and k.interval_s == 60:
+            resampler.on_kline(k)
+
+    bus.subscribe(KlineClosed, on_kline)
+
+
+def _status(collector: Any, rings: Any, klines: Any, started: float) -> dict[str, Any]:
+    st: dict[str, Any] = dict(collector.status())
+    st["uptime_s"] = round(time.monotonic() - started, 1)
+    st["ring_bytes"] = rings.nbytes
+    st["klines"] = klines.counts() if hasattr(klines, "counts") else {}
+    return st
+
+
+def _fmt(x: float | None, nd: int = 2) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:,.{nd}f}"
+
+
+def _render(status: dict[str, Any], tty: bool, final: bool = False) -> None:
+    if not tty:
+        print(json.dumps({"status": status}, default=str), flush=True)
+        return
+    lines = [f"bot run --paper   uptime {status.get('uptime_s', 0)} s   rings {status.get('ring_bytes', 0) / 1e6:.1f} MB"]
+    lines.append(f"{'venue':<14}{'symbol':<10}{'state':<11}{'bid':>14}{'ask':>14}{'spread bp':>10}"
+                 f"{'msg/s':>8}{'gaps':>6}{'resync':>7}{'crossed':>8}")
+    for b in status.get("books", []):
+        bid, ask = b.get("bid_px"), b.get("ask_px")
+        spread = (ask - bid) / ((ask + bid) / 2) * 1e4 if bid and ask and not math.isnan(bid + ask) else None
+        lines.append(
+            f"{b['venue']:<14}{b['symbol']:<10}{b['state']:<11}{_fmt(bid):>14}{_fmt(ask):>14}{_fmt(spread):>10}"
+            f"{_fmt(b.get('msgs_per_s'), 1):>8}{b.get('gaps', 0):>6}{b.get('resyncs', 0):>7}{b.get('crossed', 0):>8}"
+        )
+    for c in status.get("connections", []):
+        lines.append(f"  conn {c['name']:<28} {'up' if c.get('connected') else 'DOWN':<5} reconnects {c.get('reconnects', 0)}")
+    if not final:
+        sys.stdout.write("\x1b[H\x1b[2J")
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
