@@ -118,7 +118,7 @@ async def run_bot(
             run_task = tg.create_task(collector.run())
             report_task = tg.create_task(report())
             waiter = tg.create_task(stop.wait())
-            done, _ = await asyncio.wait({run_task, waiter}, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({run_task, waiter}, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
             for t in (run_task, report_task, waiter):
                 t.cancel()
         status = _status(collector, rings, klines, started)
@@ -175,7 +175,8 @@ def _render(status: dict[str, Any], tty: bool, final: bool = False) -> None:
     if not tty:
         print(json.dumps({"status": status}, default=str), flush=True)
         return
-    lines = [f"bot run --paper   uptime {status.get('uptime_s', 0)} s   rings {status.get('ring_bytes', 0) / 1e6:.1f} MB"]
+    mb = status.get("ring_bytes", 0) / 1e6
+    lines = [f"bot run --paper   uptime {status.get('uptime_s', 0)} s   rings {mb:.1f} MB"]
     lines.append(f"{'venue':<14}{'symbol':<10}{'state':<11}{'bid':>14}{'ask':>14}{'spread bp':>10}"
                  f"{'msg/s':>8}{'gaps':>6}{'resync':>7}{'crossed':>8}")
     for b in status.get("books", []):
@@ -186,7 +187,8 @@ def _render(status: dict[str, Any], tty: bool, final: bool = False) -> None:
             f"{_fmt(b.get('msgs_per_s'), 1):>8}{b.get('gaps', 0):>6}{b.get('resyncs', 0):>7}{b.get('crossed', 0):>8}"
         )
     for c in status.get("connections", []):
-        lines.append(f"  conn {c['name']:<28} {'up' if c.get('connected') else 'DOWN':<5} reconnects {c.get('reconnects', 0)}")
+        up = "up" if c.get("connected") else "DOWN"
+        lines.append(f"  conn {c['name']:<28} {up:<5} reconnects {c.get('reconnects', 0)}")
     if not final:
         sys.stdout.write("\x1b[H\x1b[2J")
     sys.stdout.write("\n".join(lines) + "\n")

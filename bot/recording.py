@@ -159,7 +159,7 @@ class RecordingWriter:
         if self._zw is None:
             return
         assert self._raw is not None
-        self._zw.close()
+        self._zw.close()  # type: ignore[no-untyped-call]
         self._raw.flush()
         os.fsync(self._raw.fileno())
         self._raw.close()

@@ -81,8 +81,10 @@ def test_api_secrets_come_from_the_environment_and_never_print(monkeypatch: pyte
     monkeypatch.setenv("BOT_VENUES__BYBIT_LINEAR__API_SECRET", "s3cr3t-value")
     s = load_settings()
     secret = s.venues[Venue.BYBIT_LINEAR].api_secret
-    assert secret is not None and secret.get_secret_value() == "s3cr3t-value"
-    assert "s3cr3t-value" not in repr(s) and "s3cr3t-value" not in str(s.model_dump())
+    assert secret is not None
+    assert secret.get_secret_value() == "s3cr3t-value"
+    assert "s3cr3t-value" not in repr(s)
+    assert "s3cr3t-value" not in str(s.model_dump())
 
 
 def test_repository_config_toml_is_valid() -> None:
