@@ -137,6 +137,29 @@ class SimConfig(Section):
     loop: bool = True
 
 
+class ModelsConfig(Section):
+    """Model workers (``bot.workers``): one per checkpoint file in ``dir``."""
+
+    enabled: bool = True
+    dir: Path = Path("models/checkpoints")
+    device: str = "auto"  # "auto": CUDA when available, else CPU; or "cpu", "cuda", "cuda:1"
+    torch_threads: int = Field(default=1, ge=1, le=64)  # intra-op threads: inference must not starve the loop
+    max_input_age_s: float = Field(default=10.0, gt=0)  # older inputs: the signal is not published (counted)
+    # "trained": each model predicts the instrument(s) it was trained on; "all": per-instrument models
+    # (tabl, multiscale) also predict every configured symbol, batched in one forward pass
+    serve: Literal["trained", "all"] = "trained"
+
+
+class SignalLogConfig(Section):
+    """Every published Signal goes to SQLite and JSONL (``bot.signal_log``)."""
+
+    enabled: bool = True
+    db: Path = Path("out/signals/signals.sqlite")
+    jsonl_dir: Path = Path("out/signals")
+    rotate_mb: float = Field(default=64.0, gt=0)  # a JSONL file is also rotated daily (UTC)
+    queue_size: int = Field(default=10_000, ge=1)  # full: the oldest waiting signal is dropped, counted, warned
+
+
 class LogConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     json_logs: bool | None = None  # None: JSON when stderr is not a TTY
@@ -158,6 +181,8 @@ class BotSettings(BaseSettings):
     klines: KlineConfig = KlineConfig()
     sim: SimConfig = SimConfig()
     log: LogConfig = LogConfig()
+    models: ModelsConfig = ModelsConfig()
+    signal_log: SignalLogConfig = SignalLogConfig()
 
     @field_validator("venues", mode="before")
     @classmethod

@@ -99,3 +99,34 @@ class BookCrossed(Event, frozen=True, kw_only=True):
     bid_px: float
     ask_px: float
     removed_levels: int
+
+
+class Signal(Event, frozen=True, kw_only=True):
+    """One model's prediction for one (venue, symbol), published by ``bot.workers`` on the loop thread.
+
+    ``ts_event`` is the data time: the local (receive-clock) time of the newest input row, i.e. the grid
+    time of the newest LOB row, or the receive time of the newest closed bar. ``ts_recv`` is the publish
+    time. ``ts_recv - ts_event`` is how old the prediction's inputs were when consumers saw it.
+
+    Classification heads fill ``probabilities`` (flattened horizon-major: horizon 0's classes, then
+    horizon 1's ...; class order in ``classes``); regression heads fill ``values`` (their meaning in
+    ``value_names``). ``confidence`` is the top class probability of the first horizon, None for a
+    regression-only head. ``attention`` is a short human-readable summary (top attended steps, scales or
+    assets), empty when the family exposes none.
+    """
+
+    model: str  # checkpoint name (file stem)
+    family: str  # model family (models.checkpoint.FAMILIES key)
+    version: str  # first 12 hex digits of the checkpoint file's sha256
+    code_version: str  # the training code's version, from the checkpoint's metadata ("" if unknown)
+    venue: Venue
+    symbol: str
+    horizon: str  # e.g. "10 steps of 1s", "5m,60m,240m"
+    classes: tuple[str, ...] = ()
+    probabilities: tuple[float, ...] = ()
+    value_names: tuple[str, ...] = ()
+    values: tuple[float, ...] = ()
+    confidence: float | None = None
+    attention: str = ""
+    inference_start_ns: int
+    inference_end_ns: int
