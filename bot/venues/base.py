@@ -59,6 +59,7 @@ class FeedStats:
     resyncs: dict[str, int] = field(default_factory=dict)
     crossed: dict[str, int] = field(default_factory=dict)
     dropped_stale: dict[str, int] = field(default_factory=dict)
+    buffer_overflows: dict[str, int] = field(default_factory=dict)  # diff buffer cap hit while syncing
 
 
 class VenueAdapter(ABC):

@@ -1,0 +1,760 @@
+"""Binance Spot and USD-M futures: wire structs, parsers, and the two adapters.
+
+Venue spellings stay in this file: lower-case stream names (``btcusdt@depth@100ms``), one-letter keys,
+``m`` for "buyer is maker". Outside it there are only canonical symbols (``BTCUSDT``) and domain events.
+
+Frames arrive as a combined-stream envelope ``{"stream": ..., "data": ...}`` (what ``connections``
+asks for) or as raw payloads (``/ws/<stream>``). The hot path reads the stream name at the front of the
+frame, looks it up in a table built from the config and decodes the whole frame in one pass with the
+typed decoder of that stream (msgspec, lax mode: decimal strings become floats in C). Anything else
+(raw payloads, unknown streams, key orders other than Binance's) takes ``parse_frame``, which decides
+by key and stream name, never by position. A frame that does not decode is counted and dropped.
+
+Book sync follows the official procedures exactly (``shared/PROTOCOLS.md`` 2.4 and 3.4):
+
+* Spot: buffer diffs, ask for a snapshot (``NeedSnapshot``); snapshot ``lastUpdateId`` (L) < first
+  buffered ``U``: ask again; drop buffered ``u <= L``; the first kept must have ``U <= L+1 <= u``;
+  then every event must have ``U == previous u + 1``.
+* USD-M: drop ``u < L`` (strictly less: one real session starts with ``u == L``); the first kept must
+  have ``U <= L <= u``; then every event must have ``pu == previous u``.
+* A gap restarts the procedure (the event that revealed it is the first of the new buffer). Events
+  whose ``u`` is already in the book (duplicates) are dropped and counted in ``stats.dropped_stale``.
+* Partial-depth streams (``depth5``/``10``/``20``) are whole top-N pictures: each one resets the book.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any, Generic, NamedTuple, TypeVar
+
+import msgspec
+import structlog
+
+from bot.book import OrderBook
+from bot.config import INTERVALS_S, BookConfig, VenueConfig
+from bot.errors import MalformedMessage
+from bot.events import BookState, KlineClosed, Side, Trade, Venue
+from bot.venues._shared import DECODE_ERRORS, NS_PER_MS, BookAdapter, Price, Size, WireLevels
+from bot.venues.base import ConnectionSpec, NeedSnapshot, Publish
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+
+# ------------------------------------------------------------------------------------------------
+# Wire types: Binance's own shapes and spellings. Fields we do not use are left out (msgspec skips them).
+# ------------------------------------------------------------------------------------------------
+class Envelope(msgspec.Struct, Generic[T]):
+    """Combined-stream wrapper: ``{"stream": "<name>", "data": <payload>}``."""
+
+    stream: str
+    data: T
+
+
+class DepthUpdate(msgspec.Struct):
+    """Diff depth (``<sym>@depth``, ``@depth@100ms``; USD-M also ``@depth@0ms``) and USD-M partial depth.
+
+    Spot (no ``T``, no ``pu``)::
+
+        {"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1723161258209,"s":"BTCUSDT",
+         "U":50093241262,"u":50093241266,"b":[["61824.00000000","0.32726000"],["61799.50000000","0.06470000"]],
+         "a":[["61840.18000000","0.04959000"],["61840.19000000","0.00000000"]]}}
+
+    USD-M (``T`` transaction time, ``pu`` = previous event's ``u``)::
+
+        {"stream":"btcusdt@depth@0ms","data":{"e":"depthUpdate","E":1723161389724,"T":1723161389706,
+         "s":"BTCUSDT","U":5123118435177,"u":5123118436391,"pu":5123118434683,"b":[["5000.00","2.301"]],
+         "a":[["62438.40","23.249"],["62547.00","0.000"]]}}
+    """
+
+    E: int
+    s: str
+    U: int
+    u: int
+    b: WireLevels
+    a: WireLevels
+    T: int = 0
+    pu: int = -1
+
+
+class DepthSnapshot(msgspec.Struct):
+    """REST ``GET /api/v3/depth`` (spot) or ``/fapi/v1/depth`` (USD-M adds ``E``, ``T``); also the spot
+    partial-depth stream payload (``<sym>@depth5``, no symbol, no time). Spot REST, cut to 2 levels::
+
+        {"lastUpdateId":50093239218,"bids":[["61837.63000000","3.78826000"],["61837.62000000","0.61700000"]],
+         "asks":[["61837.64000000","1.54698000"],["61837.65000000","0.00843000"]]}
+
+    USD-M REST, cut to 1 level::
+
+        {"lastUpdateId":5123107852948,"E":1723161256501,"T":1723161256493,"bids":[["61800.20","2.909"]],
+         "asks":[["61800.30","1.072"]]}
+    """
+
+    lastUpdateId: int
+    bids: WireLevels
+    asks: WireLevels
+    E: int = 0
+    T: int = 0
+
+
+class BookTicker(msgspec.Struct):
+    """``<sym>@bookTicker``. Spot has no ``e``/``E``::
+
+        {"stream":"btcusdt@bookTicker","data":{"u":50093239212,"s":"BTCUSDT","b":"61837.63000000",
+         "B":"3.78826000","a":"61837.64000000","A":"1.54698000"}}
+
+    USD-M adds ``e``, ``E`` and ``T``::
+
+        {"stream":"btcusdt@bookTicker","data":{"e":"bookTicker","u":5123107839020,"s":"BTCUSDT",
+         "b":"61800.20","B":"2.507","a":"61800.30","A":"2.510","T":1723161256313,"E":1723161256313}}
+    """
+
+    u: int
+    s: str
+    b: Size
+    B: Size
+    a: Size
+    A: Size
+    E: int = 0
+    T: int = 0
+
+
+class WireTrade(msgspec.Struct):
+    """``<sym>@trade``. ``m``: the buyer is the maker, so the taker sold. Spot has ``M``::
+
+        {"stream":"btcusdt@trade","data":{"e":"trade","E":1723161255343,"s":"BTCUSDT","t":3735683259,
+         "p":"61837.63000000","q":"0.02000000","T":1723161255342,"m":true,"M":true}}
+
+    USD-M has ``X`` (``MARKET``, ...) instead::
+
+        {"stream":"btcusdt@trade","data":{"e":"trade","E":1723161256322,"T":1723161256322,"s":"BTCUSDT",
+         "t":5266583935,"p":"61800.30","q":"0.006","X":"MARKET","m":false}}
+    """
+
+    E: int
+    s: str
+    t: int
+    p: Price
+    q: Size
+    T: int
+    m: bool
+    M: bool | None = None
+    X: str | None = None
+
+
+class KlineBody(msgspec.Struct):
+    t: int  # open time, ms
+    T: int  # close time, ms (open + interval - 1)
+    s: str
+    i: str
+    o: Price
+    c: Price
+    h: Price
+    l: Price  # noqa: E741 (the venue's spelling)
+    v: Size
+    x: bool  # closed?
+
+
+class WireKline(msgspec.Struct):
+    """``<sym>@kline_<interval>``; ``k.x`` is true on the closing update only (2021 sample, USD-M)::
+
+        {"stream":"sushiusdt@kline_1m","data":{"e":"kline","E":1626992760203,"s":"SUSHIUSDT","k":{
+         "t":1626992700000,"T":1626992759999,"s":"SUSHIUSDT","i":"1m","f":126902874,"L":126902986,
+         "o":"7.6080","c":"7.6170","h":"7.6180","l":"7.6070","v":"3005","n":113,"x":true,"q":"22875.8590",
+         "V":"1900","Q":"14464.6960","B":"0"}}}
+    """
+
+    E: int
+    s: str
+    k: KlineBody
+
+
+class ServerShutdown(msgspec.Struct):
+    """Sent before the server goes away: ``{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":...}}``."""
+
+    E: int
+    e: str = "serverShutdown"
+
+
+class Response(msgspec.Struct):
+    """Answer to a SUBSCRIBE/UNSUBSCRIBE: ``{"result":null,"id":1}``, or ``{"error":{...},"id":1}``."""
+
+    id: int | str | None = None
+    result: Any = None
+    error: Any = None
+
+
+class RestKline(msgspec.Struct, array_like=True):
+    """One row of ``GET /api/v3/klines`` / ``/fapi/v1/klines`` (oldest first; 12 fields, 7 used)::
+
+    [1499040000000,"0.01634790","0.80000000","0.01575800","0.01577100","148976.11427815",1499644799999,...]
+    """
+
+    t: int
+    o: Price
+    h: Price
+    l: Price  # noqa: E741
+    c: Price
+    v: Size
+    T: int
+
+
+class Kind(StrEnum):
+    DEPTH = "depth"  # diff depth
+    PARTIAL = "partial"  # partial depth: a whole top-N picture
+    BOOK_TICKER = "book_ticker"
+    TRADE = "trade"
+    KLINE = "kline"
+    SHUTDOWN = "shutdown"
+    RESPONSE = "response"
+    UNKNOWN = "unknown"
+
+
+class Frame(NamedTuple):
+    """One decoded frame: what it is, the stream it came on ('' for raw payloads), the wire struct."""
+
+    kind: Kind
+    stream: str
+    msg: Any
+
+
+class BestQuote(NamedTuple):
+    """A bookTicker in domain terms: the venue's own best bid/ask after update ``update_id``."""
+
+    symbol: str
+    update_id: int
+    bid_px: float
+    bid_sz: float
+    ask_px: float
+    ask_sz: float
+    ts_event: int  # ns; 0 on spot (no event time)
+
+
+_DEPTH = msgspec.json.Decoder(DepthUpdate, strict=False)
+_SNAPSHOT = msgspec.json.Decoder(DepthSnapshot, strict=False)
+_ENV_DEPTH = msgspec.json.Decoder(Envelope[DepthUpdate], strict=False)
+_ENV_SNAPSHOT = msgspec.json.Decoder(Envelope[DepthSnapshot], strict=False)
+_ENV_TRADE = msgspec.json.Decoder(Envelope[WireTrade], strict=False)
+_ENV_KLINE = msgspec.json.Decoder(Envelope[WireKline], strict=False)
+_ENV_TICKER = msgspec.json.Decoder(Envelope[BookTicker], strict=False)
+_ENV_ANY = msgspec.json.Decoder(Envelope[msgspec.Raw])
+_ANY = msgspec.json.Decoder(dict[str, Any])
+_REST_KLINES = msgspec.json.Decoder(list[RestKline], strict=False)
+_PARTIAL_RE = re.compile(r"depth\d+(@|$)")
+
+_TYPES: dict[Kind, type] = {
+    Kind.DEPTH: DepthUpdate,
+    Kind.BOOK_TICKER: BookTicker,
+    Kind.TRADE: WireTrade,
+    Kind.KLINE: WireKline,
+    Kind.SHUTDOWN: ServerShutdown,
+    Kind.RESPONSE: Response,
+}
+
+
+def stream_kind(stream: str, futures: bool = False) -> Kind:
+    """What a stream carries, from its name (``btcusdt@depth20@100ms`` is partial, ``@depth@100ms`` diff)."""
+    if stream == "!serverShutdown":
+        return Kind.SHUTDOWN
+    _, _, rest = stream.partition("@")
+    if rest == "trade":
+        return Kind.TRADE
+    if rest.startswith("depth"):
+        return Kind.PARTIAL if _PARTIAL_RE.match(rest) else Kind.DEPTH
+    if rest.startswith("kline_"):
+        return Kind.KLINE
+    if rest == "bookTicker":
+        return Kind.BOOK_TICKER
+    return Kind.UNKNOWN
+
+
+def _payload_kind(obj: dict[str, Any]) -> Kind:
+    """The kind of a raw (un-enveloped) payload, by its keys."""
+    e = obj.get("e")
+    if e == "depthUpdate":
+        return Kind.DEPTH
+    if e == "trade":
+        return Kind.TRADE
+    if e == "kline":
+        return Kind.KLINE
+    if e == "bookTicker" or (e is None and {"u", "s", "b", "B", "a", "A"} <= obj.keys()):
+        return Kind.BOOK_TICKER
+    if e == "serverShutdown":
+        return Kind.SHUTDOWN
+    if e is None and "lastUpdateId" in obj:
+        return Kind.PARTIAL
+    if e is None and "id" in obj and ("result" in obj or "error" in obj):
+        return Kind.RESPONSE
+    return Kind.UNKNOWN
+
+
+def parse_frame(raw: str | bytes, futures: bool = False) -> Frame:
+    """Decode any Binance websocket frame by key and stream name. Raises ``MalformedMessage``.
+
+    Spot partial depth decodes to ``DepthSnapshot``; USD-M partial depth to ``DepthUpdate``.
+    """
+    try:
+        obj = _ANY.decode(raw)
+        stream = ""
+        if "stream" in obj and "data" in obj:
+            stream = obj["stream"]
+            if not isinstance(stream, str):
+                raise MalformedMessage("stream name is not a string")
+            kind = stream_kind(stream)
+            payload = obj["data"]
+            if not isinstance(payload, dict):
+                raise MalformedMessage("data is not an object")
+            if kind is Kind.SHUTDOWN or payload.get("e") == "serverShutdown":
+                kind = Kind.SHUTDOWN
+        else:
+            payload = obj
+            kind = _payload_kind(obj)
+        if kind is Kind.UNKNOWN:
+            return Frame(kind, stream, payload)
+        if kind is Kind.PARTIAL:
+            typ: type = DepthUpdate if ("e" in payload or futures) else DepthSnapshot
+        else:
+            typ = _TYPES[kind]
+        return Frame(kind, stream, msgspec.convert(payload, typ, strict=False))
+    except DECODE_ERRORS as e:
+        raise MalformedMessage(f"not a Binance frame: {e}") from e
+
+
+def parse_snapshot(raw: str | bytes) -> DepthSnapshot:
+    """Decode a REST depth snapshot body. Raises ``MalformedMessage`` (error bodies included)."""
+    try:
+        return _SNAPSHOT.decode(raw)
+    except DECODE_ERRORS as e:
+        raise MalformedMessage(f"not a Binance depth snapshot: {e}") from e
+
+
+def to_best_quote(t: BookTicker) -> BestQuote:
+    return BestQuote(t.s, t.u, t.b, t.B, t.a, t.A, t.E * NS_PER_MS)
+
+
+def to_trade(venue: Venue, symbol: str, t: WireTrade, ts_recv: int) -> Trade:
+    """``m`` (buyer is maker) means the taker sold."""
+    return Trade(
+        ts_event=t.T * NS_PER_MS, ts_recv=ts_recv, venue=venue, symbol=symbol, price=t.p, size=t.q,
+        taker_side=Side.SELL if t.m else Side.BUY, trade_id=str(t.t),
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Adapters
+# ------------------------------------------------------------------------------------------------
+class _SymbolSync:
+    """Where one symbol's book is in the sync procedure."""
+
+    __slots__ = ("buffer", "buffered_levels", "first_u", "last_event_ms", "requested", "snapshot", "synced")
+
+    def __init__(self) -> None:
+        self.buffer: list[DepthUpdate] = []  # diffs waiting for a snapshot, oldest first
+        self.buffered_levels = 0
+        self.first_u: int | None = None  # U of the first diff buffered in this attempt ("step 2")
+        self.snapshot: DepthSnapshot | None = None  # received, waiting for diffs
+        self.requested = False  # a NeedSnapshot is out and not yet answered
+        self.synced = False
+        self.last_event_ms = 0  # newest venue time seen on the diff stream
+
+
+Handler = Callable[[bytes, str, int], None]
+
+
+class _BinanceAdapter(BookAdapter):
+    futures: bool
+    depth_path: str
+    klines_path: str
+    max_buffer_levels = 250_000  # diff levels buffered while waiting for a snapshot (~3 min of BTC)
+
+    def __init__(self, cfg: VenueConfig, book_cfg: BookConfig, publish: Publish, *, live: bool = True) -> None:
+        super().__init__(cfg, book_cfg, publish, live=live)
+        self._sync = {s: _SymbolSync() for s in self.symbols}
+        self.partial = bool(_PARTIAL_RE.match(cfg.depth))
+        self.shutdown_notices = 0
+        self._routes: dict[bytes, tuple[Handler, str]] = {}
+        for s in self.symbols:
+            low = s.lower()
+            depth = self._on_partial if self.partial else self._on_depth
+            self._routes[f"{low}@{cfg.depth}".encode()] = (depth, s)
+            self._routes[f"{low}@trade".encode()] = (self._on_trade, s)
+            for i in cfg.klines:
+                self._routes[f"{low}@kline_{i}".encode()] = (self._on_kline, s)
+            # Not subscribed by connections(), but present in recordings: skipped without decoding.
+            self._routes[f"{low}@bookTicker".encode()] = (self._skip, s)
+        self._conn_books: dict[str, tuple[str, ...]] = {c.name: c.symbols for c in self.connections()}
+
+    # -- connection plan -------------------------------------------------------------------------
+    def _streams(self) -> tuple[list[str], list[str]]:
+        cfg = self.cfg
+        book: list[str] = []
+        klines: list[str] = []
+        for s in self.symbols:
+            low = s.lower()
+            book.append(f"{low}@{cfg.depth}")
+            if cfg.trades:
+                book.append(f"{low}@trade")
+            klines.extend(f"{low}@kline_{i}" for i in cfg.klines)
+        return book, klines
+
+    def connections(self) -> list[ConnectionSpec]:
+        cfg = self.cfg
+        path = cfg.ws_path or "/stream"
+        kline_path = cfg.ws_kline_path or path
+        book, klines = self._streams()
+        if kline_path == path:
+            url = f"{cfg.ws_url}{path}?streams=" + "/".join(book + klines)
+            return [ConnectionSpec(f"{self.venue.value}/stream", url, (), self.symbols)]
+        name = self.venue.value
+        specs = [ConnectionSpec(f"{name}/depth", f"{cfg.ws_url}{path}?streams=" + "/".join(book), (), self.symbols)]
+        if klines:
+            specs.append(ConnectionSpec(f"{name}/klines", f"{cfg.ws_url}{kline_path}?streams=" + "/".join(klines)))
+        return specs
+
+    def resubscribe_payloads(self, symbol: str) -> list[str]:
+        return []  # Binance resyncs through a REST snapshot, never a resubscription
+
+    def snapshot_url(self, symbol: str) -> str | None:
+        return f"{self.cfg.rest_url}{self.depth_path}?symbol={symbol}&limit={self._snapshot_limit()}"
+
+    def _snapshot_limit(self) -> int:
+        return self.cfg.snapshot_limit
+
+    def klines_url(self, symbol: str, interval: str, limit: int) -> str:
+        return f"{self.cfg.rest_url}{self.klines_path}?symbol={symbol}&interval={interval}&limit={limit}"
+
+    def parse_klines(self, symbol: str, interval: str, raw: str | bytes, ts_recv: int) -> list[KlineClosed]:
+        """Closed candles from a REST klines body, oldest first; [] (counted, logged) for a bad body.
+
+        A row is closed when its open time + interval is at or before ``ts_recv`` (the last row of a
+        live answer is the candle still forming).
+        """
+        try:
+            rows = _REST_KLINES.decode(raw)
+        except DECODE_ERRORS as e:
+            self._malformed(f"klines {symbol} {interval}", e, raw)
+            return []
+        interval_ms = INTERVALS_S[interval] * 1000 if interval in INTERVALS_S else 0
+        now_ms = ts_recv // NS_PER_MS
+        out = []
+        for r in rows:
+            iv = interval_ms or r.T - r.t + 1
+            if r.t + iv <= now_ms:
+                out.append(
+                    KlineClosed(
+                        ts_event=(r.t + iv) * NS_PER_MS, ts_recv=ts_recv, venue=self.venue, symbol=symbol,
+                        interval_s=iv // 1000, open_time_ms=r.t, open=r.o, high=r.h, low=r.l, close=r.c,
+                        volume=r.v, source="rest",
+                    )
+                )
+        if out:
+            self._seen_closed(symbol, out[-1].interval_s * 1000, out[-1].open_time_ms)
+        return out
+
+    # -- frames ----------------------------------------------------------------------------------
+    def on_ws(self, raw: str | bytes, ts_recv: int, conn: str = "-") -> None:
+        self.stats.messages += 1
+        if not self._started:
+            self._start(ts_recv)
+        try:
+            data = raw.encode() if isinstance(raw, str) else raw
+            # Hot path: Binance puts "stream" first; the name picks the typed decoder for the whole frame
+            # (which then matches keys, so a frame that merely looks right still has to be right).
+            if data.startswith(b'{"stream":"'):
+                route = self._routes.get(data[11 : data.find(b'"', 11)])
+                if route is not None:
+                    route[0](data, route[1], ts_recv)
+                    return
+            self._on_other(parse_frame(data, self.futures), ts_recv)
+        except (*DECODE_ERRORS, MalformedMessage) as e:
+            self._malformed("ws", e, raw)
+
+    def _skip(self, data: bytes, symbol: str, ts_recv: int) -> None:
+        self.ignored += 1
+
+    def _on_other(self, f: Frame, ts_recv: int) -> None:
+        """Frames off the hot path: raw payloads, responses, shutdown notices, streams not subscribed."""
+        if f.kind is Kind.RESPONSE:
+            if f.msg.error is not None:
+                log.warning("subscribe_refused", venue=self.venue.value, id=f.msg.id, error=str(f.msg.error)[:200])
+            else:
+                self.ignored += 1
+            return
+        if f.kind is Kind.SHUTDOWN:
+            self.shutdown_notices += 1
+            log.info("server_shutdown_notice", venue=self.venue.value, event_time_ms=f.msg.E)
+            return
+        symbol = self._symbol_of(f)
+        if symbol is None:
+            self.ignored += 1
+            return
+        if f.kind is Kind.DEPTH and not self.partial:
+            self._depth(f.msg, symbol, ts_recv)
+        elif f.kind is Kind.PARTIAL or (f.kind is Kind.DEPTH and self.partial):
+            self._partial(f.msg, symbol, ts_recv)
+        elif f.kind is Kind.TRADE:
+            self.publish(to_trade(self.venue, symbol, f.msg, ts_recv))
+        elif f.kind is Kind.KLINE:
+            self._kline(f.msg, symbol, ts_recv)
+        else:  # bookTicker and unknown streams: not ours to act on
+            self.ignored += 1
+
+    def _symbol_of(self, f: Frame) -> str | None:
+        """The configured symbol a frame is about, or None."""
+        s = getattr(f.msg, "s", None)
+        if s is None and f.stream:
+            s = f.stream.partition("@")[0]
+        if s is None and len(self.symbols) == 1:  # a raw spot partial-depth payload names no symbol
+            return self.symbols[0]
+        s = str(s).upper() if s is not None else None
+        return s if s in self._sync else None
+
+    # -- depth -----------------------------------------------------------------------------------
+    def _on_depth(self, data: bytes, symbol: str, ts_recv: int) -> None:
+        ev = _ENV_DEPTH.decode(data).data
+        if ev.s != symbol:
+            raise MalformedMessage(f"depth event for {ev.s} on the stream of {symbol}")
+        self._depth(ev, symbol, ts_recv)
+
+    def _depth(self, ev: DepthUpdate, symbol: str, ts_recv: int) -> None:
+        st = self._sync[symbol]
+        st.last_event_ms = ev.E
+        if not st.synced:
+            self._buffer(symbol, st, ev, ts_recv)
+            return
+        book = self.books[symbol]
+        if ev.u <= book.update_id:  # already in the book: a duplicate or a late copy
+            self.stats.dropped_stale[symbol] = self.stats.dropped_stale.get(symbol, 0) + 1
+            return
+        if not self._chained(ev, book.update_id):
+            self.stats.gaps[symbol] += 1
+            self._restart(symbol, st, [ev], f"gap after update {book.update_id}", ts_recv)
+            return
+        self._apply(symbol, st, book, ev, ts_recv)
+
+    def _chained(self, ev: DepthUpdate, last: int) -> bool:
+        raise NotImplementedError
+
+    def _first_fits(self, ev: DepthUpdate, last: int) -> bool:
+        raise NotImplementedError
+
+    def _already_in(self, ev: DepthUpdate, last: int) -> bool:
+        """A buffered event older than the snapshot (dropped before the first kept one)."""
+        raise NotImplementedError
+
+    def _apply(self, symbol: str, st: _SymbolSync, book: OrderBook, ev: DepthUpdate, ts_recv: int) -> bool:
+        """Apply one in-sequence diff and publish; False if a crossed book made a live adapter resync."""
+        removed = book.apply(ev.b, ev.a, ev.u, ev.E * NS_PER_MS)
+        self.stats.level_updates += len(ev.b) + len(ev.a)
+        self.last_update_ns[symbol] = ts_recv
+        if removed:
+            self._crossed(symbol, book, removed, ts_recv)
+            if self.live:
+                self._restart(symbol, st, [], "crossed book", ts_recv)
+                return False
+        self._publish_top(symbol, book, ts_recv)
+        if self.states[symbol] is BookState.STALE:
+            self._set_state(symbol, BookState.LIVE, "updates flowing again", ts_recv)
+        return True
+
+    def _buffer(self, symbol: str, st: _SymbolSync, ev: DepthUpdate, ts_recv: int) -> None:
+        n = len(ev.b) + len(ev.a)
+        if st.buffered_levels + n > self.max_buffer_levels:
+            # Waiting too long for a snapshot: start over rather than grow without bound.
+            self.stats.buffer_overflows[symbol] += 1
+            log.warning("depth_buffer_overflow", venue=self.venue.value, symbol=symbol, events=len(st.buffer))
+            st.buffer.clear()
+            st.buffered_levels = 0
+            st.first_u = None
+            st.snapshot = None
+            self._ask_snapshot(symbol, st)
+        if st.first_u is None:
+            st.first_u = ev.U
+        st.buffer.append(ev)
+        st.buffered_levels += n
+        if st.snapshot is not None:
+            self._try_sync(symbol, st, ts_recv)
+        elif not st.requested:
+            self._ask_snapshot(symbol, st)
+
+    def _ask_snapshot(self, symbol: str, st: _SymbolSync) -> None:
+        st.requested = True
+        self._actions.append(NeedSnapshot(symbol))
+
+    def on_snapshot(self, symbol: str, raw: str | bytes, ts_recv: int) -> None:
+        st = self._sync.get(symbol)
+        if st is None:
+            log.warning("snapshot_for_unknown_symbol", venue=self.venue.value, symbol=symbol)
+            return
+        st.requested = False
+        try:
+            snap = parse_snapshot(raw)
+        except MalformedMessage as e:
+            self._malformed("snapshot", e, raw)
+            self._ask_snapshot(symbol, st)
+            return
+        if st.synced:
+            return  # an answer to a request overtaken by events; the book is in sync already
+        st.snapshot = snap
+        self._try_sync(symbol, st, ts_recv)
+
+    def on_snapshot_failed(self, symbol: str, reason: str) -> None:
+        st = self._sync.get(symbol)
+        if st is None:
+            return
+        st.requested = False
+        if not st.synced:
+            self._ask_snapshot(symbol, st)  # the feed applies the backoff
+
+    def _try_sync(self, symbol: str, st: _SymbolSync, ts_recv: int) -> None:
+        """Steps 4-7 of the official procedure, run whenever a snapshot or a buffered diff arrives."""
+        snap = st.snapshot
+        buf = st.buffer
+        if snap is None or not buf:
+            return
+        last = snap.lastUpdateId
+        if st.first_u is not None and last < st.first_u:  # older than the first diff we hold: ask again
+            st.snapshot = None
+            self._ask_snapshot(symbol, st)
+            return
+        i = 0
+        while i < len(buf) and self._already_in(buf[i], last):
+            i += 1
+        if i:
+            del buf[:i]
+            st.buffered_levels = sum(len(e.b) + len(e.a) for e in buf)
+        if not buf:
+            return  # every buffered diff is older than the snapshot: wait for the next one
+        if not self._first_fits(buf[0], last):
+            self.stats.gaps[symbol] += 1
+            self._restart(symbol, st, [], f"no diff continues snapshot {last}", ts_recv)
+            return
+        book = self.books[symbol]
+        ts_event = (snap.E or st.last_event_ms) * NS_PER_MS or ts_recv
+        book.reset(snap.bids, snap.asks, last, ts_event)
+        self.stats.level_updates += len(snap.bids) + len(snap.asks)
+        self.last_update_ns[symbol] = ts_recv
+        pending = buf[:]
+        buf.clear()
+        st.buffered_levels = 0
+        st.first_u = None
+        st.snapshot = None
+        st.synced = True
+        if book.last_healed:
+            self._crossed(symbol, book, book.last_healed, ts_recv)
+            if self.live:
+                self._restart(symbol, st, pending, "crossed snapshot", ts_recv)
+                return
+        self._publish_top(symbol, book, ts_recv, snapshot=True)
+        for k, ev in enumerate(pending):
+            if k and not self._chained(ev, book.update_id):
+                self.stats.gaps[symbol] += 1
+                self._restart(symbol, st, pending[k:], f"gap after update {book.update_id}", ts_recv)
+                return
+            if not self._apply(symbol, st, book, ev, ts_recv):
+                return
+        self._set_state(symbol, BookState.LIVE, "in sync", ts_recv)
+
+    def _restart(self, symbol: str, st: _SymbolSync, keep: list[DepthUpdate], reason: str, ts_recv: int) -> None:
+        """Discard the book and start the procedure again from the snapshot request."""
+        self.stats.resyncs[symbol] += 1
+        self.books[symbol].clear()
+        st.synced = False
+        st.snapshot = None
+        st.buffer = keep
+        st.buffered_levels = sum(len(e.b) + len(e.a) for e in keep)
+        st.first_u = keep[0].U if keep else None
+        self._set_state(symbol, BookState.RESYNCING, reason, ts_recv)
+        self._ask_snapshot(symbol, st)
+
+    # -- partial depth: every message is the whole top-N picture ---------------------------------
+    def _on_partial(self, data: bytes, symbol: str, ts_recv: int) -> None:
+        msg = (_ENV_DEPTH if self.futures else _ENV_SNAPSHOT).decode(data).data
+        self._partial(msg, symbol, ts_recv)
+
+    def _partial(self, msg: DepthUpdate | DepthSnapshot, symbol: str, ts_recv: int) -> None:
+        book = self.books[symbol]
+        if isinstance(msg, DepthUpdate):
+            bids, asks, uid, ts_event = msg.b, msg.a, msg.u, msg.E * NS_PER_MS
+        else:
+            bids, asks, uid, ts_event = msg.bids, msg.asks, msg.lastUpdateId, ts_recv
+        book.reset(bids, asks, uid, ts_event)
+        self.stats.level_updates += len(bids) + len(asks)
+        self.last_update_ns[symbol] = ts_recv
+        if book.last_healed:
+            self._crossed(symbol, book, book.last_healed, ts_recv)  # the next picture replaces it anyway
+        self._sync[symbol].synced = True
+        self._publish_top(symbol, book, ts_recv, snapshot=True)
+        self._set_state(symbol, BookState.LIVE, "in sync", ts_recv)
+
+    # -- trades and klines -----------------------------------------------------------------------
+    def _on_trade(self, data: bytes, symbol: str, ts_recv: int) -> None:
+        self.publish(to_trade(self.venue, symbol, _ENV_TRADE.decode(data).data, ts_recv))
+
+    def _on_kline(self, data: bytes, symbol: str, ts_recv: int) -> None:
+        self._kline(_ENV_KLINE.decode(data).data, symbol, ts_recv)
+
+    def _kline(self, msg: WireKline, symbol: str, ts_recv: int) -> None:
+        k = msg.k
+        if not k.x:
+            return
+        ev = self._kline_closed(symbol, k.t, k.T - k.t + 1, (k.o, k.h, k.l, k.c, k.v), ts_recv, "ws")
+        if ev is not None:
+            self.publish(ev)
+
+    # -- connection loss -------------------------------------------------------------------------
+    def on_disconnect(self, conn: str, ts_recv: int) -> None:
+        """The books on ``conn`` (all of them for an unknown name) wait for a fresh snapshot."""
+        for symbol in self._conn_books.get(conn, self.symbols):
+            st = self._sync[symbol]
+            self.books[symbol].clear()
+            st.buffer = []
+            st.buffered_levels = 0
+            st.first_u = None
+            st.snapshot = None
+            if st.synced:
+                self.stats.resyncs[symbol] += 1
+            st.synced = False
+            # A NeedSnapshot is queued by the first diff after the reconnect (as at start), unless one is
+            # still out: its answer is then checked against the new stream like any other.
+            self._set_state(symbol, BookState.RESYNCING, f"disconnected ({conn})", ts_recv)
+
+
+class BinanceSpotAdapter(_BinanceAdapter):
+    venue = Venue.BINANCE_SPOT
+    futures = False
+    depth_path = "/api/v3/depth"
+    klines_path = "/api/v3/klines"
+
+    def _chained(self, ev: DepthUpdate, last: int) -> bool:
+        return last + 1 == ev.U
+
+    def _first_fits(self, ev: DepthUpdate, last: int) -> bool:
+        return ev.U <= last + 1 <= ev.u
+
+    def _already_in(self, ev: DepthUpdate, last: int) -> bool:
+        return ev.u <= last
+
+
+class BinanceUsdmAdapter(_BinanceAdapter):
+    venue = Venue.BINANCE_USDM
+    futures = True
+    depth_path = "/fapi/v1/depth"
+    klines_path = "/fapi/v1/klines"
+    _LIMITS = (5, 10, 20, 50, 100, 500, 1000)  # the only depth limits /fapi/v1/depth accepts
+
+    def _snapshot_limit(self) -> int:
+        want = self.cfg.snapshot_limit
+        return next((n for n in self._LIMITS if n >= want), self._LIMITS[-1])
+
+    def _chained(self, ev: DepthUpdate, last: int) -> bool:
+        return ev.pu == last
+
+    def _first_fits(self, ev: DepthUpdate, last: int) -> bool:
+        return ev.U <= last <= ev.u
+
+    def _already_in(self, ev: DepthUpdate, last: int) -> bool:
+        return ev.u < last

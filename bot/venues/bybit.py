@@ -1,0 +1,534 @@
+"""Bybit v5 public streams, spot and linear: wire structs, parsers, and the two adapters.
+
+Venue spellings stay in this file: topics (``orderbook.200.BTCUSDT``), ``S: "Buy"``, ``confirm``,
+interval codes ``1``/``60``/``D``. Outside it there are only canonical symbols and domain events.
+
+Every frame is a JSON object. Data frames carry ``topic``; control frames carry ``op`` (subscribe acks,
+pongs). The key order differs between the spot and linear connections (``"topic","ts","type"`` against
+``"topic","type","ts"``; spot klines even start with ``"type"``), so frames are parsed by key only: the
+hot path merely *looks* for the topic near the front to pick the typed decoder, and the decoder itself
+matches keys. Prices are decimal strings, not zero-padded on spot (``"65140"``), decoded straight to
+floats. A frame that does not decode is counted and dropped.
+
+Book sync (``shared/PROTOCOLS.md`` 1.4): a ``snapshot`` resets the book, always (Bybit resends one
+after a back-end restart, possibly with ``u == 1``; level-1 books push snapshots only, repeating ``u``);
+a ``delta`` must have ``u == previous u + 1``, anything else is a gap: the book becomes RESYNCING and a
+``Resubscribe`` is queued, whose fresh snapshot re-syncs it. Deltas before the first snapshot (or while
+resyncing) are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import msgspec
+import structlog
+
+from bot.config import INTERVALS_S, BookConfig, VenueConfig
+from bot.errors import MalformedMessage
+from bot.events import BookState, KlineClosed, Side, Trade, Venue
+from bot.venues._shared import DECODE_ERRORS, NS_PER_MS, BookAdapter, Price, Size, WireLevels
+from bot.venues.base import ConnectionSpec, Publish, Resubscribe
+
+log = structlog.get_logger(__name__)
+
+# Our interval names -> Bybit's kline interval codes (minutes, or D/W/M).
+INTERVAL_CODES = {"1m": "1", "3m": "3", "5m": "5", "15m": "15", "30m": "30", "1h": "60", "4h": "240", "1d": "D"}
+MAX_ARGS_PER_SUBSCRIBE = 10
+
+
+# ------------------------------------------------------------------------------------------------
+# Wire types
+# ------------------------------------------------------------------------------------------------
+class OrderBookData(msgspec.Struct):
+    s: str
+    b: WireLevels
+    a: WireLevels
+    u: int
+    seq: int = 0
+
+
+class OrderBookMsg(msgspec.Struct):
+    """``orderbook.{depth}.{symbol}``: ``type`` is ``snapshot`` or ``delta``; ``ts`` ms. Linear delta::
+
+        {"topic":"orderbook.200.SOLUSDT","type":"delta","ts":1786310819154,"data":{"s":"SOLUSDT",
+         "b":[["77.290","5408.7"]],"a":[["77.310","211.6"]],"u":13783325,"seq":272903624865},"cts":1786310819145}
+
+    Spot delta (other key order, prices not zero-padded, size "0" deletes)::
+
+        {"topic":"orderbook.200.BTCUSDT","ts":1786310816816,"type":"delta","data":{"s":"BTCUSDT","b":[],
+         "a":[["65140.5","0.472215"],["65145.7","0.03"],["65150.2","0.000231"],["65239","0"]],"u":62505426,
+         "seq":112488545879},"cts":1786310816779}
+    """
+
+    topic: str
+    type: str
+    ts: int
+    data: OrderBookData
+    cts: int = 0
+
+
+class TradeItem(msgspec.Struct):
+    T: int  # trade time, ms
+    s: str
+    S: str  # taker side: Buy | Sell
+    v: Size
+    p: Price
+    i: str  # trade id: a UUID on linear, a numeric string on spot
+    L: str | None = None  # tick direction; linear only
+    BT: bool = False  # block trade
+    seq: int = 0
+
+
+class TradeMsg(msgspec.Struct):
+    """``publicTrade.{symbol}``: a list of trades. Linear::
+
+        {"topic":"publicTrade.BTCUSDT","type":"snapshot","ts":1786310819681,"data":[{"T":1786310819680,
+         "s":"BTCUSDT","S":"Sell","v":"0.004","p":"65114.20","L":"MinusTick",
+         "i":"a9188a0a-82bc-50de-be60-03eedbe3cdd7","BT":false,"RPI":false,"seq":753843954913}]}
+
+    Spot (no ``L``)::
+
+        {"topic":"publicTrade.ETHUSDT","ts":1786310821917,"type":"snapshot","data":[{"i":"2280000001739247417",
+         "T":1786310821917,"p":"1923.28","v":"0.04537","S":"Sell","seq":178477362706,"s":"ETHUSDT","BT":false,
+         "RPI":false}]}
+    """
+
+    topic: str
+    ts: int
+    data: list[TradeItem]
+    type: str = "snapshot"
+
+
+class KlineItem(msgspec.Struct):
+    start: int  # ms
+    end: int  # ms, start + interval - 1
+    interval: str
+    open: Price
+    close: Price
+    high: Price
+    low: Price
+    volume: Size
+    confirm: bool  # the candle is closed
+    turnover: Size = 0.0
+    timestamp: int = 0
+
+
+class KlineMsg(msgspec.Struct):
+    """``kline.{interval}.{symbol}``. At the minute boundary one message carries the closed candle
+    (``confirm: true``) and the new one::
+
+        {"topic":"kline.1.ETHUSDT","data":[{"start":1786310760000,"end":1786310819999,"interval":"1",
+         "open":"1922.43","close":"1922.48","high":"1922.48","low":"1922.42","volume":"15.7",
+         "turnover":"30182.0724","confirm":true,"timestamp":1786310820123},{"start":1786310820000,
+         "end":1786310879999,"interval":"1","open":"1922.48","close":"1922.48","high":"1922.48",
+         "low":"1922.48","volume":"0","turnover":"0","confirm":false,"timestamp":1786310820123}],
+         "ts":1786310820123,"type":"snapshot"}
+    """
+
+    topic: str
+    ts: int
+    data: list[KlineItem]
+    type: str = "snapshot"
+
+
+class TickerData(msgspec.Struct):
+    symbol: str
+    lastPrice: float | None = None
+    bid1Price: float | None = None
+    bid1Size: float | None = None
+    ask1Price: float | None = None
+    ask1Size: float | None = None
+    markPrice: float | None = None
+    indexPrice: float | None = None
+
+
+class TickerMsg(msgspec.Struct):
+    """``tickers.{symbol}``: a snapshot, then (linear) deltas carrying only the fields that changed::
+
+        {"topic":"tickers.ETHUSDT","type":"delta","data":{"symbol":"ETHUSDT","bid1Price":"1922.49",
+         "bid1Size":"153.59"},"cs":430879421964,"ts":1786310819274}
+
+    Spot sends snapshots only, each with a subset of fields (``lastPrice``, ``usdIndexPrice``, ...).
+    """
+
+    topic: str
+    type: str
+    data: TickerData
+    ts: int = 0
+    cs: int = 0
+
+
+class OpMsg(msgspec.Struct):
+    """Control frames. Subscribe acks, linear then spot (no ``req_id``)::
+
+        {"success":true,"ret_msg":"","conn_id":"d8bu1olkndm7crnfs1e0-j6akw","req_id":"","op":"subscribe"}
+        {"success":true,"ret_msg":"subscribe","conn_id":"d9avt8shteepr00gfc1g-4zd1x","op":"subscribe"}
+
+    A refusal: ``{"success":false,"ret_msg":"Invalid topic: invalid.topic.BTCUSDT","conn_id":"...",
+    "op":"subscribe"}``. Pongs come in two forms: ``{"success":true,"ret_msg":"pong","conn_id":"...",
+    "req_id":"","op":"pong"}`` (or ``"op":"ping"`` on some spot servers) and
+    ``{"args":["1777226678908"],"conn_id":"yzr7jz02gws1vh60mk5m-hxqdp","op":"pong"}``.
+    """
+
+    op: str
+    success: bool | None = None
+    ret_msg: str = ""
+    conn_id: str = ""
+    req_id: str | None = None
+    args: list[str] | None = None
+
+    @property
+    def is_pong(self) -> bool:
+        return self.op == "pong" or self.ret_msg == "pong"
+
+
+class RestKlineRow(msgspec.Struct, array_like=True):
+    """``[startTime, open, high, low, close, volume, turnover]``, all strings."""
+
+    start: int
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: Size
+
+
+class RestKlineResult(msgspec.Struct):
+    rows: list[RestKlineRow] = msgspec.field(name="list")
+
+
+class RestKlines(msgspec.Struct):
+    """``GET /v5/market/kline`` (rows newest first)::
+
+    {"retCode":0,"retMsg":"OK","result":{"symbol":"BTCUSDT","category":"linear","list":[["1694649600000",
+     "26210","26527.2","26125.8","26268.2","11185.573","293656450.7204"],...]},"retExtInfo":{},"time":...}
+    """
+
+    retCode: int
+    retMsg: str = ""
+    result: RestKlineResult | None = None
+
+
+class Ticker(NamedTuple):
+    """The latest ticker of a symbol, deltas merged in; nan where never sent."""
+
+    symbol: str
+    last_px: float
+    bid_px: float
+    bid_sz: float
+    ask_px: float
+    ask_sz: float
+    mark_px: float
+    index_px: float
+    ts_event: int
+
+
+_BOOK = msgspec.json.Decoder(OrderBookMsg, strict=False)
+_TRADES = msgspec.json.Decoder(TradeMsg, strict=False)
+_KLINES = msgspec.json.Decoder(KlineMsg, strict=False)
+_TICKER = msgspec.json.Decoder(TickerMsg, strict=False)
+_OP = msgspec.json.Decoder(OpMsg, strict=False)
+_ANY = msgspec.json.Decoder(dict[str, Any])
+_REST_KLINES = msgspec.json.Decoder(RestKlines, strict=False)
+_NAN = float("nan")
+
+Wire = OrderBookMsg | TradeMsg | KlineMsg | TickerMsg | OpMsg
+_TOPIC_TYPES: dict[str, type] = {
+    "orderbook": OrderBookMsg,
+    "publicTrade": TradeMsg,
+    "kline": KlineMsg,
+    "tickers": TickerMsg,
+}
+
+
+def parse_frame(raw: str | bytes) -> Wire | None:
+    """Decode any Bybit public frame by key; None for a topic we do not know. Raises ``MalformedMessage``."""
+    try:
+        obj = _ANY.decode(raw)
+        topic = obj.get("topic")
+        if isinstance(topic, str):
+            typ = _TOPIC_TYPES.get(topic.partition(".")[0])
+            return None if typ is None else msgspec.convert(obj, typ, strict=False)
+        if "op" in obj:
+            return msgspec.convert(obj, OpMsg, strict=False)
+        raise MalformedMessage("neither a topic nor an op")
+    except DECODE_ERRORS as e:
+        raise MalformedMessage(f"not a Bybit frame: {e}") from e
+
+
+def merge_ticker(prev: Ticker | None, msg: TickerMsg) -> Ticker:
+    """Fold a ticker snapshot or delta into the last known ticker (a delta only carries changes)."""
+    d = msg.data
+    if prev is None or msg.type == "snapshot":  # a snapshot replaces; fields it lacks become nan
+        prev = Ticker(d.symbol, _NAN, _NAN, _NAN, _NAN, _NAN, _NAN, _NAN, 0)
+
+    def pick(new: float | None, old: float) -> float:
+        return old if new is None else new
+
+    return Ticker(
+        d.symbol,
+        pick(d.lastPrice, prev.last_px),
+        pick(d.bid1Price, prev.bid_px),
+        pick(d.bid1Size, prev.bid_sz),
+        pick(d.ask1Price, prev.ask_px),
+        pick(d.ask1Size, prev.ask_sz),
+        pick(d.markPrice, prev.mark_px),
+        pick(d.indexPrice, prev.index_px),
+        msg.ts * NS_PER_MS or prev.ts_event,
+    )
+
+
+def to_trades(venue: Venue, symbol: str, msg: TradeMsg, ts_recv: int) -> list[Trade]:
+    return [
+        Trade(
+            ts_event=t.T * NS_PER_MS, ts_recv=ts_recv, venue=venue, symbol=symbol, price=t.p, size=t.v,
+            taker_side=Side.BUY if t.S == "Buy" else Side.SELL, trade_id=t.i,
+        )
+        for t in msg.data
+    ]
+
+
+# ------------------------------------------------------------------------------------------------
+# Adapters
+# ------------------------------------------------------------------------------------------------
+Handler = Callable[[bytes, str, int], None]
+
+
+class _BybitAdapter(BookAdapter):
+    category: str
+    resubscribe_after_ignored = 2000  # deltas ignored while resyncing before the resubscribe is sent again
+
+    def __init__(self, cfg: VenueConfig, book_cfg: BookConfig, publish: Publish, *, live: bool = True) -> None:
+        super().__init__(cfg, book_cfg, publish, live=live)
+        self.synced: dict[str, bool] = dict.fromkeys(self.symbols, False)
+        self.tickers: dict[str, Ticker] = {}
+        self.subscribe_failures: list[str] = []
+        self.pongs = 0
+        self._waiting: dict[str, int] = dict.fromkeys(self.symbols, 0)  # deltas ignored since the last request
+        self._conn = f"{self.venue.value}/public"
+        self._routes: dict[bytes, tuple[Handler, str]] = {}
+        for s in self.symbols:
+            self._routes[self.book_topic(s).encode()] = (self._on_book, s)
+            self._routes[f"publicTrade.{s}".encode()] = (self._on_trades, s)
+            self._routes[f"tickers.{s}".encode()] = (self._on_ticker, s)
+            for code in {INTERVAL_CODES[i] for i in cfg.klines}:
+                self._routes[f"kline.{code}.{s}".encode()] = (self._on_klines, s)
+
+    # -- connection plan -------------------------------------------------------------------------
+    def book_topic(self, symbol: str) -> str:
+        return f"orderbook.{self.cfg.depth}.{symbol}"
+
+    def topics(self) -> list[str]:
+        out = []
+        for s in self.symbols:
+            out.append(self.book_topic(s))
+            if self.cfg.trades:
+                out.append(f"publicTrade.{s}")
+            out.extend(f"kline.{INTERVAL_CODES[i]}.{s}" for i in self.cfg.klines)
+        return out
+
+    @staticmethod
+    def _op(op: str, args: list[str]) -> str:
+        return json.dumps({"op": op, "args": args}, separators=(",", ":"))
+
+    def connections(self) -> list[ConnectionSpec]:
+        topics = self.topics()
+        n = MAX_ARGS_PER_SUBSCRIBE
+        subs = tuple(self._op("subscribe", topics[i : i + n]) for i in range(0, len(topics), n))
+        return [ConnectionSpec(self._conn, self.cfg.ws_url, subs, self.symbols)]
+
+    def ping_payload(self) -> str | None:
+        return '{"op":"ping"}'
+
+    def resubscribe_payloads(self, symbol: str) -> list[str]:
+        topic = self.book_topic(symbol)
+        return [self._op("unsubscribe", [topic]), self._op("subscribe", [topic])]
+
+    def snapshot_url(self, symbol: str) -> str | None:
+        return None  # the snapshot arrives on the stream, after the subscription
+
+    def klines_url(self, symbol: str, interval: str, limit: int) -> str:
+        code = INTERVAL_CODES.get(interval, interval)
+        return (
+            f"{self.cfg.rest_url}/v5/market/kline?category={self.category}&symbol={symbol}"
+            f"&interval={code}&limit={limit}"
+        )
+
+    def parse_klines(self, symbol: str, interval: str, raw: str | bytes, ts_recv: int) -> list[KlineClosed]:
+        """Closed candles from a REST klines body, oldest first; [] (counted, logged) for a bad body.
+
+        Bybit lists the newest row first, and it is the candle still forming: a row counts as closed
+        when start + interval is at or before ``ts_recv``.
+        """
+        try:
+            body = _REST_KLINES.decode(raw)
+            if body.retCode != 0 or body.result is None:
+                raise MalformedMessage(f"retCode {body.retCode}: {body.retMsg}")
+        except (*DECODE_ERRORS, MalformedMessage) as e:
+            self._malformed(f"klines {symbol} {interval}", e, raw)
+            return []
+        if interval not in INTERVALS_S:
+            self._malformed(f"klines {symbol}", MalformedMessage(f"unknown interval {interval!r}"), raw)
+            return []
+        iv = INTERVALS_S[interval] * 1000
+        now_ms = ts_recv // NS_PER_MS
+        out = [
+            KlineClosed(
+                ts_event=(r.start + iv) * NS_PER_MS, ts_recv=ts_recv, venue=self.venue, symbol=symbol,
+                interval_s=iv // 1000, open_time_ms=r.start, open=r.open, high=r.high, low=r.low,
+                close=r.close, volume=r.volume, source="rest",
+            )
+            for r in reversed(body.result.rows)
+            if r.start + iv <= now_ms
+        ]
+        if out:
+            self._seen_closed(symbol, iv, out[-1].open_time_ms)
+        return out
+
+    # -- frames ----------------------------------------------------------------------------------
+    def on_ws(self, raw: str | bytes, ts_recv: int, conn: str = "-") -> None:
+        self.stats.messages += 1
+        if not self._started:
+            self._start(ts_recv)
+        try:
+            data = raw.encode() if isinstance(raw, str) else raw
+            # Hot path: find the topic near the front (its position varies) to pick the typed decoder.
+            j = data.find(b'"topic":"', 0, 48)
+            if j >= 0:
+                route = self._routes.get(data[j + 9 : data.find(b'"', j + 9)])
+                if route is not None:
+                    route[0](data, route[1], ts_recv)
+                    return
+            self._on_other(parse_frame(data), ts_recv)
+        except (*DECODE_ERRORS, MalformedMessage) as e:
+            self._malformed("ws", e, raw)
+
+    def _on_other(self, msg: Wire | None, ts_recv: int) -> None:
+        if isinstance(msg, OpMsg):
+            if msg.is_pong:
+                self.pongs += 1
+            elif msg.success is False:
+                self.subscribe_failures.append(msg.ret_msg)
+                log.warning("subscribe_refused", venue=self.venue.value, op=msg.op, ret_msg=msg.ret_msg[:200])
+            else:
+                self.ignored += 1
+            return
+        symbol = self._symbol_of(msg)
+        if msg is None or symbol is None:
+            self.ignored += 1
+        elif isinstance(msg, OrderBookMsg) and msg.topic == self.book_topic(symbol):
+            self._book(msg, symbol, ts_recv)
+        elif isinstance(msg, TradeMsg):
+            for t in to_trades(self.venue, symbol, msg, ts_recv):
+                self.publish(t)
+        elif isinstance(msg, KlineMsg):
+            self._klines(msg, symbol, ts_recv)
+        elif isinstance(msg, TickerMsg):
+            self.tickers[symbol] = merge_ticker(self.tickers.get(symbol), msg)
+        else:
+            self.ignored += 1
+
+    def _symbol_of(self, msg: Wire | None) -> str | None:
+        if msg is None or isinstance(msg, OpMsg):
+            return None
+        s = msg.topic.rpartition(".")[2]
+        return s if s in self.synced else None
+
+    # -- order book ------------------------------------------------------------------------------
+    def _on_book(self, data: bytes, symbol: str, ts_recv: int) -> None:
+        self._book(_BOOK.decode(data), symbol, ts_recv)
+
+    def _book(self, msg: OrderBookMsg, symbol: str, ts_recv: int) -> None:
+        d = msg.data
+        if d.s != symbol:
+            raise MalformedMessage(f"book data for {d.s} on topic {msg.topic}")
+        book = self.books[symbol]
+        if msg.type == "snapshot":
+            book.reset(d.b, d.a, d.u, msg.ts * NS_PER_MS)
+            removed = book.last_healed
+            snapshot = True
+        elif msg.type == "delta":
+            if not self.synced[symbol]:  # before the first snapshot, or waiting for a resubscription's
+                self.ignored += 1
+                if self.states[symbol] is BookState.RESYNCING:
+                    self._waiting[symbol] += 1
+                    if self._waiting[symbol] >= self.resubscribe_after_ignored:  # that request seems lost
+                        self._waiting[symbol] = 0
+                        self._actions.append(Resubscribe(symbol))
+                return
+            if d.u != book.update_id + 1:
+                self.stats.gaps[symbol] += 1
+                self._resync(symbol, f"gap: update {d.u} after {book.update_id}", ts_recv)
+                return
+            removed = book.apply(d.b, d.a, d.u, msg.ts * NS_PER_MS)
+            snapshot = False
+        else:
+            raise MalformedMessage(f"orderbook message of type {msg.type!r}")
+        self.stats.level_updates += len(d.b) + len(d.a)
+        self.last_update_ns[symbol] = ts_recv
+        if removed:
+            self._crossed(symbol, book, removed, ts_recv)
+            if self.live:
+                self._resync(symbol, "crossed book", ts_recv)
+                return
+        self.synced[symbol] = True
+        self._publish_top(symbol, book, ts_recv, snapshot=snapshot)
+        if self.states[symbol] is not BookState.LIVE:
+            self._set_state(symbol, BookState.LIVE, "in sync" if snapshot else "updates flowing again", ts_recv)
+
+    def _resync(self, symbol: str, reason: str, ts_recv: int) -> None:
+        self.stats.resyncs[symbol] += 1
+        self.books[symbol].clear()
+        self.synced[symbol] = False
+        self._waiting[symbol] = 0
+        self._set_state(symbol, BookState.RESYNCING, reason, ts_recv)
+        self._actions.append(Resubscribe(symbol))
+
+    def on_snapshot(self, symbol: str, raw: str | bytes, ts_recv: int) -> None:
+        log.warning("unexpected_rest_snapshot", venue=self.venue.value, symbol=symbol)  # never asked for
+
+    def on_snapshot_failed(self, symbol: str, reason: str) -> None:
+        return None  # Bybit snapshots are never fetched over REST
+
+    def on_disconnect(self, conn: str, ts_recv: int) -> None:
+        """Every book (all ride one connection) waits for the snapshot that follows the next subscription."""
+        for symbol in self.symbols:
+            if self.synced[symbol]:
+                self.stats.resyncs[symbol] += 1
+            self.books[symbol].clear()
+            self.synced[symbol] = False
+            self._waiting[symbol] = 0
+            self._set_state(symbol, BookState.RESYNCING, f"disconnected ({conn})", ts_recv)
+
+    # -- trades, klines, tickers -----------------------------------------------------------------
+    def _on_trades(self, data: bytes, symbol: str, ts_recv: int) -> None:
+        for t in to_trades(self.venue, symbol, _TRADES.decode(data), ts_recv):
+            self.publish(t)
+
+    def _on_klines(self, data: bytes, symbol: str, ts_recv: int) -> None:
+        self._klines(_KLINES.decode(data), symbol, ts_recv)
+
+    def _klines(self, msg: KlineMsg, symbol: str, ts_recv: int) -> None:
+        for k in msg.data:
+            if k.confirm:
+                ev = self._kline_closed(
+                    symbol, k.start, k.end - k.start + 1, (k.open, k.high, k.low, k.close, k.volume), ts_recv, "ws"
+                )
+                if ev is not None:
+                    self.publish(ev)
+
+    def _on_ticker(self, data: bytes, symbol: str, ts_recv: int) -> None:
+        self.tickers[symbol] = merge_ticker(self.tickers.get(symbol), _TICKER.decode(data))
+
+
+class BybitSpotAdapter(_BybitAdapter):
+    venue = Venue.BYBIT_SPOT
+    category = "spot"
+
+
+class BybitLinearAdapter(_BybitAdapter):
+    venue = Venue.BYBIT_LINEAR
+    category = "linear"
