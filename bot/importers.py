@@ -23,6 +23,7 @@ import argparse
 import gzip
 import io
 import json
+import shutil
 import sys
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -73,7 +74,8 @@ def import_hftbacktest(paths: Sequence[Path], venue: Venue | None = None) -> Ite
 
 
 def _hftbacktest_file(path: Path, venue: Venue | None) -> Iterator[Record]:
-    symbol: str | None = None
+    symbols: set[str] = set()
+    snapshots = 0
     pending: list[tuple[int, str]] = []  # snapshots seen before the file's symbol is known
     for n, line in enumerate(open_text(path), 1):
         line = line.rstrip("\n")
@@ -83,25 +85,28 @@ def _hftbacktest_file(path: Path, venue: Venue | None) -> Iterator[Record]:
         if not sep or not ts_s.isdigit():
             raise RecordingError(f"{path}:{n}: not '<local_ns> <raw>': {line[:80]!r}")
         ts = int(ts_s)
+        venue = venue or _binance_venue_of(raw)
         if raw.startswith('{"lastUpdateId"'):
-            if venue is None:
-                venue = Venue.BINANCE_USDM if '"E":' in raw[:80] else Venue.BINANCE_SPOT
-            if symbol is None:
+            snapshots += 1
+            if len(symbols) > 1:
+                raise RecordingError(f"{path}:{n}: several symbols and a snapshot; cannot tell whose snapshot it is")
+            if not symbols:
                 pending.append((ts, raw))
-            else:
-                yield Record(ts, venue, "snapshot", symbol, raw)
+                continue
+            assert venue is not None  # a snapshot always tells spot from USD-M
+            yield Record(ts, venue, "snapshot", next(iter(symbols)), raw)
             continue
         s = _stream_symbol(raw)
         if s is None:
             raise RecordingError(f"{path}:{n}: not a combined-stream message: {raw[:80]!r}")
-        if symbol is None:
-            symbol = s
-        elif s != symbol and pending:
-            raise RecordingError(f"{path}: several symbols and a snapshot; cannot tell whose snapshot it is")
+        if s not in symbols:
+            symbols.add(s)
+            if len(symbols) > 1 and snapshots:
+                raise RecordingError(f"{path}:{n}: several symbols and a snapshot; cannot tell whose snapshot it is")
         if venue is None:
-            venue = _infer_binance_venue(raw)
+            raise RecordingError(f"{path}:{n}: cannot tell Binance spot from USD-M; pass --venue")
         for pts, praw in pending:
-            yield Record(pts, venue, "snapshot", symbol, praw)
+            yield Record(pts, venue, "snapshot", s, praw)
         pending.clear()
         yield Record(ts, venue, "ws", "-", raw)
     if pending:
@@ -116,9 +121,21 @@ def _stream_symbol(raw: str) -> str | None:
     return raw[11:end].upper() if end > 11 else None
 
 
-def _infer_binance_venue(raw: str) -> Venue:
-    """USD-M depth/trade payloads carry ``T`` transaction times; spot ones do not."""
-    return Venue.BINANCE_USDM if '"T":' in raw and ("depthUpdate" in raw or '"X":' in raw) else Venue.BINANCE_SPOT
+def _binance_venue_of(raw: str) -> Venue | None:
+    """Spot or USD-M from one message's own fields (PROTOCOLS.md 2-3), or None if it does not tell.
+
+    USD-M depth carries ``pu``, its bookTicker an ``e`` (spot's has none), its trade ``X`` (spot's ``M``),
+    and its REST snapshot ``E``/``T`` (spot's has neither).
+    """
+    if raw.startswith('{"lastUpdateId"'):
+        return Venue.BINANCE_USDM if '"E":' in raw[:120] else Venue.BINANCE_SPOT
+    if '"depthUpdate"' in raw:
+        return Venue.BINANCE_USDM if '"pu":' in raw else Venue.BINANCE_SPOT
+    if "@bookTicker" in raw:
+        return Venue.BINANCE_USDM if '"e":"bookTicker"' in raw else Venue.BINANCE_SPOT
+    if '"e":"trade"' in raw:
+        return Venue.BINANCE_USDM if '"X":' in raw else (Venue.BINANCE_SPOT if '"M":' in raw else None)
+    return None
 
 
 _URL_VENUES = (
@@ -205,15 +222,26 @@ def records_for(fmt: str, paths: Sequence[Path], venue: Venue | None) -> Iterato
 def convert(
     fmt: str, paths: Sequence[Path], out: Path, venue: Venue | None = None, rotate_bytes: int = 64 << 20
 ) -> dict[str, object]:
-    """Write a native recording to ``out``; returns a summary (records per venue and kind)."""
+    """Write a native recording to ``out``; returns a summary (records per venue and kind).
+
+    On any error the partly written ``out`` is removed (if this call created it) and the error re-raised;
+    the input files are only ever read.
+    """
+    out = Path(out)
+    created = not out.exists()
     counts: dict[str, int] = {}
-    with RecordingWriter(out, rotate_bytes=rotate_bytes, meta={"imported_from": fmt,
-                                                                "sources": [Path(p).name for p in paths]}) as w:
-        for rec in records_for(fmt, paths, venue):
-            w.write(rec)
-            key = f"{rec.venue}/{rec.kind}"
-            counts[key] = counts.get(key, 0) + 1
-        total = w.records
+    meta: dict[str, object] = {"imported_from": fmt, "sources": [Path(p).name for p in paths]}
+    try:
+        with RecordingWriter(out, rotate_bytes=rotate_bytes, meta=meta) as w:
+            for rec in records_for(fmt, paths, venue):
+                w.write(rec)
+                key = f"{rec.venue}/{rec.kind}"
+                counts[key] = counts.get(key, 0) + 1
+            total = w.records
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     return {"out": str(out), "records": total, "by_venue_kind": dict(sorted(counts.items()))}
 
 

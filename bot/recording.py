@@ -113,6 +113,8 @@ class RecordingWriter:
         self._venues.add(rec.venue)
         if rec.kind == "snapshot":
             self._symbols.setdefault(rec.venue, set()).add(rec.key)
+        elif rec.kind == "ws" and (sym := book_symbol(rec.raw)) is not None:
+            self._symbols.setdefault(rec.venue, set()).add(sym)
         if self._part_bytes >= self._rotate_bytes or (
             self._rotate_records is not None and self._part_records >= self._rotate_records
         ):
@@ -185,6 +187,22 @@ class RecordingWriter:
         os.replace(tmp, self.dir / MANIFEST)
 
 
+def book_symbol(raw: str) -> str | None:
+    """The canonical symbol of an order-book frame (Binance depth stream, Bybit orderbook topic), else None.
+
+    Only the first bytes are looked at: this runs for every recorded frame.
+    """
+    if raw.startswith('{"stream":"'):
+        at = raw.find("@", 11)
+        return raw[11:at].upper() if at > 11 and raw.startswith("depth", at + 1) else None
+    i = raw.find('"topic":"orderbook.', 0, 40)
+    if i < 0:
+        return None
+    start = raw.find(".", i + 19) + 1
+    end = raw.find('"', start)
+    return raw[start:end] if 0 < start < end else None
+
+
 def read_manifest(path: Path) -> dict[str, object]:
     p = Path(path)
     mf = p / MANIFEST if p.is_dir() else p
@@ -217,15 +235,45 @@ def iter_lines(part: Path) -> Iterator[str]:
             yield from text
         except zstandard.ZstdError as e:
             raise RecordingError(f"{part}: corrupt zstd data: {e}") from e
+        except UnicodeDecodeError as e:
+            raise RecordingError(f"{part}: damaged part (not UTF-8 text): {e}") from e
 
 
 def iter_records(path: Path, *, venues: Iterable[str] | None = None) -> Iterator[Record]:
     """Every record of a recording (directory or single part), in order; optionally only some venues."""
     keep = set(venues) if venues is not None else None
+    expected = _closed_part_counts(Path(path))
+    make = Record._make
     for part in part_files(path):
+        count = 0
         for n, line in enumerate(iter_lines(part), 1):
-            if not line.strip():
-                continue
-            rec = parse_line(line, f"{part.name}:{n}")
+            f = line.split("\t", 4)
+            try:  # parse_line inlined: this loop runs once per record
+                if len(f) != 5 or f[2] not in KINDS:
+                    raise ValueError
+                rec = make((int(f[0]), f[1], f[2], f[3], f[4].rstrip("\n")))
+            except ValueError:
+                if not line.strip():
+                    continue
+                rec = parse_line(line, f"{part.name}:{n}")  # raises, naming the line and the problem
+            count += 1
             if keep is None or rec.venue in keep:
                 yield rec
+        want = expected.get(part.name)
+        if want is not None and count != want:
+            # A truncated zstd frame reads as a clean end of data: only the count can tell.
+            raise RecordingError(f"{part}: {count} records but the manifest says {want}; truncated or damaged")
+
+
+def _closed_part_counts(path: Path) -> dict[str, int]:
+    """Record counts of the parts the manifest lists (closed parts; an open one is not listed yet)."""
+    if not path.is_dir():
+        return {}
+    files = read_manifest(path).get("files")
+    counts: dict[str, int] = {}
+    for f in files if isinstance(files, list) else []:
+        if isinstance(f, dict) and isinstance(f.get("name"), str) and isinstance(f.get("records"), int):
+            counts[f["name"]] = f["records"]
+            if not (path / f["name"]).is_file():
+                raise RecordingError(f"{path}: part {f['name']} listed in the manifest is missing")
+    return counts

@@ -1,0 +1,371 @@
+"""``python -m bot books``: rebuild the order books of a native recording and sample them on a time grid.
+
+    python -m bot books DIR --levels 10 --interval-ms 1000 --out books.csv [--venues ...] [--symbols ...]
+
+This is the dataset the models train on, so it is made by the very code the bot trades with: every
+record goes through the venue adapter (``bot.venues.make_adapter(..., live=False)``), the local books
+of ``bot.book`` and the grid sampler of the rings (``bot.ring.LobGrid``). One CSV row per grid point per
+book::
+
+    ts_ms,venue,symbol,bid_px_1,bid_sz_1,...,bid_px_N,bid_sz_N,ask_px_1,ask_sz_1,...,ask_px_N,ask_sz_N
+
+**Grid.** Exchange time (Binance ``E``, Bybit ``ts``: the ``ts_event`` of ``BookUpdate``), epoch
+multiples of ``--interval-ms``. The row at ``t`` is the book after the last depth event with exchange
+time ``<= t`` (``LobGrid``'s rule, the same the live rings use; they stamp with receive time instead).
+
+**Validity.** A book's rows start at the first grid point at or after the update that made it valid
+(``BookHealth`` LIVE; its exchange time is the book's own ``ts_event`` at that moment, since health
+events carry local time). When a book becomes invalid (a gap: RESYNCING) its rows stop at the time of
+its last applied update: grid points between that update and the next valid one have no row, and
+nothing after a book's last update is written. Rows are written in processing order, so the books of
+different venues interleave; per book they are strictly increasing and grid-aligned.
+
+**Offline I/O.** ``ws`` records go to ``on_ws``. A ``snapshot`` record is fed to ``on_snapshot`` when
+the adapter is waiting for one: it asked (``NeedSnapshot``) and has not been answered, or the book is
+not LIVE (a collector may fetch the snapshot before the first diff arrives). A snapshot recorded while
+the book is LIVE and nothing was asked is skipped (a live collector would not have fetched it) and
+counted. ``Resubscribe`` cannot be honoured offline: it is counted, and the book stays invalid until
+the recording itself carries a new Bybit snapshot. Crossed books are healed, never resynced
+(``live=False``).
+
+**Output.** Prices and sizes are ``repr`` of the float (the shortest text that reads back as the same
+double): numerically equal to the venue's decimal strings, e.g. ``"61837.63000000"`` -> ``61837.63``.
+Missing levels (a thin book) are blank cells. Rows are streamed (``csv`` module) to ``FILE.tmp`` and
+renamed on success. A JSON summary goes to stderr: messages, gaps, resyncs, crossed-book heals and rows
+per book. Same recording, same arguments: same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+from bot.book import OrderBook
+from bot.config import BotSettings, load_settings
+from bot.errors import BotError, ConfigError, InvariantViolation
+from bot.events import BookHealth, BookState, BookUpdate, Event, Venue
+from bot.recording import Record, iter_records, read_manifest
+from bot.ring import LobGrid, lob_columns
+from bot.venues import make_adapter
+from bot.venues.base import Action, NeedSnapshot, Publish, Resubscribe, VenueAdapter
+
+NS_PER_MS = 1_000_000
+WriteRow = Callable[[list[object]], object]  # csv writer's writerow
+GRID_CAPACITY = 1024  # ring rows per book; longer quiet spells are rebuilt in the sink (all rows equal)
+
+
+class BookGrid:
+    """One book's grid, drained into the CSV as soon as ``LobGrid`` writes rows.
+
+    ``LobGrid`` keeps rows in a bounded ring; the sink takes each call's new rows right after the call.
+    One call writes either one row or ``k`` copies of the same state (a quiet spell), so when ``k``
+    exceeds the ring the rows it could not keep are the oldest kept row repeated at earlier grid times.
+    """
+
+    def __init__(self, venue: Venue, symbol: str, interval_ms: int, levels: int, write: WriteRow) -> None:
+        self.venue = venue
+        self.symbol = symbol
+        self.grid = LobGrid(venue, symbol, interval_ms, levels, GRID_CAPACITY)
+        self._iv = interval_ms * NS_PER_MS
+        self._write = write
+        self._drained = 0
+        self.live = False
+        self.last_ts = 0  # exchange time of the last applied update (ns)
+        self.valid_from: int | None = None  # exchange time at which the book first became valid (ns)
+
+    def update(self, ts_ns: int, book: OrderBook) -> None:
+        self.last_ts = ts_ns
+        if self.live:
+            self.grid.on_book(ts_ns, book)
+            self._drain()
+
+    def health(self, state: BookState, book: OrderBook) -> None:
+        if state is BookState.LIVE:
+            if not self.live:
+                self.live = True
+                if self.valid_from is None:
+                    self.valid_from = book.ts_event
+                self.last_ts = book.ts_event
+                self.grid.on_book(book.ts_event, book)
+                self._drain()
+        elif self.live:
+            self.live = False
+            self.grid.invalidate(self.last_ts + 1)  # rows up to the last applied update, none after
+            self._drain()
+
+    def finish(self) -> None:
+        """End of the recording: the row at the last update's own time, if it is a grid point."""
+        if self.live:
+            self.grid.on_time(self.last_ts + 1)
+            self._drain()
+
+    def _drain(self) -> None:
+        new = self.grid.rows_written - self._drained
+        if not new:
+            return
+        self._drained = self.grid.rows_written
+        take = min(new, GRID_CAPACITY)
+        times = self.grid.times(take).tolist()
+        rows = self.grid.window(take).tolist()
+        head = [self.venue.value, self.symbol]
+        write = self._write
+        for i in range(take - new, 0):  # a quiet spell longer than the ring: the same state repeated
+            write([(times[0] + i * self._iv) // NS_PER_MS, *head, *_cells(rows[0])])
+        for t, row in zip(times, rows, strict=True):
+            write([t // NS_PER_MS, *head, *_cells(row)])
+
+    @property
+    def rows(self) -> int:
+        return self._drained
+
+
+def _cells(row: list[float]) -> list[str]:
+    return ["" if x != x else repr(x) for x in row]
+
+
+@dataclass
+class FeedCounters:
+    records: int = 0
+    snapshots_fed: int = 0
+    snapshots_skipped: int = 0
+    resubscribes_unsatisfied: int = 0
+    other_records: dict[str, int] = field(default_factory=dict)  # klines/info records, venues not replayed
+
+
+class _Lane(NamedTuple):
+    """One venue's adapter with its hot methods bound once (the loop runs per record)."""
+
+    venue: Venue
+    adapter: VenueAdapter
+    on_ws: Callable[[str, int, str], None]
+    take_actions: Callable[[], list[Action]]
+
+
+class OfflineFeed:
+    """The collector's side of the adapter contract, played from a recording (see "Offline I/O" above).
+
+    Builds one adapter per venue (``live=False``) for the given symbols, publishing to ``publish``; hands
+    it the ``ws`` and ``snapshot`` records and answers its ``NeedSnapshot`` requests from the recording.
+    Used by ``bot books`` and by ``bench/ingest.py``. It reads each adapter's ``books`` and ``states``
+    (``BookAdapter``'s; the ``VenueAdapter`` ABC does not name them).
+    """
+
+    def __init__(self, settings: BotSettings, symbols: Mapping[Venue, tuple[str, ...]], publish: Publish) -> None:
+        self.counters = FeedCounters()
+        self.adapters: dict[Venue, VenueAdapter] = {}
+        self.books: dict[tuple[Venue, str], OrderBook] = {}
+        self._states: dict[Venue, Mapping[str, BookState]] = {}
+        self.asked: set[tuple[Venue, str]] = set()  # NeedSnapshot not answered yet
+        self._lanes: dict[str, _Lane] = {}
+        for venue, syms in symbols.items():
+            cfg = settings.venues[venue].model_copy(update={"symbols": syms})
+            adapter = make_adapter(venue, cfg, settings.book, publish, live=False)
+            books = getattr(adapter, "books", None)
+            states = getattr(adapter, "states", None)
+            if not (isinstance(books, dict) and isinstance(states, dict)):
+                raise InvariantViolation(f"{venue.value} adapter exposes no books/states")
+            self.adapters[venue] = adapter
+            self._states[venue] = states
+            for s in syms:
+                self.books[(venue, s)] = books[s]
+            self._lanes[venue.value] = _Lane(venue, adapter, adapter.on_ws, adapter.take_actions)
+
+    def book(self, venue: Venue, symbol: str) -> OrderBook | None:
+        return self.books.get((venue, symbol))
+
+    def run(self, records: Iterable[Record]) -> None:
+        c = self.counters
+        lanes = self._lanes
+        n = 0
+        try:
+            for ts_recv, venue_name, kind, key, raw in records:
+                n += 1
+                lane = lanes.get(venue_name)
+                if lane is not None and kind == "ws":
+                    lane.on_ws(raw, ts_recv, key)
+                elif lane is not None and kind == "snapshot":
+                    self._snapshot(lane, key, raw, ts_recv)
+                else:
+                    k = f"{venue_name}/{kind}"
+                    c.other_records[k] = c.other_records.get(k, 0) + 1
+                    continue
+                for action in lane.take_actions():
+                    if isinstance(action, NeedSnapshot):
+                        self.asked.add((lane.venue, action.symbol))
+                    elif isinstance(action, Resubscribe):
+                        c.resubscribes_unsatisfied += 1
+        finally:
+            c.records += n
+
+    def _snapshot(self, lane: _Lane, symbol: str, raw: str, ts_recv: int) -> None:
+        key = (lane.venue, symbol)
+        if key not in self.books:
+            return  # a symbol not replayed
+        if key in self.asked or self._states[lane.venue].get(symbol) is not BookState.LIVE:
+            self.asked.discard(key)
+            self.counters.snapshots_fed += 1
+            lane.adapter.on_snapshot(symbol, raw, ts_recv)
+        else:
+            self.counters.snapshots_skipped += 1
+
+
+class BooksExport:
+    """``OfflineFeed`` plus one ``BookGrid`` per book, writing the CSV (see module doc)."""
+
+    def __init__(
+        self,
+        settings: BotSettings,
+        symbols: Mapping[Venue, tuple[str, ...]],
+        interval_ms: int,
+        levels: int,
+        out: IO[str],
+    ) -> None:
+        check_grid(interval_ms, levels)
+        self._writer = csv.writer(out, lineterminator="\n")
+        self._writer.writerow(["ts_ms", "venue", "symbol", *lob_columns(levels)])
+        self.feed = OfflineFeed(settings, symbols, self._on_event)
+        self.grids = {
+            (v, s): BookGrid(v, s, interval_ms, levels, self._writer.writerow)
+            for v, syms in symbols.items()
+            for s in syms
+        }
+
+    def _on_event(self, ev: Event) -> None:
+        if isinstance(ev, BookUpdate):
+            key = (ev.venue, ev.symbol)
+            self.grids[key].update(ev.ts_event, self.feed.books[key])
+        elif isinstance(ev, BookHealth):
+            key = (ev.venue, ev.symbol)
+            self.grids[key].health(ev.state, self.feed.books[key])
+
+    def run(self, records: Iterable[Record]) -> None:
+        self.feed.run(records)
+        for g in self.grids.values():
+            g.finish()
+
+    def summary(self) -> dict[str, Any]:
+        adapters = self.feed.adapters
+        books: dict[str, Any] = {}
+        for (venue, symbol), g in self.grids.items():
+            stats = adapters[venue].stats
+            first = g.valid_from
+            books[f"{venue.value}/{symbol}"] = {
+                "rows": g.rows,
+                "gaps": stats.gaps.get(symbol, 0),
+                "resyncs": stats.resyncs.get(symbol, 0),
+                "crossed_heals": stats.crossed.get(symbol, 0),
+                "valid_from_ms": None if first is None else first // NS_PER_MS,
+                "live_at_end": g.live,
+                "snapshot_pending_at_end": (venue, symbol) in self.feed.asked,
+            }
+        c = self.feed.counters
+        return {
+            "records": c.records,
+            "messages": {v.value: a.stats.messages for v, a in adapters.items()},
+            "malformed": {v.value: a.stats.malformed for v, a in adapters.items()},
+            "level_updates": {v.value: a.stats.level_updates for v, a in adapters.items()},
+            "snapshots_fed": c.snapshots_fed,
+            "snapshots_skipped": c.snapshots_skipped,
+            "resubscribes_unsatisfied": c.resubscribes_unsatisfied,
+            "other_records": dict(sorted(c.other_records.items())),
+            "rows": sum(g.rows for g in self.grids.values()),
+            "books": books,
+        }
+
+
+def check_grid(interval_ms: int, levels: int) -> None:
+    if interval_ms < 1:
+        raise ConfigError(f"--interval-ms must be >= 1, got {interval_ms}")
+    if not 1 <= levels <= 1000:
+        raise ConfigError(f"--levels must be between 1 and 1000, got {levels}")
+
+
+def plan(
+    settings: BotSettings, manifest: Mapping[str, Any], venues: list[str] | None, symbols: list[str] | None
+) -> dict[Venue, tuple[str, ...]]:
+    """Which books to rebuild: the recording's venues (or ``--venues``); per venue the symbols the
+    manifest names plus the configured ones (or exactly ``--symbols``)."""
+    known = {v.value: v for v in Venue}
+    if venues:
+        names = [n.strip() for v in venues for n in v.split(",") if n.strip()]
+        bad = [n for n in names if n not in known]
+        if bad:
+            raise ConfigError(f"unknown venue(s) {bad}; known: {sorted(known)}")
+    else:
+        names = [n for n in manifest.get("venues", []) if n in known]
+    wanted: tuple[str, ...] | None = None
+    if symbols:
+        wanted = tuple(dict.fromkeys(n.strip().upper() for s in symbols for n in s.split(",") if n.strip()))
+        bad = [s for s in wanted if not s.isalnum()]
+        if bad:
+            raise ConfigError(f"--symbols must be like BTCUSDT: {bad}")
+    recorded: Mapping[str, list[str]] = manifest.get("symbols", {}) or {}
+    out: dict[Venue, tuple[str, ...]] = {}
+    for name in dict.fromkeys(names):
+        v = known[name]
+        syms = wanted or tuple(dict.fromkeys([*recorded.get(name, []), *settings.venues[v].symbols]))
+        if syms:
+            out[v] = syms
+    if not out:
+        raise ConfigError("nothing to export: no known venue in the recording (or in --venues)")
+    return out
+
+
+def export_books(
+    recording: Path,
+    out: Path,
+    *,
+    levels: int,
+    interval_ms: int,
+    settings: BotSettings,
+    venues: list[str] | None = None,
+    symbols: list[str] | None = None,
+) -> dict[str, Any]:
+    """Write the CSV to ``out`` (atomically) and return the summary."""
+    check_grid(interval_ms, levels)
+    manifest = read_manifest(recording)
+    books = plan(settings, manifest, venues, symbols)
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            exp = BooksExport(settings, books, interval_ms, levels, fh)
+            exp.run(iter_records(recording, venues={v.value for v in books}))
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return exp.summary()
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("books", help="rebuild books from a recording and write a grid-sampled CSV dataset")
+    p.add_argument("recording", type=Path, metavar="DIR", help="native recording directory")
+    p.add_argument("--levels", type=int, required=True, help="levels per side in each row")
+    p.add_argument("--interval-ms", type=int, required=True, help="grid step in ms of exchange time")
+    p.add_argument("--out", type=Path, required=True, help="CSV file to write")
+    p.add_argument("--venues", nargs="+", default=None, metavar="VENUE", help="only these venues")
+    p.add_argument("--symbols", nargs="+", default=None, metavar="SYMBOL", help="exactly these symbols per venue")
+    p.set_defaults(func=_cli)
+
+
+def _cli(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(getattr(args, "config", None))
+        if not args.out.parent.is_dir():
+            raise ConfigError(f"--out: directory {args.out.parent} does not exist")
+        summary = export_books(
+            args.recording, args.out, levels=args.levels, interval_ms=args.interval_ms, settings=settings,
+            venues=args.venues, symbols=args.symbols,
+        )  # fmt: skip
+    except BotError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=1), file=sys.stderr)
+    return 0

@@ -1,0 +1,428 @@
+"""bot.importers over the real shared recordings: exact counts, raw bytes carried over unchanged, venue
+inference, snapshot symbols, and clear errors on garbage input.
+
+The expected counts are the line counts of /work/shared/data/SOURCES.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import zipfile
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import pytest
+import zstandard
+
+from bot.errors import RecordingError
+from bot.events import Venue
+from bot.importers import (
+    convert,
+    import_bybit_archive,
+    import_cryptofeed,
+    import_hftbacktest,
+    open_text,
+    records_for,
+    register,
+)
+from bot.recording import Record, iter_records, read_manifest
+
+pytestmark = pytest.mark.unit
+
+SPOT_0808 = "hftbacktest/examples/spot/btcusdt_20240808.gz"
+SPOT_0809 = "hftbacktest/examples/spot/btcusdt_20240809.gz"
+USDM_0808 = "hftbacktest/examples/usdm/btcusdt_20240808.gz"
+ETH_0718 = "hftbacktest/73bfa17/examples/usdm/ethusdt_20240718.gz"
+ETH_0719 = "hftbacktest/73bfa17/examples/usdm/ethusdt_20240719.gz"
+BYBIT_CF = "cryptofeed/v3/sample_data/BYBIT.jsonl.zst"
+
+# Real lines (first bookTicker of each file), used to build small synthetic files.
+USDM_BOOK_TICKER = (
+    '{"stream":"btcusdt@bookTicker","data":{"e":"bookTicker","u":5123107839020,"s":"BTCUSDT","b":"61800.20",'
+    '"B":"2.507","a":"61800.30","A":"2.510","T":1723161256313,"E":1723161256313}}'
+)
+SPOT_BOOK_TICKER = (
+    '{"stream":"btcusdt@bookTicker","data":{"u":50093239212,"s":"BTCUSDT","b":"61837.63000000",'
+    '"B":"3.78826000","a":"61837.64000000","A":"1.54698000"}}'
+)
+SPOT_SNAPSHOT = (
+    '{"lastUpdateId":50093239218,"bids":[["61837.63000000","3.78826000"]],"asks":[["61837.64000000","1.54698000"]]}'
+)
+BYBIT_ARCHIVE_LINES = [
+    '{"topic":"orderbook.500.XRPUSDT","type":"snapshot","ts":1733011200691,"data":{"s":"XRPUSDT",'
+    '"b":[["1.9531","6203"],["1.9530","100"]],"a":[["1.9532","7154"]],"u":20254870,"seq":1},"cts":1733011200589}',
+    '{"topic":"orderbook.500.XRPUSDT","type":"delta","ts":1733011200791,"data":{"s":"XRPUSDT",'
+    '"b":[["1.9531","0"]],"a":[],"u":20254871,"seq":2},"cts":1733011200700}',
+    '{"topic":"orderbook.500.XRPUSDT","type":"delta","ts":1733011200891,"data":{"s":"XRPUSDT",'
+    '"b":[],"a":[["1.9533","12.5"]],"u":20254872,"seq":3},"cts":1733011200801}',
+]
+
+
+@pytest.fixture(scope="module")
+def shared() -> Path:
+    env = os.environ.get("BOT_SHARED_DATA")
+    root = Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
+    if not (root / "SOURCES.md").is_file():
+        pytest.skip(f"shared data not found at {root} (set BOT_SHARED_DATA)")
+    return root
+
+
+def _source_lines(path: Path) -> list[tuple[int, str]]:
+    """(local ns, raw) of an hftbacktest file, read independently of the importer."""
+    out = []
+    with gzip.open(path, "rt", encoding="utf-8", newline="\n") as fh:
+        for line in fh:
+            ts, _, raw = line.rstrip("\n").partition(" ")
+            out.append((int(ts), raw))
+    return out
+
+
+def _stream_kind(rec: Record) -> str:
+    if rec.kind == "snapshot":
+        return "snapshot"
+    return str(orjson.loads(rec.raw)["stream"]).split("@", 1)[1]
+
+
+# -- hftbacktest (Binance raw captures) -----------------------------------------------------------
+
+
+def test_hftbacktest_spot_file_keeps_every_line_byte_for_byte_and_infers_binance_spot(shared: Path) -> None:
+    # Act
+    recs = list(import_hftbacktest([shared / SPOT_0808]))
+
+    # Assert: 41249 lines, each one record with the same receive time and the same raw text, in order.
+    assert len(recs) == 41249
+    assert [(r.ts_recv, r.raw) for r in recs] == _source_lines(shared / SPOT_0808)
+    assert {r.venue for r in recs} == {Venue.BINANCE_SPOT}
+    assert Counter(_stream_kind(r) for r in recs) == {
+        "depth@100ms": 3451,
+        "bookTicker": 28040,
+        "trade": 9757,
+        "snapshot": 1,
+    }
+    (snap,) = [r for r in recs if r.kind == "snapshot"]
+    assert snap.key == "BTCUSDT"
+    assert snap.ts_recv == 1723161254206652067
+    assert snap.raw.startswith('{"lastUpdateId":50093239218,"bids":[["61837.63000000","3.78826000"]')
+    assert {r.key for r in recs if r.kind == "ws"} == {"-"}
+
+
+def test_hftbacktest_files_chain_in_the_order_given(shared: Path) -> None:
+    recs = list(import_hftbacktest([shared / SPOT_0808, shared / SPOT_0809]))
+
+    assert len(recs) == 41249 + 58325
+    assert Counter(_stream_kind(r) for r in recs) == {
+        "depth@100ms": 3451 + 3044,
+        "bookTicker": 28040 + 45134,
+        "trade": 9757 + 10147,
+        "snapshot": 1,
+    }
+    assert recs[41248].ts_recv == 1723161599999231384  # last line of 0808
+    assert recs[41249].ts_recv == 1723161600001658384  # first line of 0809
+
+
+def test_hftbacktest_usdm_file_infers_binance_usdm_from_its_snapshot_and_depth(shared: Path) -> None:
+    recs = list(import_hftbacktest([shared / USDM_0808]))
+
+    assert len(recs) == 93954
+    assert [(r.ts_recv, r.raw) for r in recs] == _source_lines(shared / USDM_0808)
+    assert {r.venue for r in recs} == {Venue.BINANCE_USDM}
+    assert Counter(_stream_kind(r) for r in recs) == {
+        "depth@0ms": 6551,
+        "bookTicker": 66089,
+        "trade": 21313,
+        "snapshot": 1,
+    }
+    (snap,) = [r for r in recs if r.kind == "snapshot"]
+    assert snap.key == "BTCUSDT"
+    assert snap.raw.startswith('{"lastUpdateId":5123107852948,"E":1723161256501,"T":1723161256493,')
+
+
+def test_hftbacktest_eth_usdm_session_has_its_snapshot_keyed_ethusdt(shared: Path) -> None:
+    recs = list(import_hftbacktest([shared / ETH_0718, shared / ETH_0719]))
+
+    assert len(recs) == 14003 + 55910
+    assert {r.venue for r in recs} == {Venue.BINANCE_USDM}
+    assert Counter(_stream_kind(r) for r in recs) == {
+        "depth@0ms": 3273 + 5656,
+        "bookTicker": 9089 + 38239,
+        "trade": 1640 + 12015,
+        "snapshot": 1,
+    }
+    (snap,) = [r for r in recs if r.kind == "snapshot"]
+    assert (snap.key, snap.raw[:31]) == ("ETHUSDT", '{"lastUpdateId":4984028386786,"')
+
+
+def test_hftbacktest_explicit_venue_wins_over_inference(shared: Path) -> None:
+    recs = list(import_hftbacktest([shared / SPOT_0808], Venue.BINANCE_USDM))
+
+    assert {r.venue for r in recs} == {Venue.BINANCE_USDM}
+
+
+def test_hftbacktest_snapshot_before_any_stream_message_gets_the_files_symbol(tmp_path: Path) -> None:
+    f = tmp_path / "x.gz"
+    with gzip.open(f, "wt") as fh:
+        fh.write(f"10 {SPOT_SNAPSHOT}\n20 {SPOT_BOOK_TICKER}\n")
+
+    recs = list(import_hftbacktest([f]))
+
+    assert recs == [
+        Record(10, Venue.BINANCE_SPOT, "snapshot", "BTCUSDT", SPOT_SNAPSHOT),
+        Record(20, Venue.BINANCE_SPOT, "ws", "-", SPOT_BOOK_TICKER),
+    ]
+
+
+def test_hftbacktest_usdm_file_starting_with_a_book_ticker_is_still_usdm(tmp_path: Path) -> None:
+    f = tmp_path / "x.gz"
+    with gzip.open(f, "wt") as fh:
+        fh.write(f"1 {USDM_BOOK_TICKER}\n")
+
+    (rec,) = import_hftbacktest([f])
+
+    assert rec.venue == Venue.BINANCE_USDM
+
+
+# -- cryptofeed (Bybit v5 session) ----------------------------------------------------------------
+
+
+def test_cryptofeed_bybit_session_keeps_every_ws_frame_and_rest_body_with_its_venue(shared: Path) -> None:
+    # Arrange: the source records, read independently of the importer.
+    with open(shared / BYBIT_CF, "rb") as fh:
+        text = zstandard.ZstdDecompressor().stream_reader(fh).read().decode()
+    src = [orjson.loads(x) for x in text.splitlines()]
+    assert len(src) == 3256
+    recv = [r for r in src if r["t"] == "recv"]
+    http = [r for r in src if r["t"] == "http"]
+
+    # Act
+    recs = list(import_cryptofeed([shared / BYBIT_CF]))
+
+    # Assert: 3227 frames + 2 REST bodies; header, connect and send records are not market data.
+    assert len(recs) == 3229
+    assert Counter((r.venue, r.kind) for r in recs) == {
+        (Venue.BYBIT_LINEAR, "ws"): 2546,
+        (Venue.BYBIT_SPOT, "ws"): 681,
+        (Venue.BYBIT_LINEAR, "info"): 1,
+        (Venue.BYBIT_SPOT, "info"): 1,
+    }
+    ws = [r for r in recs if r.kind == "ws"]
+    assert [r.raw for r in ws] == [r["data"] for r in recv]
+    assert [r.key for r in ws] == [r["conn"] for r in recv]
+    for rec, r in zip(ws, recv, strict=True):
+        assert abs(rec.ts_recv - int(Decimal(repr(r["ts"])) * 10**9)) < 1_000
+    info = [r for r in recs if r.kind == "info"]
+    assert [r.raw for r in info] == [r["data"] for r in http]
+    assert [r.key for r in info] == [
+        "/v5/market/instruments-info?&category=linear&status=Trading&limit=1000",
+        "/v5/market/instruments-info?&category=spot&status=Trading&limit=1000",
+    ]
+    # Every orderbook topic of the six books is there, on the connection of its category.
+    books = Counter((r.venue, str(orjson.loads(r.raw).get("topic", ""))) for r in ws if '"topic":"orderbook.' in r.raw)
+    assert sorted(books) == [
+        (Venue.BYBIT_LINEAR, "orderbook.200.BTCUSDT"),
+        (Venue.BYBIT_LINEAR, "orderbook.200.DOGEUSDT"),
+        (Venue.BYBIT_LINEAR, "orderbook.200.ETHUSDT"),
+        (Venue.BYBIT_LINEAR, "orderbook.200.SOLUSDT"),
+        (Venue.BYBIT_SPOT, "orderbook.200.BTCUSDT"),
+        (Venue.BYBIT_SPOT, "orderbook.200.ETHUSDT"),
+    ]
+
+
+def test_cryptofeed_record_that_is_not_json_is_refused_with_its_line_number(tmp_path: Path) -> None:
+    f = tmp_path / "BYBIT.jsonl"
+    f.write_text('{"t":"header","format":2}\nthis is no json\n')
+
+    with pytest.raises(RecordingError, match=r"BYBIT\.jsonl:2: not a cryptofeed v3 record"):
+        list(import_cryptofeed([f]))
+
+
+def test_cryptofeed_frames_of_unknown_venues_are_skipped(tmp_path: Path) -> None:
+    f = tmp_path / "X.jsonl"
+    f.write_text(
+        '{"t":"connect","conn":"c1","ts":1.0,"addr":"wss://ws.example.com/feed"}\n'
+        '{"t":"recv","conn":"c1","ts":2.0,"data":"{\\"a\\":1}"}\n'
+        '{"t":"connect","conn":"c2","ts":3.0,"addr":"wss://stream.bybit.com/v5/public/spot"}\n'
+        '{"t":"recv","conn":"c2","ts":4.5,"data":"{\\"b\\":2}"}\n'
+    )
+
+    assert list(import_cryptofeed([f])) == [Record(4_500_000_000, Venue.BYBIT_SPOT, "ws", "c2", '{"b":2}')]
+
+
+# -- bybit-archive --------------------------------------------------------------------------------
+
+
+def _archive_zip(path: Path, lines: list[str], name: str = "XRPUSDT_ob500.data") -> Path:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(name, "\n".join(lines) + "\n")
+    return path
+
+
+def test_bybit_archive_zip_gives_one_ws_record_per_line_stamped_with_the_message_ts(tmp_path: Path) -> None:
+    f = _archive_zip(tmp_path / "XRPUSDT_ob500.data.zip", BYBIT_ARCHIVE_LINES)
+
+    recs = list(import_bybit_archive([f], Venue.BYBIT_LINEAR))
+
+    assert recs == [
+        Record(1733011200691_000000, Venue.BYBIT_LINEAR, "ws", "archive", BYBIT_ARCHIVE_LINES[0]),
+        Record(1733011200791_000000, Venue.BYBIT_LINEAR, "ws", "archive", BYBIT_ARCHIVE_LINES[1]),
+        Record(1733011200891_000000, Venue.BYBIT_LINEAR, "ws", "archive", BYBIT_ARCHIVE_LINES[2]),
+    ]
+
+
+def test_bybit_archive_reads_the_same_from_gz_zst_plain_and_crlf_files(tmp_path: Path) -> None:
+    body = "\n".join(BYBIT_ARCHIVE_LINES) + "\n"
+    (tmp_path / "a.gz").write_bytes(gzip.compress(body.encode()))
+    (tmp_path / "a.zst").write_bytes(zstandard.ZstdCompressor().compress(body.encode()))
+    (tmp_path / "a.data").write_text(body)
+    (tmp_path / "crlf.data").write_bytes(body.replace("\n", "\r\n").encode())
+    want = list(import_bybit_archive([_archive_zip(tmp_path / "a.zip", BYBIT_ARCHIVE_LINES)], Venue.BYBIT_SPOT))
+
+    for name in ("a.gz", "a.zst", "a.data", "crlf.data"):
+        assert list(import_bybit_archive([tmp_path / name], Venue.BYBIT_SPOT)) == want, name
+
+
+def test_bybit_archive_converts_into_a_native_recording(tmp_path: Path) -> None:
+    f = _archive_zip(tmp_path / "XRPUSDT_ob500.data.zip", BYBIT_ARCHIVE_LINES)
+
+    summary = convert("bybit-archive", [f], tmp_path / "out", Venue.BYBIT_LINEAR)
+
+    assert summary["records"] == 3
+    assert summary["by_venue_kind"] == {"bybit_linear/ws": 3}
+    assert [r.raw for r in iter_records(tmp_path / "out")] == BYBIT_ARCHIVE_LINES
+    man = read_manifest(tmp_path / "out")
+    assert (man["imported_from"], man["sources"]) == ("bybit-archive", ["XRPUSDT_ob500.data.zip"])
+
+
+def test_bybit_archive_needs_a_bybit_venue(tmp_path: Path) -> None:
+    f = _archive_zip(tmp_path / "a.zip", BYBIT_ARCHIVE_LINES)
+
+    with pytest.raises(RecordingError, match="needs --venue bybit_linear or bybit_spot"):
+        list(records_for("bybit-archive", [f], None))
+    with pytest.raises(RecordingError, match="needs --venue bybit_linear or bybit_spot"):
+        list(records_for("bybit-archive", [f], Venue.BINANCE_SPOT))
+
+
+def test_bybit_archive_line_without_ts_is_refused_with_its_line_number(tmp_path: Path) -> None:
+    f = _archive_zip(tmp_path / "a.zip", [BYBIT_ARCHIVE_LINES[0], '{"topic":"orderbook.500.XRPUSDT"}'])
+
+    with pytest.raises(RecordingError, match=r"a\.zip:2: not a Bybit archive message"):
+        list(import_bybit_archive([f], Venue.BYBIT_LINEAR))
+
+
+def test_empty_zip_archive_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "empty.zip"
+    with zipfile.ZipFile(f, "w"):
+        pass
+
+    with pytest.raises(RecordingError, match="empty zip archive"):
+        list(open_text(f))
+
+
+# -- garbage input ---------------------------------------------------------------------------------
+
+
+def test_hftbacktest_garbage_lines_are_refused_with_file_and_line(tmp_path: Path) -> None:
+    f = tmp_path / "junk.gz"
+    f.write_bytes(gzip.compress(f"1 {SPOT_BOOK_TICKER}\nhello world\n".encode()))
+
+    with pytest.raises(RecordingError, match=r"junk\.gz:2: not '<local_ns> <raw>'"):
+        list(import_hftbacktest([f]))
+
+
+def test_hftbacktest_line_that_is_no_combined_stream_message_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "x.gz"
+    f.write_bytes(gzip.compress(b'1 {"e":"depthUpdate"}\n'))
+
+    with pytest.raises(RecordingError, match=r"x\.gz:1: not a combined-stream message"):
+        list(import_hftbacktest([f]))
+
+
+def test_hftbacktest_snapshot_without_any_stream_message_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "x.gz"
+    f.write_bytes(gzip.compress(f"1 {SPOT_SNAPSHOT}\n".encode()))
+
+    with pytest.raises(RecordingError, match="a snapshot but no stream message"):
+        list(import_hftbacktest([f]))
+
+
+def test_hftbacktest_snapshot_in_a_file_of_several_symbols_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "x.gz"
+    eth = SPOT_BOOK_TICKER.replace("btcusdt", "ethusdt")
+    f.write_bytes(gzip.compress(f"1 {SPOT_SNAPSHOT}\n2 {SPOT_BOOK_TICKER}\n3 {eth}\n".encode()))
+
+    with pytest.raises(RecordingError, match="several symbols and a snapshot"):
+        list(import_hftbacktest([f]))
+
+
+def test_hftbacktest_with_a_bybit_venue_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(RecordingError, match="Binance captures"):
+        list(records_for("hftbacktest", [tmp_path / "x.gz"], Venue.BYBIT_LINEAR))
+
+
+def test_file_that_is_not_gzip_despite_its_name_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "fake.gz"
+    f.write_text("plain text, not gzip\n")
+
+    with pytest.raises(RecordingError, match=r"fake\.gz: cannot read"):
+        list(import_hftbacktest([f]))
+
+
+def test_missing_input_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(RecordingError, match=r"nope\.gz: no such file"):
+        list(import_hftbacktest([tmp_path / "nope.gz"]))
+
+
+def test_binary_garbage_is_refused_not_decoded(tmp_path: Path) -> None:
+    f = tmp_path / "bin.data"
+    f.write_bytes(bytes(range(256)) * 4)
+
+    with pytest.raises(RecordingError, match=r"bin\.data: cannot read"):
+        list(import_bybit_archive([f], Venue.BYBIT_LINEAR))
+
+
+def test_unknown_format_is_refused() -> None:
+    with pytest.raises(RecordingError, match="unknown format 'tardis'"):
+        records_for("tardis", [], None)
+
+
+def _run_import_command(argv: list[str]) -> int:
+    """The ``import`` sub-command as ``python -m bot`` wires it (its own ``register``), run in-process."""
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+def test_import_command_reports_bad_input_in_one_line_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = tmp_path / "junk.gz"
+    f.write_bytes(gzip.compress(b"garbage\n"))
+
+    code = _run_import_command(["import", "--format", "hftbacktest", "--out", str(tmp_path / "out"), str(f)])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ")
+    assert "junk.gz:1" in err
+    assert "Traceback" not in err
+
+
+def test_import_command_writes_a_recording_and_prints_its_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = _archive_zip(tmp_path / "a.zip", BYBIT_ARCHIVE_LINES)
+
+    code = _run_import_command(
+        ["import", "--format", "bybit-archive", "--venue", "bybit_spot", "--out", str(tmp_path / "o"), str(f)]
+    )
+
+    assert code == 0
+    summary = orjson.loads(capsys.readouterr().out)
+    assert summary["records"] == 3
+    assert len(list(iter_records(tmp_path / "o"))) == 3

@@ -1,0 +1,252 @@
+"""The native recording format (bot.recording): lossless round trip, rotation, manifest, refusals, damage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from bot.errors import RecordingError
+from bot.recording import (
+    MANIFEST,
+    Record,
+    RecordingWriter,
+    format_line,
+    iter_lines,
+    iter_records,
+    parse_line,
+    part_files,
+    read_manifest,
+)
+
+pytestmark = pytest.mark.unit
+
+# Real frames (cut short) from the shared recordings, plus the awkward cases a lossless format must carry.
+SAMPLES = [
+    Record(
+        1723161253937085768,
+        "binance_spot",
+        "ws",
+        "-",
+        '{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1723161255208,"s":"BTCUSDT",'
+        '"U":50093239189,"u":50093239202,"b":[["61737.63000000","0.00000000"]],"a":[]}}',
+    ),
+    Record(
+        1723161254206652067,
+        "binance_spot",
+        "snapshot",
+        "BTCUSDT",
+        '{"lastUpdateId":50093239218,"bids":[["61837.63000000","3.78826000"]],"asks":[["61837.64000000","1.54698000"]]}',
+    ),
+    Record(
+        1786310818129000000,
+        "bybit_linear",
+        "ws",
+        "conn-1",
+        '{"topic":"orderbook.200.BTCUSDT","type":"snapshot","ts":1786310818129,"data":{"s":"BTCUSDT",'
+        '"b":[["65114.20","6.054"]],"a":[["65114.30","10.486"]],"u":15076952,"seq":753843911359},"cts":1786310818027}',
+    ),
+    Record(1786310818200000000, "bybit_linear", "info", "/v5/market/instruments-info?category=linear", '{"retCode":0}'),
+    Record(1786310818300000000, "bybit_spot", "klines", "BTCUSDT:60", '{"result":{"list":[]}}'),
+    Record(5, "binance_usdm", "ws", "-", '{"text":"ünïcödé €, spaces  and a \\\\t escaped tab"}'),
+    Record(6, "binance_usdm", "ws", "-", ""),  # an empty frame is still a frame
+]
+
+
+def _write(out: Path, recs: list[Record], **kw: object) -> RecordingWriter:
+    w = RecordingWriter(out, **kw)  # type: ignore[arg-type]
+    for r in recs:
+        w.write(r)
+    w.close()
+    return w
+
+
+def _many(n: int) -> list[Record]:
+    return [Record(1_000 + i, "bybit_spot", "ws", "c", f'{{"i":{i},"pad":"{"x" * (i % 50)}"}}') for i in range(n)]
+
+
+def test_round_trip_returns_every_record_unchanged_and_in_order(tmp_path: Path) -> None:
+    # Arrange / Act
+    _write(tmp_path / "rec", SAMPLES)
+
+    # Assert
+    assert list(iter_records(tmp_path / "rec")) == SAMPLES
+
+
+def test_format_and_parse_line_are_inverse_and_keep_tabs_out_of_the_raw_text() -> None:
+    for rec in SAMPLES:
+        line = format_line(rec)
+        assert line.endswith("\n")
+        assert line.count("\t") == 4
+        assert parse_line(line) == rec
+
+
+def test_raw_text_with_a_tab_newline_or_carriage_return_is_refused_and_not_counted(tmp_path: Path) -> None:
+    w = RecordingWriter(tmp_path / "rec")
+    w.write(SAMPLES[0])
+    for bad in ('{"a":"x\ty"}', '{"a":1}\n{"b":2}', '{"a":"x\ry"}'):
+        with pytest.raises(RecordingError, match="tab or newline"):
+            w.write(Record(1, "binance_spot", "ws", "-", bad))
+    w.write(SAMPLES[1])
+    w.close()
+
+    assert w.records == 2
+    assert list(iter_records(tmp_path / "rec")) == SAMPLES[:2]
+    assert read_manifest(tmp_path / "rec")["records"] == 2
+
+
+def test_rotation_by_record_count_keeps_every_record_and_the_manifest_lists_each_part(tmp_path: Path) -> None:
+    recs = _many(10)
+
+    _write(tmp_path / "rec", recs, rotate_records=3)
+
+    names = [p.name for p in part_files(tmp_path / "rec")]
+    assert names == [f"part-{i:06d}.tsv.zst" for i in range(1, 5)]
+    assert list(iter_records(tmp_path / "rec")) == recs
+    man = read_manifest(tmp_path / "rec")
+    assert man["complete"] is True
+    assert man["records"] == 10
+    assert man["files"] == [
+        {"name": "part-000001.tsv.zst", "records": 3, "first_ts_recv": 1000, "last_ts_recv": 1002},
+        {"name": "part-000002.tsv.zst", "records": 3, "first_ts_recv": 1003, "last_ts_recv": 1005},
+        {"name": "part-000003.tsv.zst", "records": 3, "first_ts_recv": 1006, "last_ts_recv": 1008},
+        {"name": "part-000004.tsv.zst", "records": 1, "first_ts_recv": 1009, "last_ts_recv": 1009},
+    ]
+
+
+def test_rotation_by_size_keeps_every_record(tmp_path: Path) -> None:
+    recs = _many(500)
+
+    _write(tmp_path / "rec", recs, rotate_bytes=4096)
+
+    parts = part_files(tmp_path / "rec")
+    man = read_manifest(tmp_path / "rec")
+    assert len(parts) > 3
+    assert list(iter_records(tmp_path / "rec")) == recs
+    assert sum(f["records"] for f in man["files"]) == 500  # type: ignore[union-attr,index]
+    # Each part is a self-contained zstd stream: it can be read on its own.
+    assert sum(1 for p in parts for _ in iter_lines(p)) == 500
+
+
+def test_manifest_counts_venues_snapshot_symbols_and_metadata(tmp_path: Path) -> None:
+    w = RecordingWriter(tmp_path / "rec", meta={"imported_from": "unit-test"})
+    assert read_manifest(tmp_path / "rec")["complete"] is False
+    w.write_many(SAMPLES)
+    w.note_symbols("bybit_linear", ["ETHUSDT", "BTCUSDT"])
+    w.close()
+    w.close()  # idempotent
+
+    man = read_manifest(tmp_path / "rec")
+    assert man["format"] == "bot-recording/1"
+    assert man["complete"] is True
+    assert man["records"] == len(SAMPLES)
+    assert man["venues"] == ["binance_spot", "binance_usdm", "bybit_linear", "bybit_spot"]
+    assert man["symbols"] == {"binance_spot": ["BTCUSDT"], "bybit_linear": ["BTCUSDT", "ETHUSDT"]}
+    assert man["imported_from"] == "unit-test"
+    assert not (tmp_path / "rec" / (MANIFEST + ".tmp")).exists()
+
+
+def test_venue_filter_yields_only_the_chosen_venues_in_order(tmp_path: Path) -> None:
+    _write(tmp_path / "rec", SAMPLES)
+
+    got = list(iter_records(tmp_path / "rec", venues=["bybit_linear", "binance_usdm"]))
+
+    assert got == [r for r in SAMPLES if r.venue in ("bybit_linear", "binance_usdm")]
+
+
+def test_a_single_part_file_can_be_read_without_its_directory(tmp_path: Path) -> None:
+    _write(tmp_path / "rec", SAMPLES)
+
+    assert list(iter_records(tmp_path / "rec" / "part-000001.tsv.zst")) == SAMPLES
+
+
+def test_flushed_records_are_readable_while_the_writer_is_still_open(tmp_path: Path) -> None:
+    w = RecordingWriter(tmp_path / "rec")
+    w.write_many(SAMPLES[:3])
+    w.flush()
+
+    assert [parse_line(x) for x in iter_lines(tmp_path / "rec" / "part-000001.tsv.zst")] == SAMPLES[:3]
+    # The open part is not in the manifest yet, so reading the directory does not demand a count for it.
+    assert list(iter_records(tmp_path / "rec")) == SAMPLES[:3]
+    w.close()
+
+
+def test_writer_refuses_a_directory_that_already_holds_a_recording(tmp_path: Path) -> None:
+    _write(tmp_path / "rec", SAMPLES[:1])
+
+    with pytest.raises(RecordingError, match="already holds a recording"):
+        RecordingWriter(tmp_path / "rec")
+
+
+def test_write_after_close_is_an_error(tmp_path: Path) -> None:
+    w = _write(tmp_path / "rec", SAMPLES[:1])
+
+    with pytest.raises(RecordingError, match="after close"):
+        w.write(SAMPLES[1])
+
+
+@pytest.mark.parametrize(
+    ("line", "match"),
+    [
+        ("not a record\n", "not a native recording line"),
+        ("1\tbinance_spot\tws\t-\n", "not a native recording line"),
+        ("1\tbinance_spot\ttelepathy\t-\t{}\n", "not a native recording line"),
+        ("12x\tbinance_spot\tws\t-\t{}\n", "bad timestamp"),
+    ],
+)
+def test_parse_line_names_the_problem(line: str, match: str) -> None:
+    with pytest.raises(RecordingError, match=match):
+        parse_line(line, "part-000001.tsv.zst:7")
+
+
+def test_directory_without_manifest_is_not_a_recording(tmp_path: Path) -> None:
+    with pytest.raises(RecordingError, match=r"no manifest\.json"):
+        list(iter_records(tmp_path))
+
+
+def test_manifest_that_is_not_json_or_of_another_format_is_refused(tmp_path: Path) -> None:
+    (tmp_path / MANIFEST).write_text("{oops")
+    with pytest.raises(RecordingError, match="not valid JSON"):
+        read_manifest(tmp_path)
+    (tmp_path / MANIFEST).write_text(json.dumps({"format": "other/9"}))
+    with pytest.raises(RecordingError, match="unknown recording format"):
+        read_manifest(tmp_path)
+
+
+def test_garbage_bytes_in_a_part_raise_recording_error(tmp_path: Path) -> None:
+    _write(tmp_path / "rec", SAMPLES)
+    (tmp_path / "rec" / "part-000001.tsv.zst").write_bytes(b"this is not zstd at all" * 8)
+
+    with pytest.raises(RecordingError, match="corrupt zstd data"):
+        list(iter_records(tmp_path / "rec"))
+
+
+def test_a_truncated_part_raises_recording_error_instead_of_losing_records_silently(tmp_path: Path) -> None:
+    _write(tmp_path / "rec", _many(20), rotate_records=10)
+    part = tmp_path / "rec" / "part-000001.tsv.zst"
+    part.write_bytes(part.read_bytes()[:-6])
+
+    with pytest.raises(RecordingError, match="manifest says 10"):
+        list(iter_records(tmp_path / "rec"))
+
+
+def test_a_part_listed_in_the_manifest_but_missing_is_an_error(tmp_path: Path) -> None:
+    _write(tmp_path / "rec", _many(20), rotate_records=10)
+    (tmp_path / "rec" / "part-000002.tsv.zst").unlink()
+
+    with pytest.raises(RecordingError, match=r"part-000002\.tsv\.zst listed in the manifest is missing"):
+        list(iter_records(tmp_path / "rec"))
+
+
+def test_a_part_that_decompresses_to_non_utf8_or_foreign_lines_raises_recording_error(tmp_path: Path) -> None:
+    _write(tmp_path / "rec", SAMPLES[:1])
+    part = tmp_path / "rec" / "part-000001.tsv.zst"
+    part.write_bytes(zstandard.ZstdCompressor().compress(b"\xff\xfe\x00 binary\n"))
+    with pytest.raises(RecordingError, match="not UTF-8"):
+        list(iter_records(tmp_path / "rec"))
+
+    part.write_bytes(zstandard.ZstdCompressor().compress(b"1\tbinance_spot\tws\t-\t{}\nhello world\n"))
+    with pytest.raises(RecordingError, match=r"part-000001\.tsv\.zst:2: not a native recording line"):
+        list(iter_records(tmp_path / "rec"))
