@@ -12,7 +12,7 @@ mangled). ``kind`` is one of:
 
 * ``ws``        a websocket text frame; ``key`` is the connection (``-`` when unknown)
 * ``snapshot``  a REST depth snapshot body; ``key`` is the canonical symbol
-* ``klines``    a REST klines body; ``key`` is ``SYMBOL:interval_s``
+* ``klines``    a REST klines body; ``key`` is ``SYMBOL:interval`` (``BTCUSDT:1m``)
 * ``info``      another REST body (instruments, exchangeInfo); ``key`` is the path
 
 Records are written in receive order; readers yield them in file order.

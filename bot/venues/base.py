@@ -17,8 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from bot.book import OrderBook
 from bot.config import BookConfig, VenueConfig
-from bot.events import Event, KlineClosed, Venue
+from bot.events import BookState, Event, KlineClosed, Venue
 
 Publish = Callable[[Event], None]
 
@@ -64,6 +65,8 @@ class FeedStats:
 
 class VenueAdapter(ABC):
     venue: Venue
+    books: dict[str, OrderBook]  # one local book per canonical symbol
+    states: dict[str, BookState]  # its health; consumers refuse anything but LIVE
 
     def __init__(self, cfg: VenueConfig, book_cfg: BookConfig, publish: Publish, *, live: bool = True) -> None:
         self.cfg = cfg
