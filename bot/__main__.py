@@ -17,7 +17,15 @@ import structlog
 from bot.errors import BotError, ConfigError, InvariantViolation
 
 # Each module registers its own sub-command (``register(sub)``) with ``func=handler(args) -> int``.
-COMMAND_MODULES = ("bot.app", "bot.sim.cli", "bot.record", "bot.importers", "bot.export")
+COMMAND_MODULES = (
+    "bot.app",
+    "bot.sim.cli",
+    "bot.record",
+    "bot.importers",
+    "bot.export",
+    "bot.signals_cli",
+    "bot.train_cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import math
@@ -22,9 +23,9 @@ import structlog
 
 from bot.bus import EventBus
 from bot.clock import LiveClock
-from bot.config import INTERVALS_S, BotSettings, load_settings
+from bot.config import BotSettings, load_settings
 from bot.errors import ConfigError
-from bot.events import BookHealth, Venue
+from bot.events import Signal
 from bot.logs import setup_logging
 
 log = structlog.get_logger(__name__)
@@ -76,7 +77,10 @@ async def run_bot(
     """Run until cancelled, SIGINT/SIGTERM or ``duration``; returns the last status."""
     from bot.feed import Collector
     from bot.klines import KlineStore, Resampler
+    from bot.record import select, start_sim
     from bot.ring import RingSet
+    from bot.signal_log import SignalLog
+    from bot.workers import load_workers
 
     bus = EventBus()
     clock = LiveClock()
@@ -87,81 +91,94 @@ async def run_bot(
             loop.add_signal_handler(sig, stop.set)
     async with contextlib.AsyncExitStack() as stack:
         if sim:
-            from bot.sim.replay import default_data_dir
-            from bot.sim.server import LoopbackExchange
-
-            data = sim_data or settings.sim.data or default_data_dir()
-            exchange = await stack.enter_async_context(
-                LoopbackExchange(data, speed=speed or settings.sim.speed, seed=settings.sim.seed,
-                                 faults=settings.sim.faults, loop=settings.sim.loop, host=settings.sim.host)
-            )
-            settings = _point_at_sim(settings, exchange)
+            settings, available = await start_sim(stack, settings, sim_data, speed)
+            settings = select(settings, None, None, available=available)
         collector = Collector(settings, bus, clock)
-        rings = RingSet(settings.ring, bus, collector.get_book)
-        klines = KlineStore(settings.ring.kline_capacity)
-        resampler = Resampler([INTERVALS_S[r] for r in settings.klines.resolutions], bus.publish)
-        _wire_klines(bus, klines, resampler)
-        health: dict[tuple[str, str], str] = {}
-        bus.subscribe(BookHealth, lambda e: health.__setitem__((e.venue.value, e.symbol), e.state.value))
+        rings = RingSet.from_settings(settings, collector.get_book)
+        rings.attach(bus)
+        klines = KlineStore.from_config(settings.ring)
+        klines.attach(bus)
+        Resampler.from_config(settings.klines).attach(bus)
+        workers = await load_workers(settings, rings, klines, bus, clock)
+        signals = _SignalTail()
+        bus.subscribe(Signal, signals.on_signal)
+        slog = SignalLog.from_config(settings.signal_log) if settings.signal_log.enabled else None
+        if slog is not None:
+            slog.attach(bus)
         log.info("bot_started", mode="paper", sim=sim, venues=sorted(v.value for v in settings.enabled_venues()))
         status: dict[str, Any] = {}
         started = time.monotonic()
+
+        async def grid_timer() -> None:
+            """Tick the LOB grids, then the model workers, at every fine-grid time (live: the book now is
+            the book at that time)."""
+            step = settings.ring.fine_interval_ms * 1_000_000
+            while True:
+                now = clock.now_ns()
+                await asyncio.sleep(((now // step + 1) * step - now) / 1e9 + 1e-4)
+                now = clock.now_ns()
+                rings.on_time(now)
+                workers.on_tick(now)
+
+        def snapshot() -> dict[str, Any]:
+            st = _status(collector, rings, klines, started)
+            st["models"] = workers.stats()
+            st["signals"] = signals.summary()
+            if slog is not None:
+                st["signal_log"] = slog.stats()
+            return st
 
         async def report() -> None:
             nonlocal status
             while True:
                 await asyncio.sleep(status_every)
-                status = _status(collector, rings, klines, started)
+                status = snapshot()
                 _render(status, tty)
 
         async with asyncio.TaskGroup() as tg:
             run_task = tg.create_task(collector.run())
-            report_task = tg.create_task(report())
+            helpers = [tg.create_task(report()), tg.create_task(grid_timer()), tg.create_task(workers.run())]
+            log_task = tg.create_task(slog.run()) if slog is not None else None
             waiter = tg.create_task(stop.wait())
             await asyncio.wait({run_task, waiter}, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
-            for t in (run_task, report_task, waiter):
+            for t in (run_task, waiter, *helpers):
                 t.cancel()
-        status = _status(collector, rings, klines, started)
+            if log_task is not None:
+                log_task.cancel()  # the signal log writes what is still queued when cancelled
+        status = snapshot()
         _render(status, tty, final=True)
         log.info("bot_stopped", uptime_s=round(time.monotonic() - started, 1))
         return status
 
 
-def _point_at_sim(settings: BotSettings, exchange: Any) -> BotSettings:
-    """Venue URLs → the loopback exchange; symbols limited to what the recording holds (others warned about)."""
-    venues = {}
-    recorded: dict[Venue, set[str]] = exchange.recorded_symbols()
-    for venue, cfg in settings.venues.items():
-        urls = exchange.urls.get(venue)
-        have = recorded.get(venue, set())
-        symbols = tuple(s for s in cfg.symbols if s in have)
-        missing = sorted(set(cfg.symbols) - have)
-        if missing:
-            log.warning("sim_symbols_not_recorded", venue=venue.value, missing=missing, recorded=sorted(have))
-        enabled = cfg.enabled and urls is not None and bool(symbols)
-        update: dict[str, Any] = {"enabled": enabled, "symbols": symbols or cfg.symbols}
-        if urls is not None:
-            update.update(ws_url=urls.ws_url, rest_url=urls.rest_url)
-        venues[venue] = cfg.model_copy(update=update)
-    return settings.model_copy(update={"venues": venues})
+class _SignalTail:
+    """Counts signals per model and keeps the latest few for the status display."""
 
+    def __init__(self, keep: int = 8) -> None:
+        self.counts: dict[str, int] = {}
+        self.latest: collections.deque[Signal] = collections.deque(maxlen=keep)
 
-def _wire_klines(bus: EventBus, store: Any, resampler: Any) -> None:
-    from bot.events import KlineClosed
+    def on_signal(self, s: Signal) -> None:
+        self.counts[s.model] = self.counts.get(s.model, 0) + 1
+        self.latest.append(s)
 
-    def on_kline(k: KlineClosed) -> None:
-        store.add(k)
-        if k.source != "resampled" and k.interval_s == 60:
-            resampler.on_kline(k)
-
-    bus.subscribe(KlineClosed, on_kline)
+    def summary(self) -> dict[str, Any]:
+        return {
+            "published": dict(self.counts),
+            "latest": [
+                {"model": s.model, "venue": s.venue.value, "symbol": s.symbol, "horizon": s.horizon,
+                 "confidence": s.confidence, "probabilities": [round(p, 3) for p in s.probabilities],
+                 "values": [round(v, 6) for v in s.values], "attention": s.attention}
+                for s in self.latest
+            ],
+        }
 
 
 def _status(collector: Any, rings: Any, klines: Any, started: float) -> dict[str, Any]:
     st: dict[str, Any] = dict(collector.status())
     st["uptime_s"] = round(time.monotonic() - started, 1)
     st["ring_bytes"] = rings.nbytes
-    st["klines"] = klines.counts() if hasattr(klines, "counts") else {}
+    st["klines"] = {f"{v.value}/{sym}/{iv}s": len(klines.ring(v, sym, iv)) for v, sym, iv in klines.keys()}  # noqa: SIM118
     return st
 
 
@@ -189,6 +206,11 @@ def _render(status: dict[str, Any], tty: bool, final: bool = False) -> None:
     for c in status.get("connections", []):
         up = "up" if c.get("connected") else "DOWN"
         lines.append(f"  conn {c['name']:<28} {up:<5} reconnects {c.get('reconnects', 0)}")
+    sig = status.get("signals", {})
+    lines.append(f"signals published: {sig.get('published') or 'none yet'}")
+    for x in sig.get("latest", []):
+        probs = " ".join(f"{p:.2f}" for p in x["probabilities"]) or " ".join(f"{v:+.4g}" for v in x["values"])
+        lines.append(f"  {x['model']:<22} {x['venue']:<13} {x['symbol']:<9} {x['horizon']:<16} {probs}")
     if not final:
         sys.stdout.write("\x1b[H\x1b[2J")
     sys.stdout.write("\n".join(lines) + "\n")

@@ -274,7 +274,7 @@ async def record(
     try:
         async with contextlib.AsyncExitStack() as stack:
             if sim:
-                settings, available = await _start_sim(stack, settings, sim_data, speed)
+                settings, available = await start_sim(stack, settings, sim_data, speed)
                 settings = select(settings, venues, symbols, available=available)
             enabled = settings.enabled_venues()
             try:
@@ -334,7 +334,7 @@ async def record(
     return summary
 
 
-async def _start_sim(
+async def start_sim(
     stack: contextlib.AsyncExitStack, settings: BotSettings, sim_data: Path | None, speed: float | None
 ) -> tuple[BotSettings, dict[Venue, tuple[str, ...]]]:
     """Start the loopback exchange in this process; every venue points at it (its URLs and depth).
