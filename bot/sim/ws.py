@@ -1,0 +1,298 @@
+"""The loopback exchange's websocket side: connections, subscriptions, fan-out and fault injection.
+
+Every accepted socket is a ``Conn`` with a bounded send queue drained by its own writer task; the
+replay runner hands each item to the venue's ``VenueHub``, which writes it into the queues of the
+subscribed connections synchronously and in order (so fault dice are drawn in a deterministic order).
+A client that does not read fast enough fills its queue (``SimTimings.send_queue`` frames) and is cut,
+counted as ``slow_client_disconnects``, as real venues cut slow consumers.
+
+The venue specifics live in ``bot.sim.binance`` and ``bot.sim.bybit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import struct
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiohttp import web
+
+from bot.events import Venue
+from bot.sim.faults import ConnDice, FaultSpec
+from bot.sim.replay import BINANCE, Item, VenueReplay
+
+if TYPE_CHECKING:
+    from bot.sim.bybit import DepthView
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class SimTimings:
+    """Protocol timings and limits; the defaults are the venues' documented ones."""
+
+    binance_spot_ping_s: float = 20.0
+    binance_spot_pong_timeout_s: float = 60.0
+    binance_usdm_ping_s: float = 180.0
+    binance_usdm_pong_timeout_s: float = 600.0
+    binance_spot_msg_rate: int | None = 5  # incoming frames per second before the socket is cut
+    binance_usdm_msg_rate: int | None = 10
+    send_queue: int = 20_000  # frames queued for one client before it counts as too slow and is cut
+    socket_sndbuf: int | None = None  # SO_SNDBUF of accepted sockets (None: the OS default); tests shrink it
+    bybit_spot_max_args: int = 10
+
+
+@dataclass
+class SimStats:
+    """Counters of the whole sim, keyed by (venue, what)."""
+
+    counts: Counter[tuple[Venue, str]] = field(default_factory=Counter)
+    faults: Counter[tuple[Venue, str]] = field(default_factory=Counter)
+    # (venue, connection index, diff number on that connection, kind); the last 100 000 faults
+    fault_log: deque[tuple[str, int, int, str]] = field(default_factory=lambda: deque(maxlen=100_000))
+
+
+WRITE_HIGH = 256 * 1024  # bytes buffered in the transport before the writer waits
+
+
+def _text_frame(text: str) -> bytes:
+    """An unmasked, final websocket text frame (server to client, RFC 6455 5.2)."""
+    payload = text.encode()
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", 0x81, 126, n) + payload
+    return struct.pack("!BBQ", 0x81, 127, n) + payload
+
+
+class _Close:
+    __slots__ = ("code", "reason")
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+
+
+class Conn:
+    """One accepted websocket of one venue."""
+
+    def __init__(self, hub: VenueHub, index: int, ws: web.WebSocketResponse, request: web.Request) -> None:
+        self.hub = hub
+        self.index = index
+        self.ws = ws
+        self.request = request
+        self.queue: asyncio.Queue[str | _Close] = asyncio.Queue(hub.timings.send_queue)
+        self.closing = False
+        self.combined = True
+        self.subs: dict[str, str] = {}  # name the client asked for -> recorded topic
+        self.sub_depth: dict[str, int] = {}  # Bybit orderbook name -> requested depth
+        self.dice = ConnDice(hub.faults, hub.seed, hub.venue.value, index, bybit=hub.venue not in BINANCE)
+        self.held: dict[str, str] = {}  # reorder fault: topic -> message sent after the next one
+        self.renumber: dict[str, int] = {}  # bybit_reset fault: topic -> truth u that became u=1
+        self.stalled_until = 0.0
+        self.book_msgs = 0
+        self.conn_id = hub.conn_id(index)
+        # Binance heartbeat and incoming-rate state
+        self.pings: dict[bytes, float] = {}
+        self.in_times: list[float] = []
+
+    # -- output ------------------------------------------------------------------------------------
+    def send(self, text: str, *, control: bool = False) -> None:
+        if self.closing:
+            return
+        if not control and self.stalled_until and time.monotonic() < self.stalled_until:
+            self.hub.count("stalled_frames_dropped")
+            return
+        try:
+            self.queue.put_nowait(text)
+        except asyncio.QueueFull:
+            self.hub.count("slow_client_disconnects")
+            log.info("sim_slow_client_cut", venue=self.hub.venue.value, conn=self.index)
+            self.abort()
+
+    def close(self, code: int, reason: str) -> None:
+        """Close after the frames already queued (a clean close frame)."""
+        if self.closing:
+            return
+        self.closing = True
+        try:
+            self.queue.put_nowait(_Close(code, reason))
+        except asyncio.QueueFull:
+            self.abort()
+
+    def abort(self) -> None:
+        """Cut the TCP connection without a close frame."""
+        self.closing = True
+        transport = self.request.transport
+        if transport is not None:
+            transport.abort()
+        self.hub.unregister(self)
+
+    async def write_loop(self) -> None:
+        """Drain the queue: every frame waiting is written in one go (one syscall, not one per frame).
+
+        Text frames are encoded here and written to the transport directly; aiohttp's own writer only
+        sends control frames (ping, pong, close), each in a single write, so frames never interleave.
+        Back-pressure: while the transport holds more than ``WRITE_HIGH`` bytes the loop waits, and the
+        queue (bounded) fills up behind it.
+        """
+        transport = self.request.transport
+        queue = self.queue
+        try:
+            while True:
+                item = await queue.get()
+                out: list[bytes] = []
+                while True:
+                    if isinstance(item, _Close):
+                        if out and transport is not None:
+                            transport.write(b"".join(out))
+                        await self.ws.close(code=item.code, message=item.reason.encode())
+                        return
+                    out.append(_text_frame(item))
+                    if queue.empty() or len(out) >= 1024:
+                        break
+                    item = queue.get_nowait()
+                if transport is None or transport.is_closing():
+                    return
+                transport.write(b"".join(out))
+                while transport.get_write_buffer_size() > WRITE_HIGH:
+                    if transport.is_closing():
+                        return
+                    await asyncio.sleep(0.002)
+        except (ConnectionError, RuntimeError):
+            return  # peer gone; the reader notices too
+
+    # -- book messages and faults ------------------------------------------------------------------
+    def deliver_book(self, topic: str, text: str) -> str | None:
+        """Send one diff message through the fault dice; returns the fault fired (if any)."""
+        self.book_msgs += 1
+        kind = self.dice.roll()
+        if self.stalled_until and time.monotonic() < self.stalled_until:
+            self.hub.count("stalled_frames_dropped")
+            return None
+        if kind == "bybit_reset":
+            return kind  # the hub sends a u=1 snapshot instead of this delta
+        if kind is None:
+            self._send_book(topic, text)
+            return kind
+        self.hub.fault(kind, self)
+        if kind == "drop":
+            return kind
+        if kind == "dup":
+            self._send_book(topic, text)
+            self.send(text)
+        elif kind == "reorder":
+            if topic in self.held:
+                self._send_book(topic, text)
+            else:
+                self.held[topic] = text
+        elif kind == "malformed":
+            self._send_book(topic, text[: len(text) // 2])
+        elif kind == "stall":
+            self.stalled_until = time.monotonic() + self.hub.faults.stall_s
+        elif kind == "disconnect":
+            self.abort()
+        return kind
+
+    def _send_book(self, topic: str, text: str) -> None:
+        self.send(text)
+        held = self.held.pop(topic, None)
+        if held is not None:
+            self.send(held)
+
+
+class VenueHub:
+    """Subscriptions and fan-out of one venue."""
+
+    def __init__(
+        self,
+        venue: Venue,
+        replay: VenueReplay,
+        *,
+        faults: FaultSpec,
+        seed: int,
+        timings: SimTimings,
+        stats: SimStats,
+        fanout: Callable[[VenueHub, Item, Any], None],
+    ) -> None:
+        self.fanout = fanout
+        self.venue = venue
+        self.replay = replay
+        self.faults = faults
+        self.seed = seed
+        self.timings = timings
+        self.stats = stats
+        self.conns: set[Conn] = set()
+        self.next_index = 0
+        self.topic_subs: dict[str, dict[Conn, str]] = {}  # recorded topic -> {conn: client name}
+        self.partial_subs: dict[str, dict[Conn, dict[str, int]]] = {}  # symbol -> {conn: {name: levels}}
+        self.views: dict[tuple[str, int], DepthView] = {}  # Bybit (symbol, depth) -> derived book
+        self.clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)  # set to the runner's clock
+
+    # -- bookkeeping -------------------------------------------------------------------------------
+    def count(self, what: str, n: int = 1) -> None:
+        self.stats.counts[(self.venue, what)] += n
+
+    def fault(self, kind: str, conn: Conn) -> None:
+        self.stats.faults[(self.venue, kind)] += 1
+        self.stats.fault_log.append((self.venue.value, conn.index, conn.book_msgs, kind))
+
+    def conn_id(self, index: int) -> str:
+        rng = random.Random(f"conn_id/{self.seed}/{self.venue.value}/{index}")
+        alphabet = "0123456789abcdefghijklmnopqrstuv"
+        return "".join(rng.choice(alphabet) for _ in range(20)) + "-" + "".join(rng.choice(alphabet) for _ in range(5))
+
+    def register(self, ws: web.WebSocketResponse, request: web.Request) -> Conn:
+        conn = Conn(self, self.next_index, ws, request)
+        self.next_index += 1
+        self.conns.add(conn)
+        self.count("connections")
+        return conn
+
+    def unregister(self, conn: Conn) -> None:
+        self.conns.discard(conn)
+        for subs in self.topic_subs.values():
+            subs.pop(conn, None)
+        for psubs in self.partial_subs.values():
+            psubs.pop(conn, None)
+        for view in self.views.values():
+            view.subs.pop(conn, None)
+
+    def close_all(self, code: int, reason: str) -> None:
+        for conn in list(self.conns):
+            conn.close(code, reason)
+            self.unregister(conn)
+
+    # -- subscriptions -----------------------------------------------------------------------------
+    def subscribe(self, conn: Conn, name: str, recorded: str) -> None:
+        conn.subs[name] = recorded
+        self.topic_subs.setdefault(recorded, {})[conn] = name
+
+    def unsubscribe(self, conn: Conn, name: str) -> None:
+        recorded = conn.subs.pop(name, None)
+        conn.sub_depth.pop(name, None)
+        if recorded is not None:
+            subs = self.topic_subs.get(recorded)
+            if subs is not None and subs.get(conn) == name:
+                del subs[conn]
+        for psubs in self.partial_subs.values():
+            psubs.get(conn, {}).pop(name, None)
+        for view in self.views.values():
+            if view.subs.get(conn) == name:
+                del view.subs[conn]
+
+    def subscribe_partial(self, conn: Conn, name: str, symbol: str, levels: int) -> None:
+        conn.subs[name] = name
+        self.partial_subs.setdefault(symbol, {}).setdefault(conn, {})[name] = levels
+
+    # -- fan-out -----------------------------------------------------------------------------------
+    def publish(self, item: Item, parsed: Any) -> None:
+        """Fan one replayed item out to the subscribed connections (the venue module's ``publish``)."""
+        self.fanout(self, item, parsed)
