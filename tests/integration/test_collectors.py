@@ -255,7 +255,8 @@ async def test_a_server_side_disconnect_is_reconnected_and_the_books_resynced(ru
         await books_match_truth(run)
         conns = run.collector.status()["connections"]
         assert sum(c["reconnects"] for c in conns) == run.collector.stats.reconnects
-        assert all(c["connected"] for c in conns)
+        # disconnect faults keep firing: every connection comes back, though not necessarily all at once
+        await until(lambda: all(c["connected"] for c in run.collector.status()["connections"]), "all reconnected")
 
 
 async def test_bybit_u1_snapshot_resets_the_book_and_it_stays_equal_to_the_truth(run_sim: Callable[..., Any]) -> None:
