@@ -22,6 +22,16 @@ nothing fitted on the training span reads a value stamped at or after the first 
 label thresholds/scales from the training samples only, and ``finalize`` normalises every sample with
 ``models.inputs.apply_norm``: the function ``build_input`` ends with.
 
+Normalisation: per feature ``z = clip((x - mean) / scale, -10, 10)``. ``scale`` is the training span's
+std, floored in the feature's own units (``_mean_std``): at least ``STD_REL_FLOOR`` (a tenth) of the
+feature's mean absolute value. Without the floor, a feature that hardly moves while the model trains turns
+the first ordinary value outside its narrow range into an enormous z-score: the spread of Binance spot
+BTCUSDT is one tick (0.0016 bps of the mid) in every training row of the demo recording, std 1.2e-6 bps,
+so a two-tick spread would be z = 1,400 and the 337-tick spread in its validation span was z = 460,000
+(a validation cross-entropy of 1,264). The clip bound (``NORM_CLIP``, stored in the spec as
+``norm["clip"]``) catches what the floor cannot: that book, heavy tails, a regime the training span never
+saw. Both apply to every family, in training exactly as in serving.
+
 Labels (3 classes down/stationary/up, ``models.inputs.CLASSES``): r = mid[t+h] / mid[t] - 1 (books) or
 log(close[t+h] / close[t]) (klines); up if r > θ, down if r < -θ, else stationary. θ defaults to the
 1/3-quantile of |r| over the training span, which makes roughly a third of the training labels stationary
@@ -32,6 +42,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -76,6 +87,11 @@ __all__ = [
 
 TRAIN, VAL, TEST, PURGED = 0, 1, 2, -1
 STATIONARY_QUANTILE = 1.0 / 3.0
+# Normalisation (``_mean_std``, ``models.inputs.apply_norm``): the scale of a feature is at least a tenth of
+# its typical magnitude (mean |x| over the training span), normalised values are clipped to +-NORM_CLIP.
+STD_REL_FLOOR = 0.1
+STD_ABS_FLOOR = 1e-8  # below this a feature has no usable scale at all (it was ~exactly 0): scale 1
+NORM_CLIP = 10.0
 
 I64 = NDArray[np.int64]
 F64 = NDArray[np.float64]
@@ -583,15 +599,37 @@ def _select_raw(raw: Raw, mask: NDArray[np.bool_]) -> Raw:
     return {k: v[mask] for k, v in raw.items()} if isinstance(raw, dict) else raw[mask]
 
 
-def _mean_std(x: NDArray[Any], axes: tuple[int, ...]) -> tuple[F64, F64]:
-    mean = np.nanmean(x, axis=axes)
-    std = np.nanstd(x, axis=axes)
+def _mean_std(x: NDArray[Any], axes: tuple[int, ...], rel_floor: float | F64 = STD_REL_FLOOR) -> tuple[F64, F64]:
+    """Per-feature mean and scale over ``axes`` (NaN ignored): the one place normalisation is fitted.
+
+    ``scale = max(std, rel_floor * mean|x|)``, i.e. a change of a tenth of what the feature typically is
+    counts as at most one unit. That floor is in the feature's own units (bps, log sizes, RSI points), so
+    it bites only where the std says "constant" but the values say "not zero": the one-tick spread
+    (mean 0.0016 bps, std 1.2e-6 bps: a two-tick spread becomes z = 10 instead of 1,400), a resting size
+    that never changed. Features that really vary keep their std: in the shipped checkpoints' training
+    spans every book and kline feature has std >= 0.17 mean|x| (RSI, the closest: 0.18 to 0.23).
+    ``rel_floor`` may be per feature: 0 for a price level (raw-price mode), whose |mean| says where the
+    market is, not how far it moves. A scale still below ``STD_ABS_FLOOR`` (the feature was ~exactly 0,
+    or all NaN, in the whole training span: nothing says what its units are) is 1, as it always was.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN feature: NaN statistics, handled below
+        mean = np.nanmean(x, axis=axes)
+        std = np.nanstd(x, axis=axes)
+        magnitude = np.nanmean(np.abs(x), axis=axes)
     mean = np.where(np.isfinite(mean), mean, 0.0)
-    std = np.where(np.isfinite(std) & (std > 1e-12), std, 1.0)
-    return mean, std
+    scale = np.fmax(np.where(np.isfinite(std), std, 0.0), np.asarray(rel_floor) * np.nan_to_num(magnitude))
+    scale = np.where(scale >= STD_ABS_FLOOR, scale, 1.0)
+    return mean, scale
 
 
 def _fit_norm(spec: InputSpec, raw: Raw) -> dict[str, Any]:
+    norm = _fit_mean_std(spec, raw)
+    norm["clip"] = NORM_CLIP
+    return norm
+
+
+def _fit_mean_std(spec: InputSpec, raw: Raw) -> dict[str, Any]:
     family = spec["family"]
     if isinstance(raw, dict):  # multiscale: (N, T_s, F) per scale -> (F,) per scale
         stats = [_mean_std(raw[s], (0, 1)) for s in spec["scales"]]
@@ -600,7 +638,13 @@ def _fit_norm(spec: InputSpec, raw: Raw) -> dict[str, Any]:
         mean, std = _mean_std(raw, (0, 2))
         return {"mean": mean.tolist(), "std": std.tolist()}
     if family == "tabl":  # (N, T, D) -> (D,)
-        mean, std = _mean_std(raw, (0, 1))
+        rel = np.full(raw.shape[-1], STD_REL_FLOOR)
+        if spec.get("price_mode") == "raw":  # price levels and the raw mid: location, not magnitude
+            levels = spec["levels"]
+            rel[: 4 * levels][_price_mask(levels)] = 0.0
+            if "mid" in spec["extras"]:
+                rel[4 * levels + list(spec["extras"]).index("mid")] = 0.0
+        mean, std = _mean_std(raw, (0, 1), rel)
         return {"mean": mean.tolist(), "std": std.tolist()}
     # lobforecast (N, T, F): sizes per column; prices of a book share one scale around 0 (bps from mid), so
     # the map stays increasing and identical for every price column (the structural regulariser needs it).
@@ -612,7 +656,7 @@ def _fit_norm(spec: InputSpec, raw: Raw) -> dict[str, Any]:
         prices = raw[:, :, cols][:, :, px]
         rms = float(np.sqrt(np.nanmean(prices**2))) if np.isfinite(prices).any() else 1.0
         mean[cols][px] = 0.0
-        std[cols][px] = rms if rms > 1e-12 else 1.0
+        std[cols][px] = rms if rms >= STD_ABS_FLOOR else 1.0  # an RMS is a magnitude: no relative floor
     return {"mean": mean.tolist(), "std": std.tolist()}
 
 
@@ -650,6 +694,9 @@ def finalize(spec: InputSpec, c: Collected, split: NDArray[np.int8] | None = Non
         std = np.asarray(spec["norm"]["std"][t0 : t0 + width])
         y["book"] = torch.from_numpy(((c.targets["book"] - mean) / std).astype(np.float32))
         y["mid_now"] = torch.from_numpy(c.targets["mid_now"])
+        # persistence (the current target book) in the labels' space: normalised like them, NOT clipped
+        now = np.asarray(c.raw)[:, -1, t0 : t0 + width]
+        past["book"] = ((now - mean) / std).astype(np.float32)
     n = len(c.times_ns)
     return SampleSet(
         spec=spec, times_ns=c.times_ns, label_end_ns=c.label_end_ns, x=x, y=y, past=past,

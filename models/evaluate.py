@@ -339,8 +339,8 @@ def _tasks_lobforecast(spec: dict[str, Any], ev: SampleSet, fs: SampleSet, out: 
     levels = spec["levels"]
     t0 = _target_block(spec) * 4 * levels
     width = 4 * levels
-    assert isinstance(ev.x, torch.Tensor)
-    pers = np.nan_to_num(ev.x[:, -1, t0 : t0 + width].double().numpy(), nan=0.0)  # the current book, same space
+    # the current book in the labels' space (unclipped: the input may be clipped, the truth is not)
+    pers = np.nan_to_num(np.asarray(ev.past["book"], dtype=np.float64), nan=0.0)
     price_std = float(spec["norm"]["std"][t0])  # the target book's one price scale (bps per unit)
     y_all, p_all = ev.y["book"].double().numpy(), out.double().numpy()  # (N, H, 4L)
     tasks = []

@@ -21,7 +21,8 @@ Either returns None when it holds fewer than ``n`` rows. A source may have more 
 **InputSpec**: a plain dict (JSON-able, stored in checkpoint ``extra["inputs"]``), written by the trainer::
 
     common:      version, family ("tabl" | "multiscale" | "crossasset" | "lobforecast"), kind ("lob" | "klines"),
-                 norm {"mean": [...], "std": [...]} (frozen from the training span only), labels {...}
+                 norm {"mean": [...], "std": [...], "clip": 10.0} (frozen from the training span only; see
+                 ``apply_norm``), labels {...}
     tabl:        venue, symbol, grid, interval_ms, levels, window, extras ["mid", "spread", "imbalance"],
                  price_mode "relative" | "raw", size_mode "log1p" | "raw"           -> (1, D, T)
     multiscale:  venue, symbol, scales ["1m", ...], intervals_s, windows, features (KlineFeatureConfig as
@@ -131,20 +132,30 @@ def raw_input(spec: InputSpec, source: WindowSource, *, venue: str, symbol: str)
 
 
 def apply_norm(spec: InputSpec, raw: Raw) -> Raw:
-    """``(x - mean) / std`` with the spec's frozen statistics, as float32 (batched or not, same bits).
+    """``clip((x - mean) / std, -c, c)`` with the spec's frozen statistics, as float32 (batched or not, same bits).
+
+    The one place a model's input is normalised, in training (``models.datasets.finalize``) and serving
+    (``build_input``). ``c`` is ``norm["clip"]`` (``models.datasets.NORM_CLIP``, 10, for specs written since
+    it exists): a value far outside the training span's range (a two-tick spread in a market that quoted
+    one tick all through training, a volume burst) reaches the network as "c standard units", never as a
+    z-score of thousands the network has never seen. A spec without ``clip`` (a checkpoint written before
+    it) is not clipped: it keeps exactly the transform it was trained with. The std itself was floored
+    when it was fitted (``models.datasets._mean_std``), so nothing here divides by a near-zero scale.
 
     Element-wise only (no reductions), so normalising a stack of samples gives exactly the bits of
     normalising each alone. NaN (a thin book's missing level) becomes 0, the training mean, for every
-    family except lobforecast, whose embedding has a learned "missing" token. Without ``norm`` (the
-    trainer's first pass) the features only change dtype.
+    family except lobforecast, whose embedding has a learned "missing" token; clipping leaves non-finite
+    values to that handling, unchanged. Without ``norm`` (the trainer's first pass) the features only
+    change dtype.
     """
     norm = spec.get("norm")
     keep_nan = spec["family"] == "lobforecast"
+    clip = None if not norm or norm.get("clip") is None else float(norm["clip"])
     if isinstance(raw, dict):
         out: dict[str, F64] = {}
         for i, scale in enumerate(spec["scales"]):
             mean, std = (None, None) if not norm else (norm["mean"][i], norm["std"][i])
-            out[scale] = _affine(raw[scale], mean, std, keep_nan)
+            out[scale] = _affine(raw[scale], mean, std, keep_nan, clip)
         return out
     if not norm:
         return _affine(raw, None, None, keep_nan)
@@ -152,7 +163,7 @@ def apply_norm(spec: InputSpec, raw: Raw) -> Raw:
     std = np.asarray(norm["std"], dtype=np.float64)
     if spec["family"] == "crossasset":  # (A, F) statistics for (..., A, T, F) features
         mean, std = mean[:, None, :], std[:, None, :]
-    return _affine(raw, mean, std, keep_nan)
+    return _affine(raw, mean, std, keep_nan, clip)
 
 
 def to_tensor(spec: InputSpec, x: Raw) -> torch.Tensor | dict[str, torch.Tensor]:
@@ -509,10 +520,12 @@ def _add_batch(raw: Raw) -> Raw:
     return raw[None]
 
 
-def _affine(x: F64, mean: Any, std: Any, keep_nan: bool) -> F64:
+def _affine(x: F64, mean: Any, std: Any, keep_nan: bool, clip: float | None = None) -> F64:
     y = np.asarray(x, dtype=np.float64)
     if mean is not None:
         y = (y - np.asarray(mean, dtype=np.float64)) / np.asarray(std, dtype=np.float64)
+        if clip is not None:  # finite values only: NaN and +-inf go to the handling below, as before
+            y = np.where(np.isfinite(y), np.clip(y, -clip, clip), y)
     y = y.astype(np.float32)
     if not keep_nan:
         y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from bot.config import BotSettings
+from bot.demo import RECORDING
 from bot.events import Venue
 from bot.export import export_books
 from bot.importers import import_hftbacktest, slice_records
@@ -20,6 +22,7 @@ from bot.klines import load_kline_csv
 from bot.recording import RecordingWriter
 from models.datasets import (
     PURGED,
+    STD_REL_FLOOR,
     TEST,
     TRAIN,
     VAL,
@@ -34,7 +37,8 @@ from models.datasets import (
     load_klines,
     split_by_time,
 )
-from models.train import Job, make_spec
+from models.inputs import ArrayWindowSource, build_input, input_names
+from models.train import MODEL_CLASSES, Job, TrainConfig, fit, make_spec, model_config
 
 pytestmark = pytest.mark.unit
 
@@ -61,6 +65,16 @@ def spot_csv(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
             w.write(r)
     out = tmp / "spot.csv"
     export_books(tmp / "rec", out, levels=10, interval_ms=1000, settings=BotSettings(), symbols=["BTCUSDT"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def demo_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded demo recording (real Binance spot BTCUSDT, 2024-08-08 23:54 .. 00:00 UTC) as
+    `python -m bot books bot/demo/recording --levels 10 --interval-ms 1000` writes it (that book only)."""
+    out = tmp_path_factory.mktemp("demo") / "fine.csv"
+    export_books(RECORDING, out, levels=10, interval_ms=1000, settings=BotSettings(), venues=["binance_spot"],
+                 symbols=["BTCUSDT"])
     return out
 
 
@@ -202,9 +216,60 @@ def test_normalised_training_features_have_zero_mean_and_unit_std(spot_csv: Path
     x = s.x[s.split == TRAIN].double()  # (N, D, T)
     assert isinstance(x, type(s.x))
     flat = x.transpose(1, 2).reshape(-1, x.shape[1])
-    varying = flat.std(dim=0) > 0
+    # the spread is one tick all through this training span: its scale is floored at a tenth of its mean (bps),
+    # so it is centred but not stretched to unit std; every other feature varies and gets mean 0, std 1
+    spread = input_names(s.spec).index("spread")
+    assert s.spec["norm"]["std"][spread] == pytest.approx(STD_REL_FLOOR * s.spec["norm"]["mean"][spread], rel=1e-12)
+    assert 0 < flat[:, spread].std(unbiased=False) < 0.01
+    varying = (flat.std(dim=0) > 0) & (torch.arange(flat.shape[1]) != spread)
     assert flat.mean(dim=0).abs().max() < 1e-4
     assert (flat.std(dim=0, unbiased=False)[varying] - 1).abs().max() < 1e-3
+
+
+def test_a_spread_far_wider_than_the_one_tick_training_span_reaches_the_model_bounded_in_training_and_serving(
+    demo_csv: Path,
+) -> None:
+    # Arrange: the demo's Binance spot book quotes a one-tick spread (0.01 USDT) in every row the training
+    # windows read, and one 337-tick spread (3.37 USDT at 23:57:53) inside the validation span
+    data = load_books_csv([demo_csv])
+    spec, target = make_spec(Job(family="tabl", data=(), out=Path("x.pt"), target="binance_spot:BTCUSDT",
+                                 horizon=(10,)), data)  # the defaults of `python -m bot train --family tabl`
+    times, rows = data.books[("binance_spot", "BTCUSDT")]
+    ticks = np.round((rows[:, 20] - rows[:, 0]) / 0.01).astype(int)  # ask_px_1 - bid_px_1
+
+    # Act
+    s = build_samples(spec, data, target=target)
+
+    # Assert: the data is what the bug needs
+    train_end, val_end = s.times_ns[s.split == TRAIN].max(), s.times_ns[s.split == VAL].max()
+    assert set(ticks[times <= train_end]) == {1}
+    assert ticks[(times > train_end) & (times <= val_end)].max() == 337
+    # the scale of the spread is a tenth of its mean (0.0016 bps), not its std (1.2e-6 bps: z = 460,000)
+    norm = s.spec["norm"]
+    spread = input_names(s.spec).index("spread")
+    assert norm["mean"][spread] == pytest.approx(0.01 / 61_800 * 1e4, rel=1e-3)  # one tick at ~61,800 USDT
+    assert norm["std"][spread] == pytest.approx(STD_REL_FLOOR * norm["mean"][spread], rel=1e-12)
+    assert norm["clip"] == 10.0
+    # every normalised value of every span lies within the bound; the wide spread sits on it
+    x = s.x
+    assert isinstance(x, torch.Tensor)
+    assert float(x.abs().max()) <= 10.0
+    val = s.split == VAL
+    assert float(x[val][:, spread].max()) == 10.0
+    # serving gives the same bits as training for the samples whose window holds the wide book
+    wide = np.flatnonzero(val & (x[:, spread].amax(dim=-1) == 10.0).numpy())
+    assert len(wide) == 10  # a 10-step window sees that one row 10 times
+    src = ArrayWindowSource(lob={("binance_spot", "BTCUSDT", "fine"): (times, rows)})
+    for i in wide:
+        served = build_input(s.spec, src.at(int(s.times_ns[i])), venue="binance_spot", symbol="BTCUSDT")
+        assert isinstance(served, torch.Tensor)
+        assert torch.equal(served, x[i : i + 1])
+    # and the symptom is gone: a briefly trained TABL's validation cross-entropy is near ln 3, not ~1,300
+    torch.manual_seed(0)
+    job = Job(family="tabl", data=(), out=Path("x.pt"))
+    model = MODEL_CLASSES["tabl"](model_config(job, s.spec))
+    result = fit("tabl", model, s.part(TRAIN), s.part(VAL), TrainConfig(epochs=2, device="cpu"))
+    assert all(row["val_loss"] < 2.0 for row in result.history)
 
 
 # -- labels, by hand ---------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from models.inputs import (
     ArrayWindowSource,
     build_input,
     decode_output,
+    input_names,
     raw_input,
     required_history,
 )
@@ -341,6 +342,40 @@ def test_tabl_relative_prices_are_bps_from_the_newest_mid_of_the_real_book(spot_
     assert raw[-1, 40] == 0.0  # the newest mid is the reference
     assert raw[-1, 41] == pytest.approx((rows[9, 20] - rows[9, 0]) / mid * 1e4)  # spread in bps
     assert raw[-1, 42] == pytest.approx((rows[9, 1] - rows[9, 21]) / (rows[9, 1] + rows[9, 21]))
+
+
+def test_clipping_bound_comes_from_the_spec_and_a_spec_written_before_it_keeps_the_unclipped_transform(
+    spot_books: LobData,
+) -> None:
+    # Arrange: a real 10-step window whose newest row quotes a 1000-tick spread and lacks its 10th bid level
+    spec, _ = make_spec(small_job("tabl"), spot_books)
+    spec = build_samples(spec, spot_books).spec
+    times, rows = spot_books.books[("binance_spot", "BTCUSDT")]
+    window = rows[:10].copy()
+    window[-1, 20] += 10.0  # ask_px_1 + 10 USDT
+    window[-1, 18:20] = np.nan  # bid_px_10, bid_sz_10
+    src = ArrayWindowSource(lob={("binance_spot", "BTCUSDT", "fine"): (times[:10], window)})
+    before = {**spec, "norm": {k: v for k, v in spec["norm"].items() if k != "clip"}}  # an older checkpoint's spec
+
+    # Act
+    x = build_input(spec, src, venue="binance_spot", symbol="BTCUSDT")
+    x_before = build_input(before, src, venue="binance_spot", symbol="BTCUSDT")
+
+    # Assert
+    raw = raw_input(spec, src, venue="binance_spot", symbol="BTCUSDT")
+    assert isinstance(x, torch.Tensor)
+    assert isinstance(x_before, torch.Tensor)
+    assert isinstance(raw, np.ndarray)
+    spread = input_names(spec).index("spread")
+    z = ((raw[-1, spread] - spec["norm"]["mean"][spread]) / spec["norm"]["std"][spread]).astype(np.float32)
+    assert spec["norm"]["clip"] == 10.0
+    assert z > 1000
+    assert x[0, spread, -1].item() == 10.0
+    assert x_before[0, spread, -1].item() == z  # exactly the transform it was trained with
+    inside = x_before.abs() <= 10.0
+    assert torch.equal(x[inside], x_before[inside])  # the bound changes nothing else
+    assert x[0, 18, -1].item() == x_before[0, 18, -1].item() == 0.0  # a missing level: the training mean, as before
+    assert x[0, 19, -1].item() == x_before[0, 19, -1].item() == 0.0
 
 
 def test_required_history_and_decode_output_describe_what_a_worker_needs_and_gets(klines: KlineData) -> None:
