@@ -44,6 +44,8 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
@@ -51,7 +53,7 @@ from bot.book import OrderBook
 from bot.config import BotSettings, load_settings
 from bot.errors import BotError, ConfigError, InvariantViolation
 from bot.events import BookHealth, BookState, BookUpdate, Event, Venue
-from bot.recording import Record, iter_records, read_manifest
+from bot.recording import Row, iter_rows, read_manifest
 from bot.ring import LobGrid, lob_columns
 from bot.venues import make_adapter
 from bot.venues.base import Action, NeedSnapshot, Publish, Resubscribe, VenueAdapter
@@ -140,12 +142,15 @@ class FeedCounters:
 
 
 class _Lane(NamedTuple):
-    """One venue's adapter with its hot methods bound once (the loop runs per record)."""
+    """One venue's adapter with its hot methods bound once."""
 
     venue: Venue
     adapter: VenueAdapter
-    on_ws: Callable[[str, int, str], None]
+    on_ws_rows: Callable[[Iterable[Row]], None]
     take_actions: Callable[[], list[Action]]
+
+
+_VENUE_KIND = itemgetter(1, 2)
 
 
 class OfflineFeed:
@@ -175,34 +180,48 @@ class OfflineFeed:
             self._states[venue] = states
             for s in syms:
                 self.books[(venue, s)] = books[s]
-            self._lanes[venue.value] = _Lane(venue, adapter, adapter.on_ws, adapter.take_actions)
+            self._lanes[venue.value] = _Lane(venue, adapter, adapter.on_ws_rows, adapter.take_actions)
 
     def book(self, venue: Venue, symbol: str) -> OrderBook | None:
         return self.books.get((venue, symbol))
 
-    def run(self, records: Iterable[Record]) -> None:
+    def run(self, records: Iterable[Row]) -> None:
+        """Play ``records`` in order.
+
+        Consecutive ``ws`` records of one venue (nearly all of a recording) go to the adapter as one run
+        (``on_ws_rows``: its own loop, no call per record from here), and the actions they queued are taken
+        after the run. That is the same as taking them after every record: the answers (``asked``) are
+        only read by a snapshot record, which ends a run. Snapshots go one by one, as before.
+        """
         c = self.counters
         lanes = self._lanes
-        n = 0
-        try:
-            for ts_recv, venue_name, kind, key, raw in records:
-                n += 1
-                lane = lanes.get(venue_name)
-                if lane is not None and kind == "ws":
-                    lane.on_ws(raw, ts_recv, key)
-                elif lane is not None and kind == "snapshot":
+        for (venue_name, kind), run in groupby(records, _VENUE_KIND):
+            lane = lanes.get(venue_name)
+            if lane is not None and kind == "ws":
+                stats = lane.adapter.stats
+                before = stats.messages
+                try:
+                    lane.on_ws_rows(run)
+                finally:
+                    c.records += stats.messages - before  # the adapter counts every frame it is handed
+                self._act(lane, lane.take_actions())
+            elif lane is not None and kind == "snapshot":
+                for ts_recv, _, _, key, raw in run:
+                    c.records += 1
                     self._snapshot(lane, key, raw, ts_recv)
-                else:
-                    k = f"{venue_name}/{kind}"
+                    self._act(lane, lane.take_actions())
+            else:
+                k = f"{venue_name}/{kind}"
+                for _ in run:
+                    c.records += 1
                     c.other_records[k] = c.other_records.get(k, 0) + 1
-                    continue
-                for action in lane.take_actions():
-                    if isinstance(action, NeedSnapshot):
-                        self.asked.add((lane.venue, action.symbol))
-                    elif isinstance(action, Resubscribe):
-                        c.resubscribes_unsatisfied += 1
-        finally:
-            c.records += n
+
+    def _act(self, lane: _Lane, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, NeedSnapshot):
+                self.asked.add((lane.venue, action.symbol))
+            elif isinstance(action, Resubscribe):
+                self.counters.resubscribes_unsatisfied += 1
 
     def _snapshot(self, lane: _Lane, symbol: str, raw: str, ts_recv: int) -> None:
         key = (lane.venue, symbol)
@@ -245,7 +264,7 @@ class BooksExport:
             key = (ev.venue, ev.symbol)
             self.grids[key].health(ev.state, self.feed.books[key])
 
-    def run(self, records: Iterable[Record]) -> None:
+    def run(self, records: Iterable[Row]) -> None:
         self.feed.run(records)
         for g in self.grids.values():
             g.finish()
@@ -291,7 +310,7 @@ def plan(
     settings: BotSettings, manifest: Mapping[str, Any], venues: list[str] | None, symbols: list[str] | None
 ) -> dict[Venue, tuple[str, ...]]:
     """Which books to rebuild: the recording's venues (or ``--venues``); per venue the symbols the
-    manifest names plus the configured ones (or exactly ``--symbols``)."""
+    manifest names (the configured ones for an older manifest that names none), or exactly ``--symbols``."""
     known = {v.value: v for v in Venue}
     if venues:
         names = [n.strip() for v in venues for n in v.split(",") if n.strip()]
@@ -310,7 +329,7 @@ def plan(
     out: dict[Venue, tuple[str, ...]] = {}
     for name in dict.fromkeys(names):
         v = known[name]
-        syms = wanted or tuple(dict.fromkeys([*recorded.get(name, []), *settings.venues[v].symbols]))
+        syms = wanted or tuple(recorded.get(name) or settings.venues[v].symbols)
         if syms:
             out[v] = syms
     if not out:
@@ -336,7 +355,7 @@ def export_books(
     try:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             exp = BooksExport(settings, books, interval_ms, levels, fh)
-            exp.run(iter_records(recording, venues={v.value for v in books}))
+            exp.run(iter_rows(recording, venues={v.value for v in books}))
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -24,6 +24,7 @@ import io
 import json
 import os
 from collections.abc import Iterable, Iterator
+from itertools import chain, compress
 from pathlib import Path
 from typing import NamedTuple
 
@@ -241,28 +242,110 @@ def iter_lines(part: Path) -> Iterator[str]:
 
 def iter_records(path: Path, *, venues: Iterable[str] | None = None) -> Iterator[Record]:
     """Every record of a recording (directory or single part), in order; optionally only some venues."""
-    keep = set(venues) if venues is not None else None
-    expected = _closed_part_counts(Path(path))
-    make = Record._make
+    yield from map(Record._make, iter_rows(path, venues=venues))
+
+
+Row = tuple[int, str, str, str, str]  # a Record's fields as a plain tuple: (ts_recv, venue, kind, key, raw)
+
+_BLOCK_BYTES = 1 << 16  # decompressed bytes per read: a block of lines stays in the CPU cache
+
+
+def iter_rows(path: Path, *, venues: Iterable[str] | None = None) -> Iterator[Row]:
+    """``iter_records`` as plain tuples, for loops that unpack every record (``bot books``, replay).
+
+    Same records, same order, same errors; several times faster, because a record costs a few C-level
+    steps instead of a line of Python (and a tuple instead of a ``Record``, whose constructor is a
+    Python-level call). Each block of ~64 KiB of lines is split into its five columns with one
+    ``str.split`` (newlines turned into tabs first) and zipped back into tuples, after two checks on the
+    block as a whole: every kind is a known kind and every timestamp an integer. A line with a tab too
+    few or too many shifts every later field of its block, so the timestamp column would then hold venue
+    names, keys or JSON and the kind column anything but kinds: those checks catch it. A block that fails
+    a check is parsed line by line, which yields the good lines before the bad one and names it, exactly
+    as ``parse_line`` does (a fifth tab, which a writer never writes, stays in the raw text as before).
+    """
+    keep = frozenset(venues) if venues is not None else None
+    return chain.from_iterable(_row_batches(Path(path), keep))
+
+
+def _row_batches(path: Path, keep: frozenset[str] | None) -> Iterator[Iterable[Row]]:
+    expected = _closed_part_counts(path)
+    only = next(iter(keep)) if keep is not None and len(keep) == 1 else None
     for part in part_files(path):
-        count = 0
-        for n, line in enumerate(iter_lines(part), 1):
-            f = line.split("\t", 4)
-            try:  # parse_line inlined: this loop runs once per record
-                if len(f) != 5 or f[2] not in KINDS:
-                    raise ValueError
-                rec = make((int(f[0]), f[1], f[2], f[3], f[4].rstrip("\n")))
-            except ValueError:
-                if not line.strip():
-                    continue
-                rec = parse_line(line, f"{part.name}:{n}")  # raises, naming the line and the problem
-            count += 1
-            if keep is None or rec.venue in keep:
-                yield rec
+        count = lines = 0  # records, and lines (blank ones included, for error messages)
+        for text in _line_blocks(part):
+            cols = _columns(text)
+            if cols is None:  # a damaged or foreign line somewhere in the block: line by line
+                for row in _parse_lines(text, part.name, lines):
+                    count += 1
+                    if keep is None or row[1] in keep:
+                        yield (row,)
+                lines += text.count("\n")
+                continue
+            n = len(cols[0])
+            count += n
+            lines += n
+            venue = cols[1]
+            if keep is None or (only is not None and venue.count(only) == n) or keep.issuperset(venue):
+                yield zip(*cols, strict=True)
+            else:
+                yield compress(zip(*cols, strict=True), map(keep.__contains__, venue))
         want = expected.get(part.name)
         if want is not None and count != want:
             # A truncated zstd frame reads as a clean end of data: only the count can tell.
             raise RecordingError(f"{part}: {count} records but the manifest says {want}; truncated or damaged")
+
+
+def _line_blocks(part: Path) -> Iterator[str]:
+    """The decompressed part as text, in blocks of whole lines each ending with a newline (one is added to
+    a last line that lacks it: the text reader yields that line too)."""
+    dctx = zstandard.ZstdDecompressor()
+    with open(part, "rb") as fh, dctx.stream_reader(fh, read_across_frames=True) as reader:
+        tail = b""
+        while True:
+            try:
+                chunk = reader.read(_BLOCK_BYTES)
+            except zstandard.ZstdError as e:
+                raise RecordingError(f"{part}: corrupt zstd data: {e}") from e
+            if not chunk:
+                break
+            cut = chunk.rfind(b"\n") + 1
+            if not cut:
+                tail += chunk
+                continue
+            yield _decode(part, tail + chunk[:cut] if tail else chunk[:cut])
+            tail = chunk[cut:]
+        if tail:
+            yield _decode(part, tail + b"\n")
+
+
+def _decode(part: Path, block: bytes) -> str:
+    try:
+        return block.decode()
+    except UnicodeDecodeError as e:
+        raise RecordingError(f"{part}: damaged part (not UTF-8 text): {e}") from e
+
+
+def _columns(text: str) -> tuple[list[int], list[str], list[str], list[str], list[str]] | None:
+    """The five columns of a block of well-formed lines, or None if a line may not be one."""
+    fields = text.replace("\n", "\t").split("\t")  # 5 fields a line, and a last empty one
+    if len(fields) % 5 != 1:
+        return None
+    kinds = fields[2::5]
+    if kinds.count("ws") != len(kinds) and not KINDS.issuperset(kinds):  # all "ws": no hashing needed
+        return None
+    try:
+        ts = list(map(int, fields[0:-1:5]))
+    except ValueError:
+        return None
+    return ts, fields[1::5], kinds, fields[3::5], fields[4::5]
+
+
+def _parse_lines(text: str, part_name: str, lines_before: int) -> Iterator[Row]:
+    """The slow path: line by line, skipping blank lines, raising at the first bad one."""
+    for n, line in enumerate(text.split("\n")[:-1], lines_before + 1):
+        if not line.strip():
+            continue
+        yield parse_line(line, f"{part_name}:{n}")
 
 
 def _closed_part_counts(path: Path) -> dict[str, int]:

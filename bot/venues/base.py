@@ -13,7 +13,7 @@ offline tools (``bot books``, replay) satisfy them from a recording. Same parser
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -97,6 +97,14 @@ class VenueAdapter(ABC):
     @abstractmethod
     def on_ws(self, raw: str | bytes, ts_recv: int, conn: str = "-") -> None:
         """One websocket text frame. Malformed frames are counted and dropped, never raised."""
+
+    def on_ws_rows(self, rows: Iterable[tuple[int, str, str, str, str]]) -> None:
+        """``on_ws`` for a run of recorded frames, rows ``(ts_recv, venue, kind, conn, raw)`` in order (the
+        offline feed's hot loop; ``bot.recording.Row``). Same effect as one ``on_ws`` per row; an adapter
+        may override it to handle its most common frames without a call each."""
+        on_ws = self.on_ws
+        for ts_recv, _, _, conn, raw in rows:
+            on_ws(raw, ts_recv, conn)
 
     @abstractmethod
     def on_snapshot(self, symbol: str, raw: str | bytes, ts_recv: int) -> None: ...

@@ -264,19 +264,15 @@ def merge_ticker(prev: Ticker | None, msg: TickerMsg) -> Ticker:
     d = msg.data
     if prev is None or msg.type == "snapshot":  # a snapshot replaces; fields it lacks become nan
         prev = Ticker(d.symbol, _NAN, _NAN, _NAN, _NAN, _NAN, _NAN, _NAN, 0)
-
-    def pick(new: float | None, old: float) -> float:
-        return old if new is None else new
-
     return Ticker(
         d.symbol,
-        pick(d.lastPrice, prev.last_px),
-        pick(d.bid1Price, prev.bid_px),
-        pick(d.bid1Size, prev.bid_sz),
-        pick(d.ask1Price, prev.ask_px),
-        pick(d.ask1Size, prev.ask_sz),
-        pick(d.markPrice, prev.mark_px),
-        pick(d.indexPrice, prev.index_px),
+        prev.last_px if d.lastPrice is None else d.lastPrice,
+        prev.bid_px if d.bid1Price is None else d.bid1Price,
+        prev.bid_sz if d.bid1Size is None else d.bid1Size,
+        prev.ask_px if d.ask1Price is None else d.ask1Price,
+        prev.ask_sz if d.ask1Size is None else d.ask1Size,
+        prev.mark_px if d.markPrice is None else d.markPrice,
+        prev.index_px if d.indexPrice is None else d.indexPrice,
         msg.ts * NS_PER_MS or prev.ts_event,
     )
 
@@ -294,7 +290,7 @@ def to_trades(venue: Venue, symbol: str, msg: TradeMsg, ts_recv: int) -> list[Tr
 # ------------------------------------------------------------------------------------------------
 # Adapters
 # ------------------------------------------------------------------------------------------------
-Handler = Callable[[bytes, str, int], None]
+Handler = Callable[[str | bytes, str, int], None]
 
 
 class _BybitAdapter(BookAdapter):
@@ -309,13 +305,14 @@ class _BybitAdapter(BookAdapter):
         self.pongs = 0
         self._waiting: dict[str, int] = dict.fromkeys(self.symbols, 0)  # deltas ignored since the last request
         self._conn = f"{self.venue.value}/public"
-        self._routes: dict[bytes, tuple[Handler, str]] = {}
+        self._routes: dict[str, tuple[Handler, str]] = {}  # topic -> (handler, symbol)
         for s in self.symbols:
-            self._routes[self.book_topic(s).encode()] = (self._on_book, s)
-            self._routes[f"publicTrade.{s}".encode()] = (self._on_trades, s)
-            self._routes[f"tickers.{s}".encode()] = (self._on_ticker, s)
+            self._routes[self.book_topic(s)] = (self._on_book, s)
+            self._routes[f"publicTrade.{s}"] = (self._on_trades, s)
+            self._routes[f"tickers.{s}"] = (self._on_ticker, s)
             for code in {INTERVAL_CODES[i] for i in cfg.klines}:
-                self._routes[f"kline.{code}.{s}".encode()] = (self._on_klines, s)
+                self._routes[f"kline.{code}.{s}"] = (self._on_klines, s)
+        self._routes_b = {k.encode(): r for k, r in self._routes.items()}
 
     # -- connection plan -------------------------------------------------------------------------
     def book_topic(self, symbol: str) -> str:
@@ -394,15 +391,20 @@ class _BybitAdapter(BookAdapter):
         if not self._started:
             self._start(ts_recv)
         try:
-            data = raw.encode() if isinstance(raw, str) else raw
             # Hot path: find the topic near the front (its position varies) to pick the typed decoder.
-            j = data.find(b'"topic":"', 0, 48)
-            if j >= 0:
-                route = self._routes.get(data[j + 9 : data.find(b'"', j + 9)])
-                if route is not None:
-                    route[0](data, route[1], ts_recv)
-                    return
-            self._on_other(parse_frame(data), ts_recv)
+            route = None
+            if isinstance(raw, str):
+                j = raw.find('"topic":"', 0, 48)
+                if j >= 0:
+                    route = self._routes.get(raw[j + 9 : raw.find('"', j + 9)])
+            else:
+                j = raw.find(b'"topic":"', 0, 48)
+                if j >= 0:
+                    route = self._routes_b.get(raw[j + 9 : raw.find(b'"', j + 9)])
+            if route is None:
+                self._on_other(parse_frame(raw), ts_recv)
+            else:
+                route[0](raw, route[1], ts_recv)
         except (*DECODE_ERRORS, MalformedMessage) as e:
             self._malformed("ws", e, raw)
 
@@ -438,7 +440,7 @@ class _BybitAdapter(BookAdapter):
         return s if s in self.synced else None
 
     # -- order book ------------------------------------------------------------------------------
-    def _on_book(self, data: bytes, symbol: str, ts_recv: int) -> None:
+    def _on_book(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
         self._book(_BOOK.decode(data), symbol, ts_recv)
 
     def _book(self, msg: OrderBookMsg, symbol: str, ts_recv: int) -> None:
@@ -504,11 +506,11 @@ class _BybitAdapter(BookAdapter):
             self._set_state(symbol, BookState.RESYNCING, f"disconnected ({conn})", ts_recv)
 
     # -- trades, klines, tickers -----------------------------------------------------------------
-    def _on_trades(self, data: bytes, symbol: str, ts_recv: int) -> None:
+    def _on_trades(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
         for t in to_trades(self.venue, symbol, _TRADES.decode(data), ts_recv):
             self.publish(t)
 
-    def _on_klines(self, data: bytes, symbol: str, ts_recv: int) -> None:
+    def _on_klines(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
         self._klines(_KLINES.decode(data), symbol, ts_recv)
 
     def _klines(self, msg: KlineMsg, symbol: str, ts_recv: int) -> None:
@@ -520,7 +522,7 @@ class _BybitAdapter(BookAdapter):
                 if ev is not None:
                     self.publish(ev)
 
-    def _on_ticker(self, data: bytes, symbol: str, ts_recv: int) -> None:
+    def _on_ticker(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
         self.tickers[symbol] = merge_ticker(self.tickers.get(symbol), _TICKER.decode(data))
 
 

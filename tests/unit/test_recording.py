@@ -16,6 +16,7 @@ from bot.recording import (
     format_line,
     iter_lines,
     iter_records,
+    iter_rows,
     parse_line,
     part_files,
     read_manifest,
@@ -250,3 +251,67 @@ def test_a_part_that_decompresses_to_non_utf8_or_foreign_lines_raises_recording_
     part.write_bytes(zstandard.ZstdCompressor().compress(b"1\tbinance_spot\tws\t-\t{}\nhello world\n"))
     with pytest.raises(RecordingError, match=r"part-000001\.tsv\.zst:2: not a native recording line"):
         list(iter_records(tmp_path / "rec"))
+
+
+# -- the block reader (iter_rows): the same records and errors as a line-by-line reader ---------------
+def _raw_part(tmp_path: Path, text: str, records: int | None = None) -> Path:
+    """A recording directory whose only part holds ``text`` as written (lines a writer would refuse too)."""
+    rec = tmp_path / "rec"
+    _write(rec, [])
+    man = read_manifest(rec)
+    man["files"] = [] if records is None else [{"name": "part-000001.tsv.zst", "records": records}]
+    (rec / MANIFEST).write_text(json.dumps(man))
+    (rec / "part-000001.tsv.zst").write_bytes(zstandard.ZstdCompressor().compress(text.encode()))
+    return rec
+
+
+def test_iter_rows_yields_plain_tuples_equal_to_the_records_across_many_blocks(tmp_path: Path) -> None:
+    # ~40 bytes a line: 20_000 lines span a dozen 64 KiB blocks, cut at arbitrary places.
+    recs = [r._replace(venue=("bybit_spot", "binance_usdm")[i % 2]) for i, r in enumerate(_many(20_000))]
+    _write(tmp_path / "rec", recs)
+
+    rows = list(iter_rows(tmp_path / "rec"))
+    usdm = list(iter_rows(tmp_path / "rec", venues=["binance_usdm"]))
+
+    assert rows == recs
+    assert type(rows[0]) is tuple
+    assert usdm == [r for r in recs if r.venue == "binance_usdm"]
+    assert list(iter_records(tmp_path / "rec")) == recs
+
+
+def test_blank_lines_are_skipped_and_a_last_line_without_newline_is_read(tmp_path: Path) -> None:
+    text = "1\tbinance_spot\tws\t-\t{}\n\n   \n2\tbinance_spot\tws\t-\t{\"a\":1}\n3\tbybit_spot\tinfo\t/p\tx"
+    rec = _raw_part(tmp_path, text, records=3)
+
+    assert list(iter_rows(rec)) == [
+        (1, "binance_spot", "ws", "-", "{}"),
+        (2, "binance_spot", "ws", "-", '{"a":1}'),
+        (3, "bybit_spot", "info", "/p", "x"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        ("9\tbinance_spot\tws\t{}", "not a native recording line"),  # three tabs: no key
+        ("9\tbinance_spot\tws\t-\t{\t}", None),  # five tabs: the fifth is part of the raw text, as before
+        ("9x\tbinance_spot\tws\t-\t{}", "bad timestamp"),
+        ("9\tbinance_spot\twebsocket\t-\t{}", "not a native recording line"),
+    ],
+)
+def test_a_bad_line_deep_in_a_part_is_named_after_every_good_line_before_it(
+    tmp_path: Path, bad: str, match: str | None
+) -> None:
+    good = [f"{1000 + i}\tbinance_spot\tws\t-\t{{\"i\":{i}}}" for i in range(5000)]
+    rec = _raw_part(tmp_path, "\n".join([*good[:3000], "", bad, *good[3000:]]) + "\n")
+    got: list[object] = []
+
+    if match is None:
+        got.extend(iter_rows(rec))
+        assert got[3000] == (9, "binance_spot", "ws", "-", "{\t}")
+        assert len(got) == 5001
+        return
+    with pytest.raises(RecordingError, match=rf"part-000001\.tsv\.zst:3002: {match}"):
+        got.extend(iter_rows(rec))
+    assert len(got) == 3000  # every record before the bad line, in order
+    assert got[-1] == (3999, "binance_spot", "ws", "-", '{"i":2999}')
