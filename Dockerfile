@@ -15,6 +15,6 @@ COPY replay/ replay/
 RUN python -m venv .venv && .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[dev]' \
     && touch .venv/.installed
 COPY . .
-RUN touch .venv/.installed
+RUN touch .venv/.installed && .venv/bin/python -c 'from bot.book import warm_up; warm_up()'  # numba's cache
 ENV PATH=/app/.venv/bin:$PATH
 CMD ["python", "-m", "bot", "run", "--paper", "--sim"]

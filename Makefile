@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q '$(TORCH)'
 	$(PY) -m pip install -q -e '.[dev]'
+	@echo "compiling the order-book kernels (numba, once; cached under bot/__pycache__)"
+	$(PY) -c 'from bot.book import warm_up; print(f"  {warm_up():.1f} s")'
 	touch $(STAMP)
 
 run: $(STAMP)   ## the bot on the embedded default: the loopback exchange replaying recorded traffic

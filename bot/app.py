@@ -75,6 +75,7 @@ async def run_bot(
     tty: bool = False,
 ) -> dict[str, Any]:
     """Run until cancelled, SIGINT/SIGTERM or ``duration``; returns the last status."""
+    from bot.book import warm_up
     from bot.feed import Collector
     from bot.klines import KlineStore, Resampler
     from bot.record import select, start_sim
@@ -89,6 +90,9 @@ async def run_bot(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    warm_s = warm_up()  # the compiled book kernels: before any socket opens, not on the first message
+    if warm_s > 1.0:
+        log.info("kernels_compiled", seconds=round(warm_s, 1), note="first start after an install only")
     async with contextlib.AsyncExitStack() as stack:
         if sim:
             settings, available = await start_sim(stack, settings, sim_data, speed)

@@ -1,20 +1,11 @@
 """The local order book: one per (venue, symbol), plain synchronous, floats.
 
 Speed is the point of this file: every depth level that arrives from a venue passes through ``apply``,
-and the top of the book is read after every message (``BookUpdate``, the LOB grid). So:
-
-* each side is a ``dict`` price -> size: one hash insert or delete per level, no per-level objects;
-* each side also keeps a small sorted list of its best prices (``_CACHE`` of them, plain floats,
-  ascending) together with a bound: the list holds *exactly* the book's prices at or better than the
-  bound. A level beyond the bound costs one float comparison; a new or deleted level inside it one
-  ``bisect`` on a list of 64-128 floats (C code). The best price is the end of that list, so deleting the
-  best level never triggers a scan of the whole side, and ``top(n)`` is a slice. The list is as short as
-  the readers allow: 64 (on real BTC sessions about half of all level updates fall inside the best 128
-  prices and a third inside the best 64, and each of those costs a bisect), longer once ``top(n)`` has
-  been asked for more.
-  When deletions empty the list (the price ran away) it is rebuilt with one numpy partition of the
-  side; when insertions grow it past twice its size it is cut back and the bound moves in.
-* the depth beyond ``max_levels`` per side is trimmed in batches (with some slack), never per update.
+and the top of the book is read after every message (``BookUpdate``, the LOB grid). The per-level work
+is compiled (``bot.book_kernels``: a hash map per side plus a short sorted list of the best prices, all
+in numpy arrays this object owns); this class is the Python face of it: sizes and capacity, counters,
+and the reads. Levels come in as a float array of shape (n, 2), price and size, as the venue parsers
+produce them (``bot.venues.levels``); any other sequence of (price, size) pairs is converted first.
 
 Crossed books are real: a Binance REST snapshot can carry a level whose deletion only the diff
 straddling the snapshot holds (BTCUSDT spot 2024-08-08: bid 61820.99; lose that one deletion and the
@@ -32,46 +23,53 @@ it exactly when the rules above would have removed something, so the heal runs o
 result equals the level-by-level rule (given each price at most once per side in a message, as venues
 send them; with repeats the last one wins for its level and the heal judges the final state). A
 crossed snapshot is healed the same way: its asks come after its bids, so the bids ``>= best ask`` go.
-Prices must be finite and positive (the venue parsers enforce it); sizes are absolute, 0 deletes, and
-deleting an absent level is normal.
+Prices must be finite and positive (the venue parsers enforce it; the book refuses others with
+``ValueError`` and keeps the levels before the bad one); sizes are absolute, 0 deletes, and deleting
+an absent level is normal. The depth beyond ``max_levels`` per side is trimmed in batches (with some
+slack), never per update.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
-from bisect import bisect_left, insort
+import time
 from collections.abc import Sequence
 
+import msgspec
 import numpy as np
 
-Level = tuple[float, float]
-Levels = Sequence[tuple[float, float]]
+from bot import book_kernels as k
 
-_INF = math.inf
+Level = tuple[float, float]
+Levels = Sequence[tuple[float, float]] | np.ndarray  # (price, size) pairs; an array of shape (n, 2)
+
 _NAN = math.nan
 _CACHE = 64  # best prices kept sorted per side (up to twice as many), unless top(n) asks for more
+_NO_LEVELS = np.empty((0, 2))
+
+
+def as_levels(levels: Levels) -> np.ndarray:
+    """``levels`` as a C-contiguous float64 array of shape (n, 2)."""
+    if isinstance(levels, np.ndarray) and levels.dtype == np.float64 and levels.ndim == 2:
+        return levels if levels.flags.c_contiguous else np.ascontiguousarray(levels)
+    if not len(levels):
+        return _NO_LEVELS
+    return np.asarray(levels, dtype=np.float64).reshape(-1, 2)
 
 
 class OrderBook:
-    """Price levels of one instrument, with the best prices of each side kept sorted (``_keep`` or more)."""
+    """Price levels of one instrument; the best prices of each side are kept sorted."""
 
     __slots__ = (
-        "_ask_cache",
-        "_ask_ceil",
-        "_asks",
-        "_bid_cache",
-        "_bid_floor",
-        "_bids",
-        "_keep",
-        "_trim_at",
+        "_room",
+        "_st",
+        "_tob",
         "crossed_count",
         "healed_levels",
         "last_cross",
         "last_healed",
         "max_levels",
         "symbol",
-        "trimmed_levels",
         "ts_event",
         "update_id",
         "venue",
@@ -83,294 +81,151 @@ class OrderBook:
         self.venue = venue
         self.symbol = symbol
         self.max_levels = max_levels
-        self._trim_at = max_levels + max(16, max_levels // 16)
-        self._keep = _CACHE  # sorted prices kept per side: the largest top(n) asked for, at least _CACHE
-        self._bids: dict[float, float] = {}
-        self._asks: dict[float, float] = {}
-        # Sorted ascending. _bid_cache == sorted(p for p in _bids if p >= _bid_floor), best last;
-        # _ask_cache == sorted(p for p in _asks if p <= _ask_ceil), best first. An infinite bound
-        # means the list holds the whole side.
-        self._bid_cache: list[float] = []
-        self._ask_cache: list[float] = []
-        self._bid_floor = -_INF
-        self._ask_ceil = _INF
+        self._st = _NO_LEVELS  # the kernels' state (see bot.book_kernels), sized by _resize
+        self._room = 0  # levels one message may add without overfilling the hash
+        self._resize(1024, _CACHE)
+        self._tob: tuple[float, float, float, float] = (_NAN, _NAN, _NAN, _NAN)
         self.update_id = 0
         self.ts_event = 0
         self.last_healed = 0  # levels removed by the crossed-book heal of the last reset/apply
         self.last_cross: tuple[float, float] = (_NAN, _NAN)  # (best bid, best ask) when last found crossed
         self.crossed_count = 0  # crossed states detected (and healed) since construction
         self.healed_levels = 0  # levels removed by heals since construction
-        self.trimmed_levels = 0  # far levels dropped to respect max_levels
 
     # -- writing ---------------------------------------------------------------------------------
     def clear(self) -> None:
-        self._bids.clear()
-        self._asks.clear()
-        self._bid_cache.clear()
-        self._ask_cache.clear()
-        self._bid_floor = -_INF
-        self._ask_ceil = _INF
+        k.clear(self._st)
+        self._tob = (_NAN, _NAN, _NAN, _NAN)
         self.update_id = 0
         self.ts_event = 0
 
     def reset(self, bids: Levels, asks: Levels, update_id: int, ts_event: int) -> None:
         """Replace the whole book with a snapshot. A crossed snapshot is healed (see ``last_healed``)."""
-        b = dict(bids)
-        a = dict(asks)
-        if 0.0 in b.values():  # a snapshot should not list empty levels; tolerate them
-            b = {p: q for p, q in b.items() if q}
-        if 0.0 in a.values():
-            a = {p: q for p, q in a.items() if q}
-        self._bids = b
-        self._asks = a
+        b = as_levels(bids)
+        a = as_levels(asks)
+        if len(b) + len(a) > self._room:
+            self._resize(len(b) + len(a), self._keep)
+        self._settle(k.reset(self._st, b, a), b, a)
         self.update_id = update_id
         self.ts_event = ts_event
-        if len(b) > self.max_levels:
-            self._trim_bids()
-        if len(a) > self.max_levels:
-            self._trim_asks()
-        self._rebuild_bids()
-        self._rebuild_asks()
-        removed = 0
-        if self._bid_cache and self._ask_cache and self._bid_cache[-1] >= self._ask_cache[0]:
-            # All snapshot levels are equally fresh; in message order the asks come last and win.
-            self._note_cross()
-            removed = self._remove_bids_from(self._ask_cache[0])
-            self.healed_levels += removed
-        self.last_healed = removed
 
     def apply(self, bids: Levels, asks: Levels, update_id: int, ts_event: int) -> int:
         """Apply one diff message (bids, then asks). Returns the levels removed by crossed-book healing."""
-        if bids:
-            d = self._bids
-            pop = d.pop
-            cache = self._bid_cache
-            floor = self._bid_floor
-            for p, q in bids:
-                if p >= floor:
-                    if q:
-                        if p not in d:
-                            insort(cache, p)
-                        d[p] = q
-                    elif pop(p, None) is not None:
-                        del cache[bisect_left(cache, p)]
-                elif q:
-                    d[p] = q
-                else:
-                    pop(p, None)
-            if len(cache) > 2 * self._keep:
-                del cache[: len(cache) - self._keep]
-                self._bid_floor = cache[0]
-            if len(d) > self._trim_at:
-                self._trim_bids()
-        if asks:
-            d = self._asks
-            pop = d.pop
-            cache = self._ask_cache
-            ceil = self._ask_ceil
-            for p, q in asks:
-                if p <= ceil:
-                    if q:
-                        if p not in d:
-                            insort(cache, p)
-                        d[p] = q
-                    elif pop(p, None) is not None:
-                        del cache[bisect_left(cache, p)]
-                elif q:
-                    d[p] = q
-                else:
-                    pop(p, None)
-            if len(cache) > 2 * self._keep:
-                del cache[self._keep :]
-                self._ask_ceil = cache[-1]
-            if len(d) > self._trim_at:
-                self._trim_asks()
+        b = as_levels(bids)
+        a = as_levels(asks)
+        if len(b) + len(a) > self._room:
+            self._resize(len(b) + len(a), self._keep)
+        result = k.apply(self._st, b, a)
         self.update_id = update_id
         self.ts_event = ts_event
-        bc = self._bid_cache
-        ac = self._ask_cache
-        if not bc and self._bids:
-            self._rebuild_bids()
-            bc = self._bid_cache
-        if not ac and self._asks:
-            self._rebuild_asks()
-            ac = self._ask_cache
-        if bc and ac and bc[-1] >= ac[0]:
-            return self._heal(bids, asks)
+        if result[0]:
+            self._settle(result, b, a)
+            return self.last_healed
+        self._tob = result[3:]
         self.last_healed = 0
         return 0
 
+    def _settle(
+        self, result: tuple[int, float, float, float, float, float, float], b: np.ndarray, a: np.ndarray
+    ) -> None:
+        removed, cross_b, cross_a = result[:3]
+        if removed == k.BAD_PRICE:
+            self._tob = k.top_of_book(self._st)
+            self.last_healed = 0
+            bad = next(p for p, _ in np.concatenate((b, a)).tolist() if not 0.0 < p < math.inf)
+            raise ValueError(f"{self.venue} {self.symbol}: price {bad!r} is not finite and > 0")
+        self._tob = result[3:]
+        if cross_b == cross_b:  # not nan: the message (or snapshot) left the book crossed; now healed
+            self.crossed_count += 1
+            self.last_cross = (cross_b, cross_a)
+        self.healed_levels += removed
+        self.last_healed = removed
+
+    @property
+    def _keep(self) -> int:
+        return int(self._st[0, k.H_KEEP])
+
+    def _resize(self, message_levels: int, keep: int) -> None:
+        """New state with room for a side of ``trim_at + message_levels`` at hash load <= 1/2 and a sorted
+        list of ``keep`` (up to ``2 * keep``) best prices; the levels move over."""
+        trim_at = self.max_levels + max(16, self.max_levels // 16)
+        need = 2 * (trim_at + max(message_levels, 1024))
+        slots = 1 << (need - 1).bit_length()
+        st = np.zeros((2, k.HEADER + 2 * slots + 2 * keep + 1))
+        st[:, k.H_SLOTS] = slots
+        st[:, k.H_SHIFT] = 64 - (slots.bit_length() - 1)
+        st[:, k.H_LIST] = 2 * keep + 1
+        st[:, k.H_KEEP] = keep
+        st[:, k.H_FLOOR] = -np.inf
+        st[:, k.H_MAX] = self.max_levels
+        st[:, k.H_TRIM_AT] = trim_at
+        if len(self._st):
+            k.rehash(self._st, st)
+        self._st = st
+        self._room = slots // 2 - trim_at
+
     # -- reading ---------------------------------------------------------------------------------
     def best_bid(self) -> tuple[float, float] | None:
-        c = self._bid_cache
-        if not c:
-            if not self._bids:
-                return None
-            self._rebuild_bids()
-            c = self._bid_cache
-        p = c[-1]
-        return p, self._bids[p]
+        bp, bs, _, _ = self._tob
+        return None if bp != bp else (bp, bs)
 
     def best_ask(self) -> tuple[float, float] | None:
-        c = self._ask_cache
-        if not c:
-            if not self._asks:
-                return None
-            self._rebuild_asks()
-            c = self._ask_cache
-        p = c[0]
-        return p, self._asks[p]
+        _, _, ap, as_ = self._tob
+        return None if ap != ap else (ap, as_)
 
     def top_of_book(self) -> tuple[float, float, float, float]:
         """(bid price, bid size, ask price, ask size); nan for an empty side."""
-        bc = self._bid_cache
-        ac = self._ask_cache
-        if bc and ac:  # the common case, after apply() (which refills emptied caches)
-            bp = bc[-1]
-            ap = ac[0]
-            return bp, self._bids[bp], ap, self._asks[ap]
-        b = self.best_bid()
-        a = self.best_ask()
-        return (
-            b[0] if b else _NAN,
-            b[1] if b else _NAN,
-            a[0] if a else _NAN,
-            a[1] if a else _NAN,
-        )
+        return self._tob
 
     def top(self, n: int) -> tuple[list[Level], list[Level]]:
         """The best ``n`` levels of each side, best first."""
         if n <= 0:
             return [], []
         if n > self._keep:  # from now on keep enough sorted prices for this reader
-            self._keep = n
-            self._rebuild_bids()
-            self._rebuild_asks()
-        b = self._bids
-        c = self._bid_cache
-        if len(c) < n and self._bid_floor != -_INF:  # deletions thinned the list: there is more below
-            self._rebuild_bids()
-            c = self._bid_cache
-        bids = [(p, b[p]) for p in c[: -n - 1 : -1]]
-        a = self._asks
-        c = self._ask_cache
-        if len(c) < n and self._ask_ceil != _INF:
-            self._rebuild_asks()
-            c = self._ask_cache
-        asks = [(p, a[p]) for p in c[:n]]
-        return bids, asks
+            self._resize(self._room, n)
+        out = np.empty((2, n, 2))
+        nb, na = k.top(self._st, out)
+        return [(p, q) for p, q in out[0, :nb].tolist()], [(p, q) for p, q in out[1, :na].tolist()]
 
     def to_dicts(self) -> tuple[dict[float, float], dict[float, float]]:
         """Copies of both sides (price -> size), for checks and tests."""
-        return dict(self._bids), dict(self._asks)
+        bids = k.side_levels(self._st, 0).tolist()
+        asks = k.side_levels(self._st, 1).tolist()
+        return {p: q for p, q in bids}, {p: q for p, q in asks}
 
     def depth(self) -> tuple[int, int]:
         """(number of bid levels, number of ask levels)."""
-        return len(self._bids), len(self._asks)
+        return int(self._st[0, k.H_N]), int(self._st[1, k.H_N])
+
+    @property
+    def trimmed_levels(self) -> int:
+        """Far levels dropped to respect ``max_levels``, since construction."""
+        return int(self._st[0, k.H_TRIMMED] + self._st[1, k.H_TRIMMED])
 
     def __len__(self) -> int:
-        return len(self._bids) + len(self._asks)
+        nb, na = self.depth()
+        return nb + na
 
     def __repr__(self) -> str:
-        bp, bs, ap, as_ = self.top_of_book()
-        return (
-            f"OrderBook({self.venue}, {self.symbol}, u={self.update_id}, "
-            f"{len(self._bids)}x{len(self._asks)}, {bs}@{bp} / {as_}@{ap})"
-        )
-
-    # -- internals -------------------------------------------------------------------------------
-    def _rebuild_bids(self) -> None:
-        d = self._bids
-        if len(d) <= self._keep:
-            self._bid_cache = sorted(d)
-            self._bid_floor = -_INF
-            return
-        c = _select(d, len(d) - self._keep, len(d))
-        self._bid_cache = c
-        self._bid_floor = c[0]
-
-    def _rebuild_asks(self) -> None:
-        d = self._asks
-        if len(d) <= self._keep:
-            self._ask_cache = sorted(d)
-            self._ask_ceil = _INF
-            return
-        c = _select(d, 0, self._keep)
-        self._ask_cache = c
-        self._ask_ceil = c[-1]
-
-    def _heal(self, bids: Levels, asks: Levels) -> int:
-        """The book is crossed after applying ``bids`` then ``asks``: remove what the newest levels overrule."""
-        self._note_cross()
-        removed = 0
-        # Fresh asks are the newest: they remove every bid at or above the lowest of them.
-        fresh_asks = [p for p, q in asks if q]
-        if fresh_asks:
-            removed += self._remove_bids_from(min(fresh_asks))
-        # Fresh bids remove the asks at or below the highest of them that this message did not set again.
-        fresh_bids = [p for p, q in bids if q]
-        if fresh_bids:
-            hi = max(fresh_bids)
-            touched = {p for p, _ in asks}
-            victims = [p for p in self._asks if p <= hi and p not in touched]
-            if victims:
-                for p in victims:
-                    del self._asks[p]
-                removed += len(victims)
-                self._rebuild_asks()
-        bc = self._bid_cache
-        ac = self._ask_cache
-        if bc and ac and bc[-1] >= ac[0]:
-            # Only possible when the book was already crossed before this message (reset and apply
-            # always leave it uncrossed): fall back to the asks-win rule of a snapshot.
-            removed += self._remove_bids_from(ac[0])
-        self.healed_levels += removed
-        self.last_healed = removed
-        return removed
-
-    def _note_cross(self) -> None:
-        self.crossed_count += 1
-        bc = self._bid_cache
-        ac = self._ask_cache
-        self.last_cross = (bc[-1] if bc else _NAN, ac[0] if ac else _NAN)
-
-    def _remove_bids_from(self, price: float) -> int:
-        victims = [p for p in self._bids if p >= price]
-        for p in victims:
-            del self._bids[p]
-        self._rebuild_bids()
-        return len(victims)
-
-    def _trim_bids(self) -> None:
-        d = self._bids
-        extra = len(d) - self.max_levels
-        if extra > 0:
-            gone = heapq.nsmallest(extra, d)  # ascending: the last one is the highest removed
-            for p in gone:
-                del d[p]
-            self.trimmed_levels += extra
-            if gone[-1] >= self._bid_floor:  # the sorted cache held some of them too
-                self._rebuild_bids()
-
-    def _trim_asks(self) -> None:
-        d = self._asks
-        extra = len(d) - self.max_levels
-        if extra > 0:
-            gone = heapq.nlargest(extra, d)  # descending: the last one is the lowest removed
-            for p in gone:
-                del d[p]
-            self.trimmed_levels += extra
-            if gone[-1] <= self._ask_ceil:
-                self._rebuild_asks()
+        bp, bs, ap, as_ = self._tob
+        nb, na = self.depth()
+        return f"OrderBook({self.venue}, {self.symbol}, u={self.update_id}, {nb}x{na}, {bs}@{bp} / {as_}@{ap})"
 
 
-def _select(prices: dict[float, float], lo: int, hi: int) -> list[float]:
-    """Prices ranked ``lo``..``hi`` (ascending) of a side, sorted: one O(n) partition in numpy.
+def warm_up() -> float:
+    """Load the compiled kernels (book and level reader) now, not on the first market data message.
 
-    A rebuild happens when the price has run through the whole cache; partitioning in C costs about as
-    much as one ``max()`` over the side, a third of ``heapq.nlargest`` (a Python loop) on 5000 levels.
+    The first call after an install compiles them (about 20 s on a small machine; ``make setup`` does
+    it); later processes load numba's on-disk cache in well under a second. Returns the seconds taken.
     """
-    a = np.fromiter(prices, dtype=np.float64, count=len(prices))
-    kth = lo if lo > 0 else hi - 1
-    part = np.partition(a, kth)
-    return sorted(part[lo:hi].tolist())
+    from bot.venues.levels import parse_pair  # here: bot.venues imports this module
+
+    t0 = time.perf_counter()
+    b, a = parse_pair(msgspec.Raw(b'[["2.5","1"]]'), msgspec.Raw(b'[["2.4","1"]]'))
+    book = OrderBook("warm", "UP", max_levels=10)
+    book.reset([(1.0, 1.0), (2.0, 1.0)], [(3.0, 1.0)], 1, 0)
+    book.apply(b, a, 2, 0)  # crosses: the heal
+    book.apply(as_levels([(float(p), 1.0) for p in range(3, 40)]), _NO_LEVELS, 3, 0)  # trim, rebuild, grow
+    book.top(100)
+    book.to_dicts()
+    return time.perf_counter() - t0

@@ -28,6 +28,7 @@ from itertools import chain, compress
 from pathlib import Path
 from typing import NamedTuple
 
+import msgspec
 import zstandard
 
 from bot.errors import RecordingError
@@ -297,7 +298,12 @@ def _row_batches(path: Path, keep: frozenset[str] | None) -> Iterator[Iterable[R
 
 def _line_blocks(part: Path) -> Iterator[str]:
     """The decompressed part as text, in blocks of whole lines each ending with a newline (one is added to
-    a last line that lacks it: the text reader yields that line too)."""
+    a last line that lacks it: the text reader yields that line too).
+
+    A block is decoded straight from a view of the decompressed chunk, so its bytes are copied once (by
+    the decoder), not sliced and concatenated first. Reads of 64 KiB measured best: larger ones make
+    zstd slower (its output leaves the CPU cache) and the rest no faster.
+    """
     dctx = zstandard.ZstdDecompressor()
     with open(part, "rb") as fh, dctx.stream_reader(fh, read_across_frames=True) as reader:
         tail = b""
@@ -312,15 +318,16 @@ def _line_blocks(part: Path) -> Iterator[str]:
             if not cut:
                 tail += chunk
                 continue
-            yield _decode(part, tail + chunk[:cut] if tail else chunk[:cut])
+            lines = memoryview(chunk)[:cut]
+            yield _decode(part, b"".join((tail, lines)) if tail else lines)
             tail = chunk[cut:]
         if tail:
             yield _decode(part, tail + b"\n")
 
 
-def _decode(part: Path, block: bytes) -> str:
+def _decode(part: Path, block: bytes | memoryview) -> str:
     try:
-        return block.decode()
+        return str(block, "utf-8")
     except UnicodeDecodeError as e:
         raise RecordingError(f"{part}: damaged part (not UTF-8 text): {e}") from e
 
@@ -333,11 +340,34 @@ def _columns(text: str) -> tuple[list[int], list[str], list[str], list[str], lis
     kinds = fields[2::5]
     if kinds.count("ws") != len(kinds) and not KINDS.issuperset(kinds):  # all "ws": no hashing needed
         return None
-    try:
-        ts = list(map(int, fields[0:-1:5]))
-    except ValueError:
+    ts = _timestamps(fields[0:-1:5])
+    if ts is None:
         return None
     return ts, fields[1::5], kinds, fields[3::5], fields[4::5]
+
+
+_INTS = msgspec.json.Decoder(list[int])
+
+
+def _timestamps(col: list[str]) -> list[int] | None:
+    """``[int(t) for t in col]``, or None if one is not an integer; about twice as fast as ``map(int, col)``.
+
+    The column is read as one JSON array by msgspec (the per-call cost of ``int`` is most of its time).
+    msgspec is strict where ``int`` is lenient (leading zeros, ``+``, ``_``, other whitespace, non-ASCII
+    digits): it refuses those and ``int`` decides. Where it accepts, the value is the same: it refuses
+    floats, booleans and strings, and honours the same digit limit. A comma inside a field would add an
+    element (an empty field makes the array malformed), so the count must match too.
+    """
+    try:
+        ts = _INTS.decode(f"[{','.join(col)}]")
+        if len(ts) == len(col):
+            return ts
+    except msgspec.DecodeError:  # ValidationError included
+        pass
+    try:
+        return list(map(int, col))
+    except ValueError:
+        return None
 
 
 def _parse_lines(text: str, part_name: str, lines_before: int) -> Iterator[Row]:

@@ -30,14 +30,16 @@ from enum import StrEnum
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import msgspec
+import numpy as np
 import structlog
 
-from bot.book import OrderBook
+from bot.book import OrderBook, as_levels
 from bot.config import INTERVALS_S, BookConfig, VenueConfig
 from bot.errors import MalformedMessage
 from bot.events import BookState, KlineClosed, Side, Trade, Venue
-from bot.venues._shared import DECODE_ERRORS, NS_PER_MS, BookAdapter, Price, Size, WireLevels
+from bot.venues._shared import DECODE_ERRORS, NS_PER_MS, BookAdapter
 from bot.venues.base import ConnectionSpec, NeedSnapshot, Publish
+from bot.venues.levels import Price, Size, WireLevels, parse_pair
 
 log = structlog.get_logger(__name__)
 
@@ -54,7 +56,7 @@ class Envelope(msgspec.Struct, Generic[T]):
     data: T
 
 
-class DepthUpdate(msgspec.Struct):
+class WireDepth(msgspec.Struct):
     """Diff depth (``<sym>@depth``, ``@depth@100ms``; USD-M also ``@depth@0ms``) and USD-M partial depth.
 
     Spot (no ``T``, no ``pu``)::
@@ -78,6 +80,41 @@ class DepthUpdate(msgspec.Struct):
     a: WireLevels
     T: int = 0
     pu: int = -1
+
+
+class RawDepth(msgspec.Struct):
+    """``WireDepth`` with the levels left as raw JSON, for ``bot.venues.levels`` (the hot path)."""
+
+    E: int
+    s: str
+    U: int
+    u: int
+    b: msgspec.Raw
+    a: msgspec.Raw
+    T: int = 0
+    pu: int = -1
+
+
+class DepthUpdate(msgspec.Struct):
+    """A diff (or USD-M partial) depth event with its levels as (n, 2) float arrays (price, size)."""
+
+    E: int
+    s: str
+    U: int
+    u: int
+    b: np.ndarray
+    a: np.ndarray
+    T: int = 0
+    pu: int = -1
+
+    @classmethod
+    def from_raw(cls, w: RawDepth) -> DepthUpdate:
+        b, a = parse_pair(w.b, w.a)
+        return cls(w.E, w.s, w.U, w.u, b, a, w.T, w.pu)
+
+    @classmethod
+    def from_wire(cls, w: WireDepth) -> DepthUpdate:
+        return cls(w.E, w.s, w.U, w.u, as_levels(w.b), as_levels(w.a), w.T, w.pu)
 
 
 class DepthSnapshot(msgspec.Struct):
@@ -233,9 +270,8 @@ class BestQuote(NamedTuple):
     ts_event: int  # ns; 0 on spot (no event time)
 
 
-_DEPTH = msgspec.json.Decoder(DepthUpdate, strict=False)
 _SNAPSHOT = msgspec.json.Decoder(DepthSnapshot, strict=False)
-_ENV_DEPTH = msgspec.json.Decoder(Envelope[DepthUpdate], strict=False)
+_ENV_DEPTH = msgspec.json.Decoder(Envelope[RawDepth])
 _ENV_SNAPSHOT = msgspec.json.Decoder(Envelope[DepthSnapshot], strict=False)
 _ENV_TRADE = msgspec.json.Decoder(Envelope[WireTrade], strict=False)
 _ENV_KLINE = msgspec.json.Decoder(Envelope[WireKline], strict=False)
@@ -246,7 +282,7 @@ _REST_KLINES = msgspec.json.Decoder(list[RestKline], strict=False)
 _PARTIAL_RE = re.compile(r"depth\d+(@|$)")
 
 _TYPES: dict[Kind, type] = {
-    Kind.DEPTH: DepthUpdate,
+    Kind.DEPTH: WireDepth,
     Kind.BOOK_TICKER: BookTicker,
     Kind.TRADE: WireTrade,
     Kind.KLINE: WireKline,
@@ -315,10 +351,11 @@ def parse_frame(raw: str | bytes, futures: bool = False) -> Frame:
         if kind is Kind.UNKNOWN:
             return Frame(kind, stream, payload)
         if kind is Kind.PARTIAL:
-            typ: type = DepthUpdate if ("e" in payload or futures) else DepthSnapshot
+            typ: type = WireDepth if ("e" in payload or futures) else DepthSnapshot
         else:
             typ = _TYPES[kind]
-        return Frame(kind, stream, msgspec.convert(payload, typ, strict=False))
+        msg: Any = msgspec.convert(payload, typ, strict=False)
+        return Frame(kind, stream, DepthUpdate.from_wire(msg) if typ is WireDepth else msg)
     except DECODE_ERRORS as e:
         raise MalformedMessage(f"not a Binance frame: {e}") from e
 
@@ -559,10 +596,10 @@ class _BinanceAdapter(BookAdapter):
 
     # -- depth -----------------------------------------------------------------------------------
     def _on_depth(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
-        ev = _ENV_DEPTH.decode(data).data
-        if ev.s != symbol:
-            raise MalformedMessage(f"depth event for {ev.s} on the stream of {symbol}")
-        self._depth(ev, symbol, ts_recv)
+        w = _ENV_DEPTH.decode(data).data
+        if w.s != symbol:
+            raise MalformedMessage(f"depth event for {w.s} on the stream of {symbol}")
+        self._depth(DepthUpdate.from_raw(w), symbol, ts_recv)
 
     def _depth(self, ev: DepthUpdate, symbol: str, ts_recv: int) -> None:
         st = self._sync[symbol]
@@ -717,15 +754,17 @@ class _BinanceAdapter(BookAdapter):
 
     # -- partial depth: every message is the whole top-N picture ---------------------------------
     def _on_partial(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
-        msg = (_ENV_DEPTH if self.futures else _ENV_SNAPSHOT).decode(data).data
-        self._partial(msg, symbol, ts_recv)
+        if self.futures:
+            self._partial(DepthUpdate.from_raw(_ENV_DEPTH.decode(data).data), symbol, ts_recv)
+        else:
+            self._partial(_ENV_SNAPSHOT.decode(data).data, symbol, ts_recv)
 
     def _partial(self, msg: DepthUpdate | DepthSnapshot, symbol: str, ts_recv: int) -> None:
         book = self.books[symbol]
         if isinstance(msg, DepthUpdate):
             bids, asks, uid, ts_event = msg.b, msg.a, msg.u, msg.E * NS_PER_MS
         else:
-            bids, asks, uid, ts_event = msg.bids, msg.asks, msg.lastUpdateId, ts_recv
+            bids, asks, uid, ts_event = as_levels(msg.bids), as_levels(msg.asks), msg.lastUpdateId, ts_recv
         book.reset(bids, asks, uid, ts_event)
         self.stats.level_updates += len(bids) + len(asks)
         self.last_update_ns[symbol] = ts_recv

@@ -24,13 +24,16 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import msgspec
+import numpy as np
 import structlog
 
+from bot.book import as_levels
 from bot.config import INTERVALS_S, BookConfig, VenueConfig
 from bot.errors import MalformedMessage
 from bot.events import BookState, KlineClosed, Side, Trade, Venue
-from bot.venues._shared import DECODE_ERRORS, NS_PER_MS, BookAdapter, Price, Size, WireLevels
+from bot.venues._shared import DECODE_ERRORS, NS_PER_MS, BookAdapter
 from bot.venues.base import ConnectionSpec, Publish, Resubscribe
+from bot.venues.levels import Price, Size, WireLevels, parse_pair
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +71,45 @@ class OrderBookMsg(msgspec.Struct):
     ts: int
     data: OrderBookData
     cts: int = 0
+
+
+class RawBookData(msgspec.Struct):
+    s: str
+    b: msgspec.Raw
+    a: msgspec.Raw
+    u: int
+
+
+class RawBookMsg(msgspec.Struct):
+    """``OrderBookMsg`` with the levels left as raw JSON, for ``bot.venues.levels`` (the hot path)."""
+
+    topic: str
+    type: str
+    ts: int
+    data: RawBookData
+
+
+class BookMsg(NamedTuple):
+    """An orderbook message with its levels as (n, 2) float arrays (price, size)."""
+
+    topic: str
+    type: str
+    ts: int
+    s: str
+    u: int
+    b: np.ndarray
+    a: np.ndarray
+
+    @classmethod
+    def from_raw(cls, m: RawBookMsg) -> BookMsg:
+        d = m.data
+        b, a = parse_pair(d.b, d.a)
+        return cls(m.topic, m.type, m.ts, d.s, d.u, b, a)
+
+    @classmethod
+    def from_wire(cls, m: OrderBookMsg) -> BookMsg:
+        d = m.data
+        return cls(m.topic, m.type, m.ts, d.s, d.u, as_levels(d.b), as_levels(d.a))
 
 
 class TradeItem(msgspec.Struct):
@@ -226,7 +268,7 @@ class Ticker(NamedTuple):
     ts_event: int
 
 
-_BOOK = msgspec.json.Decoder(OrderBookMsg, strict=False)
+_BOOK = msgspec.json.Decoder(RawBookMsg)
 _TRADES = msgspec.json.Decoder(TradeMsg, strict=False)
 _KLINES = msgspec.json.Decoder(KlineMsg, strict=False)
 _TICKER = msgspec.json.Decoder(TickerMsg, strict=False)
@@ -422,7 +464,7 @@ class _BybitAdapter(BookAdapter):
         if msg is None or symbol is None:
             self.ignored += 1
         elif isinstance(msg, OrderBookMsg) and msg.topic == self.book_topic(symbol):
-            self._book(msg, symbol, ts_recv)
+            self._book(BookMsg.from_wire(msg), symbol, ts_recv)
         elif isinstance(msg, TradeMsg):
             for t in to_trades(self.venue, symbol, msg, ts_recv):
                 self.publish(t)
@@ -441,10 +483,10 @@ class _BybitAdapter(BookAdapter):
 
     # -- order book ------------------------------------------------------------------------------
     def _on_book(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
-        self._book(_BOOK.decode(data), symbol, ts_recv)
+        self._book(BookMsg.from_raw(_BOOK.decode(data)), symbol, ts_recv)
 
-    def _book(self, msg: OrderBookMsg, symbol: str, ts_recv: int) -> None:
-        d = msg.data
+    def _book(self, msg: BookMsg, symbol: str, ts_recv: int) -> None:
+        d = msg
         if d.s != symbol:
             raise MalformedMessage(f"book data for {d.s} on topic {msg.topic}")
         book = self.books[symbol]

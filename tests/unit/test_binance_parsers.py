@@ -97,10 +97,10 @@ def test_spot_depth_update_decodes_ids_and_float_levels_including_zero_deletes()
     m = f.msg
     assert isinstance(m, DepthUpdate)
     assert (m.E, m.s, m.U, m.u, m.T, m.pu) == (1723161255208, "BTCUSDT", 50093239189, 50093239202, 0, -1)
-    assert m.b == [(61737.63, 0.0), (61730.17, 0.0), (56854.58, 0.0)]
-    assert m.a[:2] == [(61837.64, 1.54698), (61839.85, 0.0)]
-    assert m.a[-1] == (61937.64, 0.02)
-    assert len(m.a) == 9
+    assert m.b.tolist() == [[61737.63, 0.0], [61730.17, 0.0], [56854.58, 0.0]]
+    assert m.a[:2].tolist() == [[61837.64, 1.54698], [61839.85, 0.0]]
+    assert m.a[-1].tolist() == [61937.64, 0.02]
+    assert m.a.shape == (9, 2)
 
 
 def test_usdm_depth_update_has_transaction_time_and_previous_final_id() -> None:
@@ -108,7 +108,7 @@ def test_usdm_depth_update_has_transaction_time_and_previous_final_id() -> None:
 
     assert isinstance(m, DepthUpdate)
     assert (m.E, m.T, m.U, m.u, m.pu) == (1723161256299, 1723161256298, 5123107832006, 5123107837557, 5123107831937)
-    assert m.b[:3] == [(58710.2, 0.014), (61496.5, 0.01), (61510.9, 0.0)]
+    assert m.b[:3].tolist() == [[58710.2, 0.014], [61496.5, 0.01], [61510.9, 0.0]]
 
 
 def test_spot_rest_snapshot_has_no_times_and_a_thousand_levels_a_side() -> None:

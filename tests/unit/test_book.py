@@ -318,3 +318,28 @@ def test_real_usdm_session_top10_matches_a_plain_dict_replay_after_every_message
         assert book.top(10) == ref.top(10), d.u
     assert book.to_dicts() == (ref.bids, ref.asks)
     assert book.top_of_book() == (61659.7, 1.486, 61659.8, 0.981)
+
+
+def test_a_bad_price_is_refused_and_the_levels_before_it_stay_applied() -> None:
+    book = OrderBook("binance_spot", "BTCUSDT")
+    book.reset([(100.0, 1.0)], [(101.0, 1.0)], 1, 0)
+
+    with pytest.raises(ValueError, match="price nan is not finite and > 0"):
+        book.apply([(99.0, 2.0), (math.nan, 1.0), (98.0, 1.0)], [], 2, 0)
+
+    assert book.top(5) == ([(100.0, 1.0), (99.0, 2.0)], [(101.0, 1.0)])
+    assert book.top_of_book() == (100.0, 1.0, 101.0, 1.0)
+
+
+def test_one_message_larger_than_the_tables_grows_them_and_keeps_the_best_max_levels() -> None:
+    book = OrderBook("bybit_linear", "BTCUSDT", max_levels=10)
+    book.reset([(1.0, 1.0)], [(9000.0, 1.0)], 1, 0)
+
+    book.apply([(float(p), p / 10) for p in range(2, 8002)], [(8999.0 - p, 1.0) for p in range(200)], 2, 0)
+
+    assert book.depth() == (10, 10)
+    bids, asks = book.top(200)
+    assert bids == [(float(p), p / 10) for p in range(8001, 7991, -1)]
+    assert asks[0] == (8800.0, 1.0)
+    assert asks[-1] == (8809.0, 1.0)
+    assert book.trimmed_levels == 8001 - 10 + 201 - 10

@@ -315,3 +315,54 @@ def test_a_bad_line_deep_in_a_part_is_named_after_every_good_line_before_it(
         got.extend(iter_rows(rec))
     assert len(got) == 3000  # every record before the bad line, in order
     assert got[-1] == (3999, "binance_spot", "ws", "-", '{"i":2999}')
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        "007",  # leading zeros: int() reads 7, a JSON reader would refuse
+        "+5",
+        " 5 ",
+        "5\r",
+        "1_000",
+        "١٢",  # non-ASCII digits: int() reads 12
+        "-3",
+        "18446744073709551616",  # past 64 bits: still an exact int, never a float
+        "1e5",
+        "1.0",
+        "true",
+        '"5"',
+        "[5]",
+        "1,2",
+        "",
+        "9" * 4301,  # past int()'s digit limit
+    ],
+)
+def test_awkward_timestamps_deep_in_a_part_read_exactly_as_parse_line_reads_them(tmp_path: Path, ts: str) -> None:
+    # The block reader converts a block's timestamp column in one go; whatever it accepts must be what
+    # int() gives, and whatever int() refuses must stop the reader at that line, naming it.
+    good = [f"{1723161253937085768 + i}\tbinance_spot\tws\t-\t{{\"i\":{i}}}" for i in range(4000)]
+    bad = f"{ts}\tbinance_spot\tws\t-\t{{}}"
+    rec = _raw_part(tmp_path, "\n".join([*good[:2500], bad, *good[2500:]]) + "\n")
+    try:
+        want: Record | str = parse_line(bad, "part-000001.tsv.zst:2501")
+    except RecordingError as e:
+        want = str(e)
+    if isinstance(want, str):
+        with pytest.raises(RecordingError) as got:
+            list(iter_rows(rec))
+        assert str(got.value) == want
+        return
+    rows = list(iter_rows(rec))
+    assert len(rows) == 4001
+    assert rows[2500] == tuple(want)
+    assert type(rows[2500][0]) is int
+    assert rows[2499] == (1723161253937085768 + 2499, "binance_spot", "ws", "-", '{"i":2499}')
+
+
+def test_multibyte_characters_cut_by_block_boundaries_decode_unchanged(tmp_path: Path) -> None:
+    # Odd-length lines of 2- and 3-byte characters: the 64 KiB reads end inside characters and lines.
+    recs = [Record(i, "binance_usdm", "ws", "-", f'{{"t":"{"€ü" * (i % 37)}{"x" * (i % 3)}"}}') for i in range(6000)]
+    _write(tmp_path / "rec", recs)
+
+    assert list(iter_rows(tmp_path / "rec")) == recs
