@@ -45,7 +45,7 @@ Levels = Sequence[tuple[float, float]] | np.ndarray  # (price, size) pairs; an a
 
 _NAN = math.nan
 _CACHE = 64  # best prices kept sorted per side (up to twice as many), unless top(n) asks for more
-_NO_LEVELS = np.empty((0, 2))
+NO_LEVELS = np.empty((0, 2))  # an empty side
 
 
 def as_levels(levels: Levels) -> np.ndarray:
@@ -53,7 +53,7 @@ def as_levels(levels: Levels) -> np.ndarray:
     if isinstance(levels, np.ndarray) and levels.dtype == np.float64 and levels.ndim == 2:
         return levels if levels.flags.c_contiguous else np.ascontiguousarray(levels)
     if not len(levels):
-        return _NO_LEVELS
+        return NO_LEVELS
     return np.asarray(levels, dtype=np.float64).reshape(-1, 2)
 
 
@@ -81,7 +81,7 @@ class OrderBook:
         self.venue = venue
         self.symbol = symbol
         self.max_levels = max_levels
-        self._st = _NO_LEVELS  # the kernels' state (see bot.book_kernels), sized by _resize
+        self._st = NO_LEVELS  # the kernels' state (see bot.book_kernels), sized by _resize
         self._room = 0  # levels one message may add without overfilling the hash
         self._resize(1024, _CACHE)
         self._tob: tuple[float, float, float, float] = (_NAN, _NAN, _NAN, _NAN)
@@ -125,14 +125,36 @@ class OrderBook:
         self.last_healed = 0
         return 0
 
-    def _settle(
-        self, result: tuple[int, float, float, float, float, float, float], b: np.ndarray, a: np.ndarray
-    ) -> None:
+    def apply_json(self, bids: bytes, asks: bytes, update_id: int, ts_event: int) -> int | None:
+        """``apply`` with each side still the venue's JSON text (``[["61824.00000000","0.32726000"],...]``).
+
+        The levels are read by the compiled reader straight into the book, never becoming Python objects:
+        the depth hot path of both venues. Returns the number of levels applied (``last_healed`` says
+        what a heal removed), or None, having applied nothing, when the text is not in the exact shape
+        the venues send: ``bot.venues.levels.parse_pair`` then decides (levels for ``apply``, or the
+        error the frame deserves).
+        """
+        most = (len(bids) + len(asks)) // 10 + 1  # a level takes at least 10 bytes: ["1","1"],
+        if most > self._room:
+            self._resize(most, self._keep)
+        result = k.apply_json(self._st, bids, asks)
+        if result[0] < 0:
+            return None
+        self.update_id = update_id
+        self.ts_event = ts_event
+        if result[1]:
+            self._settle(result[1:], NO_LEVELS, NO_LEVELS)
+        else:
+            self._tob = result[4:]
+            self.last_healed = 0
+        return result[0]
+
+    def _settle(self, result: k.Result, b: np.ndarray, a: np.ndarray) -> None:
         removed, cross_b, cross_a = result[:3]
         if removed == k.BAD_PRICE:
             self._tob = k.top_of_book(self._st)
             self.last_healed = 0
-            bad = next(p for p, _ in np.concatenate((b, a)).tolist() if not 0.0 < p < math.inf)
+            bad = next((p for p, _ in np.concatenate((b, a)).tolist() if not 0.0 < p < math.inf), None)
             raise ValueError(f"{self.venue} {self.symbol}: price {bad!r} is not finite and > 0")
         self._tob = result[3:]
         if cross_b == cross_b:  # not nan: the message (or snapshot) left the book crossed; now healed
@@ -225,7 +247,7 @@ def warm_up() -> float:
     book = OrderBook("warm", "UP", max_levels=10)
     book.reset([(1.0, 1.0), (2.0, 1.0)], [(3.0, 1.0)], 1, 0)
     book.apply(b, a, 2, 0)  # crosses: the heal
-    book.apply(as_levels([(float(p), 1.0) for p in range(3, 40)]), _NO_LEVELS, 3, 0)  # trim, rebuild, grow
+    book.apply(as_levels([(float(p), 1.0) for p in range(3, 40)]), NO_LEVELS, 3, 0)  # trim, rebuild, grow
     book.top(100)
     book.to_dicts()
     return time.perf_counter() - t0

@@ -48,6 +48,7 @@ H_TRIM_AT = 8  # ...once the side holds more than this many (a batch at a time)
 H_TRIMMED = 9  # levels dropped by trimming, cumulative
 HEADER = 10
 
+_POW10 = np.array([10.0**i for i in range(16)])
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: 2^64 / golden ratio
 _TWO53 = 9007199254740992.0
 BAD_PRICE = -1  # apply/reset result when a level had a price that is not finite and > 0
@@ -458,3 +459,81 @@ def rehash(old: np.ndarray, new: np.ndarray) -> None:
             nh[H_FLOOR] = h[H_FLOOR]
         else:
             _rebuild(nh, nhk, nc)
+
+
+@_jit
+def read_levels(buf: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The levels of ``buf``, JSON text like ``[["61824.00000000","0.32726000"],...]``, as (price, size)
+    rows, and whether the text had exactly the shape the venues send (see ``bot.venues.levels``: if not,
+    msgspec decides). Each number is ``digits / 10**decimals`` with both exact in a float64, so one
+    division gives the correctly rounded value, the float ``float()`` of the string gives."""
+    n = buf.shape[0]
+    out = np.empty((n // 9 + 1, 2))  # a level takes at least 9 bytes: ["1","1"],
+    if n < 2 or buf[0] != 91:  # [
+        return out[:0], False
+    if buf[1] == 93:  # ]
+        return out[:0], n == 2
+    i = 1
+    m = 0
+    while True:
+        if buf[i] != 91:  # [
+            return out[:0], False
+        i += 1
+        for col in range(2):
+            if buf[i] != 34:  # "
+                return out[:0], False
+            i += 1
+            start = i
+            digits = 0
+            decimals = -1  # -1: no '.' yet
+            mant = 0
+            while i < n:
+                ch = buf[i]
+                if 48 <= ch <= 57:
+                    mant = mant * 10 + (ch - 48)
+                    digits += 1
+                    if decimals >= 0:
+                        decimals += 1
+                elif ch == 46 and decimals < 0:  # .
+                    decimals = 0
+                else:
+                    break
+                i += 1
+            whole = digits - max(decimals, 0)  # JSON's number grammar: "5", "0.5"; not ".5", "05", "5."
+            if i >= n - 1 or buf[i] != 34 or digits > 15 or decimals == 0 or whole == 0:
+                return out[:0], False
+            if whole > 1 and buf[start] == 48:
+                return out[:0], False
+            i += 1
+            out[m, col] = mant / _POW10[decimals] if decimals > 0 else float(mant)
+            if col == 0:
+                if buf[i] != 44 or out[m, 0] == 0.0:  # , (and a price must be > 0)
+                    return out[:0], False
+                i += 1
+        if buf[i] != 93:  # ]
+            return out[:0], False
+        i += 1
+        m += 1
+        if i >= n:
+            return out[:0], False
+        if buf[i] == 44:  # ,
+            i += 1
+            if i >= n:
+                return out[:0], False
+            continue
+        return out[:m], buf[i] == 93 and i + 1 == n
+
+
+@_jit
+def apply_json(st: np.ndarray, bids: bytes, asks: bytes) -> tuple[int, int, float, float, float, float, float, float]:
+    """``apply`` with both sides still JSON text (``read_levels``): no level ever becomes a Python object.
+
+    Returns (levels applied, or -1 if ``read_levels`` refused either side: then nothing was applied)
+    followed by what ``apply`` returns.
+    """
+    b, ok_b = read_levels(np.frombuffer(bids, np.uint8))
+    a, ok_a = read_levels(np.frombuffer(asks, np.uint8))
+    if not (ok_b and ok_a):
+        return -1, 0, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan
+    r = apply(st, b, a)
+    return b.shape[0] + a.shape[0], r[0], r[1], r[2], r[3], r[4], r[5], r[6]

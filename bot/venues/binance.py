@@ -383,6 +383,10 @@ def to_trade(venue: Venue, symbol: str, t: WireTrade, ts_recv: int) -> Trade:
 # ------------------------------------------------------------------------------------------------
 # Adapters
 # ------------------------------------------------------------------------------------------------
+def _parsed(ev: DepthUpdate | RawDepth) -> DepthUpdate:
+    return DepthUpdate.from_raw(ev) if type(ev) is RawDepth else ev  # type: ignore[return-value]
+
+
 class _SymbolSync:
     """Where one symbol's book is in the sync procedure."""
 
@@ -599,13 +603,14 @@ class _BinanceAdapter(BookAdapter):
         w = _ENV_DEPTH.decode(data).data
         if w.s != symbol:
             raise MalformedMessage(f"depth event for {w.s} on the stream of {symbol}")
-        self._depth(DepthUpdate.from_raw(w), symbol, ts_recv)
+        self._depth(w, symbol, ts_recv)
 
-    def _depth(self, ev: DepthUpdate, symbol: str, ts_recv: int) -> None:
+    def _depth(self, ev: DepthUpdate | RawDepth, symbol: str, ts_recv: int) -> None:
+        """One diff: raw from the hot path (its levels are read only if it is applied or kept), or parsed."""
         st = self._sync[symbol]
         st.last_event_ms = ev.E
         if not st.synced:
-            self._buffer(symbol, st, ev, ts_recv)
+            self._buffer(symbol, st, _parsed(ev), ts_recv)
             return
         book = self.books[symbol]
         if ev.u <= book.update_id:  # already in the book: a duplicate or a late copy
@@ -613,11 +618,11 @@ class _BinanceAdapter(BookAdapter):
             return
         if not self._chained(ev, book.update_id):
             self.stats.gaps[symbol] += 1
-            self._restart(symbol, st, [ev], f"gap after update {book.update_id}", ts_recv)
+            self._restart(symbol, st, [_parsed(ev)], f"gap after update {book.update_id}", ts_recv)
             return
         self._apply(symbol, st, book, ev, ts_recv)
 
-    def _chained(self, ev: DepthUpdate, last: int) -> bool:
+    def _chained(self, ev: DepthUpdate | RawDepth, last: int) -> bool:
         raise NotImplementedError
 
     def _first_fits(self, ev: DepthUpdate, last: int) -> bool:
@@ -627,10 +632,19 @@ class _BinanceAdapter(BookAdapter):
         """A buffered event older than the snapshot (dropped before the first kept one)."""
         raise NotImplementedError
 
-    def _apply(self, symbol: str, st: _SymbolSync, book: OrderBook, ev: DepthUpdate, ts_recv: int) -> bool:
+    def _apply(
+        self, symbol: str, st: _SymbolSync, book: OrderBook, ev: DepthUpdate | RawDepth, ts_recv: int
+    ) -> bool:
         """Apply one in-sequence diff and publish; False if a crossed book made a live adapter resync."""
-        removed = book.apply(ev.b, ev.a, ev.u, ev.E * NS_PER_MS)
-        self.stats.level_updates += len(ev.b) + len(ev.a)
+        n = None
+        if type(ev) is RawDepth:
+            n = book.apply_json(bytes(ev.b), bytes(ev.a), ev.u, ev.E * NS_PER_MS)
+        if n is None:  # parsed already, or not in the venue's exact shape: msgspec decides (or raises)
+            ev = _parsed(ev)
+            book.apply(ev.b, ev.a, ev.u, ev.E * NS_PER_MS)
+            n = len(ev.b) + len(ev.a)
+        removed = book.last_healed
+        self.stats.level_updates += n
         self.last_update_ns[symbol] = ts_recv
         if removed:
             self._crossed(symbol, book, removed, ts_recv)
@@ -813,7 +827,7 @@ class BinanceSpotAdapter(_BinanceAdapter):
     depth_path = "/api/v3/depth"
     klines_path = "/api/v3/klines"
 
-    def _chained(self, ev: DepthUpdate, last: int) -> bool:
+    def _chained(self, ev: DepthUpdate | RawDepth, last: int) -> bool:
         return last + 1 == ev.U
 
     def _first_fits(self, ev: DepthUpdate, last: int) -> bool:
@@ -834,7 +848,7 @@ class BinanceUsdmAdapter(_BinanceAdapter):
         want = self.cfg.snapshot_limit
         return next((n for n in self._LIMITS if n >= want), self._LIMITS[-1])
 
-    def _chained(self, ev: DepthUpdate, last: int) -> bool:
+    def _chained(self, ev: DepthUpdate | RawDepth, last: int) -> bool:
         return ev.pu == last
 
     def _first_fits(self, ev: DepthUpdate, last: int) -> bool:

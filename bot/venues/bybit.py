@@ -27,7 +27,7 @@ import msgspec
 import numpy as np
 import structlog
 
-from bot.book import as_levels
+from bot.book import NO_LEVELS, as_levels
 from bot.config import INTERVALS_S, BookConfig, VenueConfig
 from bot.errors import MalformedMessage
 from bot.events import BookState, KlineClosed, Side, Trade, Venue
@@ -90,7 +90,7 @@ class RawBookMsg(msgspec.Struct):
 
 
 class BookMsg(NamedTuple):
-    """An orderbook message with its levels as (n, 2) float arrays (price, size)."""
+    """An orderbook message; its levels as (n, 2) float arrays (price, size), or still the JSON text."""
 
     topic: str
     type: str
@@ -99,18 +99,21 @@ class BookMsg(NamedTuple):
     u: int
     b: np.ndarray
     a: np.ndarray
+    raw: tuple[bytes, bytes] | None = None  # (bids, asks) JSON text, not read yet; then b and a are empty
 
     @classmethod
     def from_raw(cls, m: RawBookMsg) -> BookMsg:
         d = m.data
-        b, a = parse_pair(d.b, d.a)
-        return cls(m.topic, m.type, m.ts, d.s, d.u, b, a)
+        return cls(m.topic, m.type, m.ts, d.s, d.u, NO_LEVELS, NO_LEVELS, (bytes(d.b), bytes(d.a)))
 
     @classmethod
     def from_wire(cls, m: OrderBookMsg) -> BookMsg:
         d = m.data
         return cls(m.topic, m.type, m.ts, d.s, d.u, as_levels(d.b), as_levels(d.a))
 
+    def levels(self) -> tuple[np.ndarray, np.ndarray]:
+        """Both sides as arrays (msgspec's error for malformed levels)."""
+        return (self.b, self.a) if self.raw is None else parse_pair(*self.raw)
 
 class TradeItem(msgspec.Struct):
     T: int  # trade time, ms
@@ -491,8 +494,9 @@ class _BybitAdapter(BookAdapter):
             raise MalformedMessage(f"book data for {d.s} on topic {msg.topic}")
         book = self.books[symbol]
         if msg.type == "snapshot":
-            book.reset(d.b, d.a, d.u, msg.ts * NS_PER_MS)
-            removed = book.last_healed
+            b, a = msg.levels()
+            book.reset(b, a, d.u, msg.ts * NS_PER_MS)
+            n = len(b) + len(a)
             snapshot = True
         elif msg.type == "delta":
             if not self.synced[symbol]:  # before the first snapshot, or waiting for a resubscription's
@@ -507,11 +511,17 @@ class _BybitAdapter(BookAdapter):
                 self.stats.gaps[symbol] += 1
                 self._resync(symbol, f"gap: update {d.u} after {book.update_id}", ts_recv)
                 return
-            removed = book.apply(d.b, d.a, d.u, msg.ts * NS_PER_MS)
+            applied = None if msg.raw is None else book.apply_json(*msg.raw, d.u, msg.ts * NS_PER_MS)
+            if applied is None:  # parsed already, or not in the venue's exact shape: msgspec decides (or raises)
+                b, a = msg.levels()
+                book.apply(b, a, d.u, msg.ts * NS_PER_MS)
+                applied = len(b) + len(a)
+            n = applied
             snapshot = False
         else:
             raise MalformedMessage(f"orderbook message of type {msg.type!r}")
-        self.stats.level_updates += len(d.b) + len(d.a)
+        removed = book.last_healed
+        self.stats.level_updates += n
         self.last_update_ns[symbol] = ts_recv
         if removed:
             self._crossed(symbol, book, removed, ts_recv)

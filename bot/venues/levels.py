@@ -23,6 +23,8 @@ import msgspec
 import numpy as np
 from numba import njit
 
+from bot.book_kernels import read_levels
+
 # Wire-level numbers for msgspec (lax mode, ``strict=False``, turns decimal strings into floats in C). The
 # bounds reject "nan", "inf", zero prices and negative sizes at decode time, so they never reach a book.
 Price = Annotated[float, msgspec.Meta(gt=0, lt=1e15)]
@@ -30,87 +32,26 @@ Size = Annotated[float, msgspec.Meta(ge=0, lt=1e15)]
 WireLevels = list[tuple[Price, Size]]
 
 _LEVELS = msgspec.json.Decoder(WireLevels, strict=False)
-_POW10 = np.array([10.0**i for i in range(16)])
 _NONE = np.empty((0, 2))
 
 
 @njit(cache=True)
-def _read(buf: np.ndarray) -> tuple[np.ndarray, bool]:
-    """The levels of ``buf`` (the raw JSON bytes), and whether it had the exact expected shape."""
-    n = buf.shape[0]
-    out = np.empty((n // 9 + 1, 2))  # a level takes at least 9 bytes: ["1","1"],
-    if n < 2 or buf[0] != 91:  # [
-        return out[:0], False
-    if buf[1] == 93:  # ]
-        return out[:0], n == 2
-    i = 1
-    m = 0
-    while True:
-        if buf[i] != 91:  # [
-            return out[:0], False
-        i += 1
-        for col in range(2):
-            if buf[i] != 34:  # "
-                return out[:0], False
-            i += 1
-            start = i
-            digits = 0
-            decimals = -1  # -1: no '.' yet
-            mant = 0
-            while i < n:
-                ch = buf[i]
-                if 48 <= ch <= 57:
-                    mant = mant * 10 + (ch - 48)
-                    digits += 1
-                    if decimals >= 0:
-                        decimals += 1
-                elif ch == 46 and decimals < 0:  # .
-                    decimals = 0
-                else:
-                    break
-                i += 1
-            whole = digits - max(decimals, 0)  # JSON's number grammar: "5", "0.5"; not ".5", "05", "5."
-            if i >= n - 1 or buf[i] != 34 or digits > 15 or decimals == 0 or whole == 0:
-                return out[:0], False
-            if whole > 1 and buf[start] == 48:
-                return out[:0], False
-            i += 1
-            out[m, col] = mant / _POW10[decimals] if decimals > 0 else float(mant)
-            if col == 0:
-                if buf[i] != 44 or out[m, 0] == 0.0:  # , (and a price must be > 0)
-                    return out[:0], False
-                i += 1
-        if buf[i] != 93:  # ]
-            return out[:0], False
-        i += 1
-        m += 1
-        if i >= n:
-            return out[:0], False
-        if buf[i] == 44:  # ,
-            i += 1
-            if i >= n:
-                return out[:0], False
-            continue
-        return out[:m], buf[i] == 93 and i + 1 == n
-
-
-@njit(cache=True)
 def _read_pair(bids: np.ndarray, asks: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
-    b, ok_b = _read(bids)
-    a, ok_a = _read(asks)
+    b, ok_b = read_levels(bids)
+    a, ok_a = read_levels(asks)
     return b, a, ok_b and ok_a
 
 
 def parse_levels(raw: msgspec.Raw | bytes | str) -> np.ndarray:
     """One side's levels as an (n, 2) float array; ``msgspec.ValidationError``/``DecodeError`` if malformed."""
     buf = raw.encode() if isinstance(raw, str) else raw
-    levels, ok = _read(np.frombuffer(buf, np.uint8))
+    levels, ok = read_levels(np.frombuffer(buf, np.uint8))
     if ok:
         return levels
     return _slow(buf)
 
 
-def parse_pair(bids: msgspec.Raw, asks: msgspec.Raw) -> tuple[np.ndarray, np.ndarray]:
+def parse_pair(bids: msgspec.Raw | bytes, asks: msgspec.Raw | bytes) -> tuple[np.ndarray, np.ndarray]:
     """``parse_levels`` of both sides of a depth message, in one compiled call on the fast path."""
     b, a, ok = _read_pair(np.frombuffer(bids, np.uint8), np.frombuffer(asks, np.uint8))
     if ok:

@@ -343,3 +343,24 @@ def test_one_message_larger_than_the_tables_grows_them_and_keeps_the_best_max_le
     assert asks[0] == (8800.0, 1.0)
     assert asks[-1] == (8809.0, 1.0)
     assert book.trimmed_levels == 8001 - 10 + 201 - 10
+
+
+def test_apply_json_equals_apply_of_the_parsed_levels_and_refuses_other_shapes_untouched() -> None:
+    text = OrderBook("binance_spot", "BTCUSDT")
+    parsed = OrderBook("binance_spot", "BTCUSDT")
+    for book in (text, parsed):
+        book.reset([(61820.99, 1.0), (61800.0, 2.0), (61000.0, 3.0)], [(61830.0, 1.0)], 1, 0)
+
+    n = text.apply_json(b'[["61821.00000000","0.5"],["61800.00000000","0"]]', b'[["61817.40","0.25"]]', 2, 7)
+    removed = parsed.apply([(61821.0, 0.5), (61800.0, 0.0)], [(61817.4, 0.25)], 2, 7)
+
+    assert n == 3
+    assert text.last_healed == removed == 2  # the fresh ask at 61817.40 removes both bids above it
+    assert text.to_dicts() == parsed.to_dicts()
+    assert text.top_of_book() == parsed.top_of_book()
+    assert (text.update_id, text.ts_event, text.crossed_count) == (2, 7, 1)
+    before = text.to_dicts()
+    assert text.apply_json(b'[["1e3","1"]]', b"[]", 3, 8) is None
+    assert text.apply_json(b'[["100","1"]]', b'[["0","1"]]', 3, 8) is None  # a zero price: msgspec says why
+    assert text.to_dicts() == before
+    assert text.update_id == 2
