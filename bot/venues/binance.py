@@ -82,17 +82,28 @@ class WireDepth(msgspec.Struct):
     pu: int = -1
 
 
-class RawDepth(msgspec.Struct):
-    """``WireDepth`` with the levels left as raw JSON, for ``bot.venues.levels`` (the hot path)."""
+class DepthHead(msgspec.Struct):
+    """``WireDepth`` up to its levels: what the hot path decodes (the levels go to the book as text)."""
 
     E: int
     s: str
     U: int
     u: int
-    b: msgspec.Raw
-    a: msgspec.Raw
     T: int = 0
     pu: int = -1
+
+
+class DepthText(NamedTuple):
+    """A diff depth event with its levels still JSON text: the book reads them (``OrderBook.apply_json``)."""
+
+    E: int
+    s: str
+    U: int
+    u: int
+    b: bytes
+    a: bytes
+    T: int
+    pu: int
 
 
 class DepthUpdate(msgspec.Struct):
@@ -108,9 +119,9 @@ class DepthUpdate(msgspec.Struct):
     pu: int = -1
 
     @classmethod
-    def from_raw(cls, w: RawDepth) -> DepthUpdate:
-        b, a = parse_pair(w.b, w.a)
-        return cls(w.E, w.s, w.U, w.u, b, a, w.T, w.pu)
+    def from_text(cls, d: DepthText) -> DepthUpdate:
+        b, a = parse_pair(d.b, d.a)
+        return cls(d.E, d.s, d.U, d.u, b, a, d.T, d.pu)
 
     @classmethod
     def from_wire(cls, w: WireDepth) -> DepthUpdate:
@@ -271,7 +282,8 @@ class BestQuote(NamedTuple):
 
 
 _SNAPSHOT = msgspec.json.Decoder(DepthSnapshot, strict=False)
-_ENV_DEPTH = msgspec.json.Decoder(Envelope[RawDepth])
+_ENV_DEPTH = msgspec.json.Decoder(Envelope[WireDepth], strict=False)
+_ENV_HEAD = msgspec.json.Decoder(Envelope[DepthHead])
 _ENV_SNAPSHOT = msgspec.json.Decoder(Envelope[DepthSnapshot], strict=False)
 _ENV_TRADE = msgspec.json.Decoder(Envelope[WireTrade], strict=False)
 _ENV_KLINE = msgspec.json.Decoder(Envelope[WireKline], strict=False)
@@ -383,8 +395,25 @@ def to_trade(venue: Venue, symbol: str, t: WireTrade, ts_recv: int) -> Trade:
 # ------------------------------------------------------------------------------------------------
 # Adapters
 # ------------------------------------------------------------------------------------------------
-def _parsed(ev: DepthUpdate | RawDepth) -> DepthUpdate:
-    return DepthUpdate.from_raw(ev) if type(ev) is RawDepth else ev  # type: ignore[return-value]
+def _parsed(ev: DepthUpdate | DepthText) -> DepthUpdate:
+    return DepthUpdate.from_text(ev) if type(ev) is DepthText else ev  # type: ignore[return-value]
+
+
+def depth_text(frame: str) -> DepthText | None:
+    """A combined-stream diff frame split into its head (decoded) and its two levels arrays (kept as text).
+
+    Binance writes the levels last (``...,"u":50093241266,"b":[...],"a":[...]}}``), so the head is the
+    frame up to ``,"b":[`` closed with ``}}``: msgspec decodes that small document (the types and bounds
+    of every head field checked as before) without walking the levels, which are most of the bytes.
+    The levels' JSON is then read once, by the book. None if the frame is not laid out that way (another
+    key order, say): the caller decodes it whole.
+    """
+    i = frame.find(',"b":[')
+    j = frame.find('],"a":[', i)
+    if i < 0 or j < 0 or not frame.endswith("]}}"):
+        return None
+    h = _ENV_HEAD.decode(frame[:i] + "}}").data
+    return DepthText(h.E, h.s, h.U, h.u, frame[i + 5 : j + 1].encode(), frame[j + 6 : -2].encode(), h.T, h.pu)
 
 
 class _SymbolSync:
@@ -600,12 +629,14 @@ class _BinanceAdapter(BookAdapter):
 
     # -- depth -----------------------------------------------------------------------------------
     def _on_depth(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
-        w = _ENV_DEPTH.decode(data).data
-        if w.s != symbol:
-            raise MalformedMessage(f"depth event for {w.s} on the stream of {symbol}")
-        self._depth(w, symbol, ts_recv)
+        ev: DepthUpdate | DepthText | None = depth_text(data) if isinstance(data, str) else None
+        if ev is None:
+            ev = DepthUpdate.from_wire(_ENV_DEPTH.decode(data).data)
+        if ev.s != symbol:
+            raise MalformedMessage(f"depth event for {ev.s} on the stream of {symbol}")
+        self._depth(ev, symbol, ts_recv)
 
-    def _depth(self, ev: DepthUpdate | RawDepth, symbol: str, ts_recv: int) -> None:
+    def _depth(self, ev: DepthUpdate | DepthText, symbol: str, ts_recv: int) -> None:
         """One diff: raw from the hot path (its levels are read only if it is applied or kept), or parsed."""
         st = self._sync[symbol]
         st.last_event_ms = ev.E
@@ -622,7 +653,7 @@ class _BinanceAdapter(BookAdapter):
             return
         self._apply(symbol, st, book, ev, ts_recv)
 
-    def _chained(self, ev: DepthUpdate | RawDepth, last: int) -> bool:
+    def _chained(self, ev: DepthUpdate | DepthText, last: int) -> bool:
         raise NotImplementedError
 
     def _first_fits(self, ev: DepthUpdate, last: int) -> bool:
@@ -633,12 +664,12 @@ class _BinanceAdapter(BookAdapter):
         raise NotImplementedError
 
     def _apply(
-        self, symbol: str, st: _SymbolSync, book: OrderBook, ev: DepthUpdate | RawDepth, ts_recv: int
+        self, symbol: str, st: _SymbolSync, book: OrderBook, ev: DepthUpdate | DepthText, ts_recv: int
     ) -> bool:
         """Apply one in-sequence diff and publish; False if a crossed book made a live adapter resync."""
         n = None
-        if type(ev) is RawDepth:
-            n = book.apply_json(bytes(ev.b), bytes(ev.a), ev.u, ev.E * NS_PER_MS)
+        if type(ev) is DepthText:
+            n = book.apply_json(ev.b, ev.a, ev.u, ev.E * NS_PER_MS)
         if n is None:  # parsed already, or not in the venue's exact shape: msgspec decides (or raises)
             ev = _parsed(ev)
             book.apply(ev.b, ev.a, ev.u, ev.E * NS_PER_MS)
@@ -769,7 +800,7 @@ class _BinanceAdapter(BookAdapter):
     # -- partial depth: every message is the whole top-N picture ---------------------------------
     def _on_partial(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
         if self.futures:
-            self._partial(DepthUpdate.from_raw(_ENV_DEPTH.decode(data).data), symbol, ts_recv)
+            self._partial(DepthUpdate.from_wire(_ENV_DEPTH.decode(data).data), symbol, ts_recv)
         else:
             self._partial(_ENV_SNAPSHOT.decode(data).data, symbol, ts_recv)
 
@@ -827,7 +858,7 @@ class BinanceSpotAdapter(_BinanceAdapter):
     depth_path = "/api/v3/depth"
     klines_path = "/api/v3/klines"
 
-    def _chained(self, ev: DepthUpdate | RawDepth, last: int) -> bool:
+    def _chained(self, ev: DepthUpdate | DepthText, last: int) -> bool:
         return last + 1 == ev.U
 
     def _first_fits(self, ev: DepthUpdate, last: int) -> bool:
@@ -848,7 +879,7 @@ class BinanceUsdmAdapter(_BinanceAdapter):
         want = self.cfg.snapshot_limit
         return next((n for n in self._LIMITS if n >= want), self._LIMITS[-1])
 
-    def _chained(self, ev: DepthUpdate | RawDepth, last: int) -> bool:
+    def _chained(self, ev: DepthUpdate | DepthText, last: int) -> bool:
         return ev.pu == last
 
     def _first_fits(self, ev: DepthUpdate, last: int) -> bool:

@@ -28,11 +28,13 @@ from bot.venues.binance import (
     Kind,
     Response,
     WireTrade,
+    depth_text,
     parse_frame,
     parse_snapshot,
     stream_kind,
     to_best_quote,
 )
+from bot.venues.levels import parse_levels
 
 pytestmark = pytest.mark.unit
 
@@ -427,3 +429,26 @@ def test_ws_closed_kline_already_delivered_by_rest_backfill_is_not_published_aga
 
     assert [k.open_time_ms for k in rest] == [1626992640000, 1626992700000]
     assert [e for e in events if isinstance(e, KlineClosed)] == []
+
+
+@pytest.mark.parametrize(("rel", "futures"), [(SPOT, False), (USDM, True)])
+def test_depth_text_split_equals_the_whole_frame_decode_on_real_frames(rel: str, futures: bool) -> None:
+    frames = []
+    with gzip.open(_shared() / rel) as f:
+        for line in f:
+            raw = line.rstrip(b"\n").split(b" ", 1)[1]
+            if b"@depth" in raw[:40]:
+                frames.append(raw.decode())
+            if len(frames) == 300:
+                break
+
+    for frame in frames:
+        text = depth_text(frame)
+        whole = parse_frame(frame, futures=futures).msg
+        assert text is not None
+        assert isinstance(whole, DepthUpdate)
+        head = (whole.E, whole.s, whole.U, whole.u, whole.T, whole.pu)
+        assert (text.E, text.s, text.U, text.u, text.T, text.pu) == head
+        b, a = parse_levels(text.b), parse_levels(text.a)
+        assert (b.tolist(), a.tolist()) == (whole.b.tolist(), whole.a.tolist())
+    assert depth_text('{"stream":"btcusdt@depth","data":{"b":[],"a":[],"e":"depthUpdate"}}') is None

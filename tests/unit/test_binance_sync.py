@@ -459,3 +459,31 @@ def test_usdm_pu_break_is_a_gap_and_duplicates_are_dropped(btc_usdm: list[Line])
     assert adapter.stats.gaps["BTCUSDT"] == 1
     assert adapter.states["BTCUSDT"] is BookState.RESYNCING
     assert adapter.take_actions()[-1] == NeedSnapshot("BTCUSDT")
+
+
+def _diff(U: int, u: int, bids: str, asks: str, *, levels_first: bool = False) -> str:
+    head = f'"e":"depthUpdate","E":1723161258209,"s":"BTCUSDT","U":{U},"u":{u}'
+    levels = f'"b":{bids},"a":{asks}'
+    body = f"{levels},{head}" if levels_first else f"{head},{levels}"
+    return f'{{"stream":"btcusdt@depth@100ms","data":{{{body}}}}}'
+
+
+def test_in_sync_a_frame_with_malformed_levels_is_dropped_whole_and_other_key_orders_still_apply() -> None:
+    adapter, events = _adapter(BinanceSpotAdapter, "depth@100ms")
+    adapter.on_ws(_diff(100, 105, '[["100.5","1"]]', "[]"), 1)
+    adapter.on_snapshot("BTCUSDT", '{"lastUpdateId":100,"bids":[["100","2"]],"asks":[["101","3"]]}', 2)
+    book = adapter.books["BTCUSDT"]
+    assert (book.update_id, adapter.states["BTCUSDT"]) == (105, BookState.LIVE)
+    updates = len([e for e in events if isinstance(e, BookUpdate)])
+
+    adapter.on_ws(_diff(106, 106, '[["99","1"],["abc","1"]]', "[]"), 3)  # refused by both readers
+    assert adapter.stats.malformed == 1
+    assert book.to_dicts() == ({100.0: 2.0, 100.5: 1.0}, {101.0: 3.0})  # not even the good first level
+    assert book.update_id == 105
+
+    adapter.on_ws(_diff(106, 107, '[["100.5","0"]]', '[ ["100.9","4"] ]', levels_first=True), 4)  # whitespace too
+
+    assert book.to_dicts() == ({100.0: 2.0}, {100.9: 4.0, 101.0: 3.0})
+    assert book.update_id == 107
+    assert len([e for e in events if isinstance(e, BookUpdate)]) == updates + 1
+    assert adapter.stats.gaps["BTCUSDT"] == 0
