@@ -40,7 +40,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import orjson
 import structlog
@@ -95,16 +94,8 @@ def run_ours(case: Case, recording: Path, settings: BotSettings) -> Result:
     feed = OfflineFeed(settings, {case.venue: case.symbols}, bus.publish)
     rings = RingSet(settings.ring, feed.book, [(case.venue, s) for s in case.symbols])
     rings.attach(bus)
-    on_time = rings.on_time
-
-    def ticked(rows: Iterator[Any]) -> Iterator[Any]:
-        """Tick the grids at each record's receive time before the adapter sees it, as a replay driver does."""
-        for row in rows:
-            on_time(row[0])
-            yield row
-
     t0 = time.process_time()
-    feed.run(ticked(iter_rows(recording, venues=[case.venue.value])))
+    feed.run(iter_rows(recording, venues=[case.venue.value]), clock=rings)  # grids ticked before every record
     dt = time.process_time() - t0
     stats = feed.adapters[case.venue].stats
     return Result(dt, stats.level_updates, stats.messages)

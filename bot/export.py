@@ -56,7 +56,7 @@ from bot.events import BookHealth, BookState, BookUpdate, Event, Venue
 from bot.recording import Row, iter_rows, read_manifest
 from bot.ring import LobGrid, lob_columns
 from bot.venues import make_adapter
-from bot.venues.base import Action, NeedSnapshot, Publish, Resubscribe, VenueAdapter
+from bot.venues.base import NO_CLOCK, Action, NeedSnapshot, Publish, ReplayClock, Resubscribe, VenueAdapter
 
 NS_PER_MS = 1_000_000
 WriteRow = Callable[[list[object]], object]  # csv writer's writerow
@@ -146,7 +146,7 @@ class _Lane(NamedTuple):
 
     venue: Venue
     adapter: VenueAdapter
-    on_ws_rows: Callable[[Iterable[Row]], None]
+    on_ws_rows: Callable[[Iterable[Row], ReplayClock], None]
     take_actions: Callable[[], list[Action]]
 
 
@@ -185,8 +185,9 @@ class OfflineFeed:
     def book(self, venue: Venue, symbol: str) -> OrderBook | None:
         return self.books.get((venue, symbol))
 
-    def run(self, records: Iterable[Row]) -> None:
-        """Play ``records`` in order.
+    def run(self, records: Iterable[Row], clock: ReplayClock = NO_CLOCK) -> None:
+        """Play ``records`` in order; ``clock.on_time(ts_recv)`` runs before every record it has work for
+        (the LOB grids of ``bot.ring.RingSet`` are sampled so, as in a live run: on time, not on updates).
 
         Consecutive ``ws`` records of one venue (nearly all of a recording) go to the adapter as one run
         (``on_ws_rows``: its own loop, no call per record from here), and the actions they queued are taken
@@ -201,18 +202,22 @@ class OfflineFeed:
                 stats = lane.adapter.stats
                 before = stats.messages
                 try:
-                    lane.on_ws_rows(run)
+                    lane.on_ws_rows(run, clock)
                 finally:
                     c.records += stats.messages - before  # the adapter counts every frame it is handed
                 self._act(lane, lane.take_actions())
             elif lane is not None and kind == "snapshot":
                 for ts_recv, _, _, key, raw in run:
+                    if ts_recv > clock.due:
+                        clock.on_time(ts_recv)
                     c.records += 1
                     self._snapshot(lane, key, raw, ts_recv)
                     self._act(lane, lane.take_actions())
             else:
                 k = f"{venue_name}/{kind}"
-                for _ in run:
+                for row in run:
+                    if row[0] > clock.due:
+                        clock.on_time(row[0])
                     c.records += 1
                     c.other_records[k] = c.other_records.get(k, 0) + 1
 

@@ -372,7 +372,9 @@ class RingSet:
             self._coarse[key] = LobGrid(venue, symbol, cfg.lob_interval_ms, cfg.lob_levels, cfg.lob_capacity)
             self._fine[key] = LobGrid(venue, symbol, cfg.fine_interval_ms, cfg.fine_levels, cfg.fine_capacity)
         self._levels = max(cfg.lob_levels, cfg.fine_levels)
-        self._next_tick = 0  # earliest grid time of any valid grid (ns); ticks before it are free
+        # Earliest grid time of any valid grid (ns): on_time(ts) has work only for ts > due, so a replay
+        # loop may skip the call below it (``bot.venues.base.ReplayClock``).
+        self.due = 0
         self.unknown = 0
         self.missing_book = 0
         self.ignored_not_live = 0
@@ -419,11 +421,11 @@ class RingSet:
         coarse, fine = self._coarse[key], self._fine[key]
         coarse.start(ts_ns)
         fine.start(ts_ns)
-        self._next_tick = 0  # recompute on the next tick
+        self.due = 0  # recompute on the next tick
 
     def on_time(self, ts_ns: int) -> None:
         """Time has reached ``ts_ns``: write every grid's rows for grid times strictly before it."""
-        if ts_ns <= self._next_tick:
+        if ts_ns <= self.due:
             return  # the hot path: called before every record, almost always nothing to do
         nxt = None
         for key, coarse in self._coarse.items():
@@ -439,7 +441,7 @@ class RingSet:
             for g in (coarse, fine):
                 if g.valid and (nxt is None or g.next_time < nxt):
                     nxt = g.next_time
-        self._next_tick = nxt if nxt is not None else ts_ns
+        self.due = nxt if nxt is not None else ts_ns
 
     def coarse(self, venue: Venue, symbol: str) -> LobGrid:
         return self._coarse[(venue, symbol)]

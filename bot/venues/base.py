@@ -15,7 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from bot.book import OrderBook
 from bot.config import BookConfig, VenueConfig
@@ -63,6 +63,28 @@ class FeedStats:
     buffer_overflows: dict[str, int] = field(default_factory=dict)  # diff buffer cap hit while syncing
 
 
+class ReplayClock(Protocol):
+    """Timers driven by recorded time (``bot.ring.RingSet``): a replay calls ``on_time(ts)`` before a
+    record at ``ts``, and may skip the call while ``ts <= due`` (it would do nothing). ``due`` can move
+    back (a grid starting) while records are handled, so a loop reads it again for every record."""
+
+    due: int
+
+    def on_time(self, ts_ns: int) -> None: ...
+
+
+class _NoClock:
+    """The clock of a replay without timers: never due."""
+
+    due = 2**63
+
+    def on_time(self, ts_ns: int) -> None:
+        pass
+
+
+NO_CLOCK: ReplayClock = _NoClock()
+
+
 class VenueAdapter(ABC):
     venue: Venue
     books: dict[str, OrderBook]  # one local book per canonical symbol
@@ -98,12 +120,15 @@ class VenueAdapter(ABC):
     def on_ws(self, raw: str | bytes, ts_recv: int, conn: str = "-") -> None:
         """One websocket text frame. Malformed frames are counted and dropped, never raised."""
 
-    def on_ws_rows(self, rows: Iterable[tuple[int, str, str, str, str]]) -> None:
+    def on_ws_rows(self, rows: Iterable[tuple[int, str, str, str, str]], clock: ReplayClock = NO_CLOCK) -> None:
         """``on_ws`` for a run of recorded frames, rows ``(ts_recv, venue, kind, conn, raw)`` in order (the
-        offline feed's hot loop; ``bot.recording.Row``). Same effect as one ``on_ws`` per row; an adapter
+        offline feed's hot loop; ``bot.recording.Row``), with ``clock.on_time(ts_recv)`` before each row
+        that ``clock`` has work for. Same effect as one ``on_time`` and one ``on_ws`` per row; an adapter
         may override it to handle its most common frames without a call each."""
         on_ws = self.on_ws
         for ts_recv, _, _, conn, raw in rows:
+            if ts_recv > clock.due:
+                clock.on_time(ts_recv)
             on_ws(raw, ts_recv, conn)
 
     @abstractmethod

@@ -38,7 +38,7 @@ from bot.config import INTERVALS_S, BookConfig, VenueConfig
 from bot.errors import MalformedMessage
 from bot.events import BookState, KlineClosed, Side, Trade, Venue
 from bot.venues._shared import DECODE_ERRORS, NS_PER_MS, BookAdapter
-from bot.venues.base import ConnectionSpec, NeedSnapshot, Publish
+from bot.venues.base import NO_CLOCK, ConnectionSpec, NeedSnapshot, Publish, ReplayClock
 from bot.venues.levels import Price, Size, WireLevels, parse_pair
 
 log = structlog.get_logger(__name__)
@@ -551,13 +551,15 @@ class _BinanceAdapter(BookAdapter):
         except (*DECODE_ERRORS, MalformedMessage) as e:
             self._malformed("ws", e, raw)
 
-    def on_ws_rows(self, rows: Iterable[tuple[int, str, str, str, str]]) -> None:
+    def on_ws_rows(self, rows: Iterable[tuple[int, str, str, str, str]], clock: ReplayClock = NO_CLOCK) -> None:
         """``on_ws`` for a run of recorded frames, in one loop: the routing of ``on_ws`` inlined, and frames
         of the streams skipped anyway (bookTicker: three quarters of a recorded session) counted in bulk.
-        The counts are brought up to date before any other frame is handled."""
+        The counts are brought up to date before any other frame is handled, and before the clock runs."""
         it = iter(rows)
         if not self._started:  # the first frame of the session announces the books: on_ws does that
             for ts_recv, _, _, conn, raw in it:
+                if ts_recv > clock.due:
+                    clock.on_time(ts_recv)
                 self.on_ws(raw, ts_recv, conn)
                 break
         stats = self.stats
@@ -566,6 +568,11 @@ class _BinanceAdapter(BookAdapter):
         skipped = 0
         try:
             for ts_recv, _, _, _, raw in it:
+                if ts_recv > clock.due:
+                    if skipped:
+                        self._count_ignored(skipped)
+                        skipped = 0
+                    clock.on_time(ts_recv)
                 if raw.startswith(skip):  # cheaper than the route lookup: no slice to hash
                     skipped += 1
                     continue
