@@ -6,9 +6,11 @@ For each case (a venue and its symbols from the real recordings in ``shared/data
 each on every message of the session:
 
 * **ours**: the native recording (zstd) -> ``bot.recording.iter_rows`` -> the venue adapter
-  (``make_adapter(..., live=False)``: msgspec wire decoding, sync checks, ``bot.book.OrderBook``) ->
-  ``EventBus`` -> ``RingSet`` (``LobGrid`` sampling at the configured coarse and fine grids), driven by
-  ``bot.export.OfflineFeed`` exactly as ``python -m bot books`` drives it.
+  (``make_adapter(..., live=False)``: msgspec decodes each frame's head, the compiled reader takes the
+  levels' JSON straight into ``bot.book.OrderBook``'s numba kernels; sync checks, health, events) ->
+  ``EventBus`` -> ``RingSet`` (``LobGrid`` sampling at the configured coarse and fine grids, ticked before
+  every record as a replay does), driven by ``bot.export.OfflineFeed``. The numba kernels are loaded
+  (or compiled, on a first run) before any timing.
 * **baseline**: what one would write in an afternoon: the original file (gzip or zstd lines) ->
   ``orjson.loads`` per line -> a dict book per symbol with an incrementally kept best bid/ask (deleting
   the best rescans the side), with the same sync rule (drop diffs older than the snapshot) and no grid.
@@ -45,6 +47,7 @@ import orjson
 import structlog
 import zstandard
 
+from bot.book import warm_up
 from bot.bus import EventBus
 from bot.config import BotSettings
 from bot.events import Venue
@@ -274,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: shared data not found at {shared} (use --shared DIR)", file=sys.stderr)
         return 2
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    warm_up()
     settings = bench_settings()
     with tempfile.TemporaryDirectory() as tmp:
         recs = prepare(shared, Path(tmp))
