@@ -3,7 +3,10 @@
 #   docker run --rm -it bot                       # live status against the loopback exchange
 #   docker run --rm bot make test                 # the test suite (shared data tests skip without ../shared)
 #   docker run --rm -e BOT_... bot python -m bot run --paper   # real venues (needs network)
+# PyTorch: TORCH is what pip installs for it (as in the Makefile). For a small CPU image pass the CPU wheel
+# index from pytorch.org: --build-arg TORCH="torch==2.13.0 --index-url <that index>".
 FROM python:3.11-slim
+ARG TORCH="torch==2.13.0"
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 RUN apt-get update && apt-get install -y --no-install-recommends make && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
@@ -12,7 +15,8 @@ COPY bot/ bot/
 COPY strategies/ strategies/
 COPY models/ models/
 COPY replay/ replay/
-RUN python -m venv .venv && .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[dev]' \
+RUN python -m venv .venv && .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q $TORCH \
+    && .venv/bin/pip install -q -e '.[dev]' \
     && touch .venv/.installed
 COPY . .
 RUN touch .venv/.installed && .venv/bin/python -c 'from bot.book import warm_up; warm_up()'  # numba's cache
