@@ -5,10 +5,12 @@ Venue spellings stay in this file: lower-case stream names (``btcusdt@depth@100m
 
 Frames arrive as a combined-stream envelope ``{"stream": ..., "data": ...}`` (what ``connections``
 asks for) or as raw payloads (``/ws/<stream>``). The hot path reads the stream name at the front of the
-frame, looks it up in a table built from the config and decodes the whole frame in one pass with the
-typed decoder of that stream (msgspec, lax mode: decimal strings become floats in C). Anything else
-(raw payloads, unknown streams, key orders other than Binance's) takes ``parse_frame``, which decides
-by key and stream name, never by position. A frame that does not decode is counted and dropped.
+frame, looks it up in a table built from the config and decodes the frame with the typed decoder of
+that stream (msgspec, lax mode: decimal strings become floats in C). A diff-depth frame is decoded up
+to its levels only (``depth_text``); the levels' JSON goes to the book as text (``bot.venues.levels``).
+Anything else (raw payloads, unknown streams, key orders other than Binance's) takes ``parse_frame``,
+which decides by key and stream name, never by position. A frame that does not decode is counted and
+dropped; so is a diff whose levels are malformed, with the book left as it was.
 
 Book sync follows the official procedures exactly (``shared/PROTOCOLS.md`` 2.4 and 3.4):
 

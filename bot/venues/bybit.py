@@ -8,7 +8,8 @@ pongs). The key order differs between the spot and linear connections (``"topic"
 ``"topic","type","ts"``; spot klines even start with ``"type"``), so frames are parsed by key only: the
 hot path merely *looks* for the topic near the front to pick the typed decoder, and the decoder itself
 matches keys. Prices are decimal strings, not zero-padded on spot (``"65140"``), decoded straight to
-floats. A frame that does not decode is counted and dropped.
+floats; an orderbook frame's levels are kept as JSON text for the book (``bot.venues.levels``). A frame
+that does not decode is counted and dropped (a delta with malformed levels too, the book untouched).
 
 Book sync (``shared/PROTOCOLS.md`` 1.4): a ``snapshot`` resets the book, always (Bybit resends one
 after a back-end restart, possibly with ``u == 1``; level-1 books push snapshots only, repeating ``u``);

@@ -3,16 +3,16 @@
 Both venues send a message's price levels as a JSON array of two decimal strings each. They are most of
 a depth frame's bytes and nearly all of the work of decoding one: through msgspec (its lax mode turns
 the strings into floats in C) a level still becomes a tuple and two Python floats, about 0.5 us, only
-to be unpacked again by the book. Here the adapters decode the frame with the levels left raw
-(``msgspec.Raw``), and a compiled loop reads the levels straight into the array the book
-(``bot.book``) takes.
+to be unpacked again by the book. So the adapters keep the levels as JSON text, and a compiled loop
+(``bot.book_kernels.read_levels``) reads them: straight into the book on the hot path
+(``OrderBook.apply_json``), into arrays here (diffs buffered while a book syncs, snapshots, tests).
 
-The fast path reads only the exact shape the venues send: no whitespace, every number a quoted string of
-digits with at most one ``.`` and at most 15 digits. Such a number is ``digits / 10**decimals`` with both
-terms exact in a float64, so one division gives the correctly rounded value: the same float
-``float("61824.00000000")`` gives, bit for bit. Anything else (whitespace, exponents, signs, long
-numbers, leading zeros, a zero price, broken JSON) goes to msgspec with the original types and bounds, which returns
-the same levels or raises the same error as before (``parse_levels``).
+That loop reads only the exact shape the venues send: no whitespace, every number a quoted string of
+digits with at most one ``.`` and at most 15 digits, JSON's number grammar otherwise. Such a number is
+``digits / 10**decimals`` with both terms exact in a float64, so one division gives the correctly rounded
+value: the float ``float("61824.00000000")`` gives, bit for bit. Anything else (whitespace, exponents,
+signs, long numbers, leading zeros, a zero price, broken JSON) goes to msgspec with the wire types and
+bounds below, which returns the same levels or raises the error the frame deserves.
 """
 
 from __future__ import annotations

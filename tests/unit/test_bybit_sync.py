@@ -317,3 +317,26 @@ def test_live_book_goes_stale_without_updates_and_back(session: dict[str, list[F
         (BookState.LIVE, "updates flowing again"),
     ]
     assert adapter.states["BTCUSDT"] is BookState.SYNCING  # never LIVE: not marked stale
+
+
+def _linear_frame(kind: str, u: int, bids: str, asks: str) -> str:
+    return (
+        f'{{"topic":"orderbook.200.BTCUSDT","type":"{kind}","ts":1786310819154,"data":{{"s":"BTCUSDT",'
+        f'"b":{bids},"a":{asks},"u":{u},"seq":1}},"cts":1786310819145}}'
+    )
+
+
+def test_a_delta_with_malformed_levels_is_dropped_whole_and_the_next_one_is_a_gap() -> None:
+    adapter, _ = _adapter(LINEAR)
+    adapter.on_ws(_linear_frame("snapshot", 10, '[["100","2"]]', '[["101","3"]]'), 1)
+    adapter.on_ws(_linear_frame("delta", 11, '[["100.5","1"]]', '[ ["101","0"], ["102","1"] ]'), 2)  # msgspec's path
+    book = adapter.books["BTCUSDT"]
+    assert book.to_dicts() == ({100.0: 2.0, 100.5: 1.0}, {102.0: 1.0})
+
+    adapter.on_ws(_linear_frame("delta", 12, '[["99","1"]]', '[["-1","1"]]'), 3)
+
+    assert adapter.stats.malformed == 1
+    assert book.to_dicts() == ({100.0: 2.0, 100.5: 1.0}, {102.0: 1.0})  # its good bid was not applied either
+    adapter.on_ws(_linear_frame("delta", 13, "[]", '[["103","1"]]'), 4)
+    assert adapter.stats.gaps["BTCUSDT"] == 1
+    assert adapter.states["BTCUSDT"] is BookState.RESYNCING
