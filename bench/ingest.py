@@ -5,7 +5,7 @@
 For each case (a venue and its symbols from the real recordings in ``shared/data``) two pipelines run,
 each on every message of the session:
 
-* **ours**: the native recording (zstd) -> ``bot.recording.iter_rows`` -> the venue adapter
+* **ours**: the native recording (zstd) -> ``bot.recording.iter_blocks`` -> the venue adapter
   (``make_adapter(..., live=False)``: msgspec decodes each frame's head, the compiled reader takes the
   levels' JSON straight into ``bot.book.OrderBook``'s numba kernels; sync checks, health, events) ->
   ``EventBus`` -> ``RingSet`` (``LobGrid`` sampling at the configured coarse and fine grids, ticked before
@@ -53,7 +53,7 @@ from bot.config import BotSettings
 from bot.events import Venue
 from bot.export import OfflineFeed
 from bot.importers import convert
-from bot.recording import iter_records, iter_rows
+from bot.recording import iter_blocks, iter_records
 from bot.ring import RingSet
 
 HFT = "hftbacktest/examples"
@@ -98,7 +98,7 @@ def run_ours(case: Case, recording: Path, settings: BotSettings) -> Result:
     rings = RingSet(settings.ring, feed.book, [(case.venue, s) for s in case.symbols])
     rings.attach(bus)
     t0 = time.process_time()
-    feed.run(iter_rows(recording, venues=[case.venue.value]), clock=rings)  # grids ticked before every record
+    feed.run_blocks(iter_blocks(recording, venues=[case.venue.value]), clock=rings)  # grids ticked before every record
     dt = time.process_time() - t0
     stats = feed.adapters[case.venue].stats
     return Result(dt, stats.level_updates, stats.messages)

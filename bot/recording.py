@@ -251,24 +251,45 @@ Row = tuple[int, str, str, str, str]  # a Record's fields as a plain tuple: (ts_
 _BLOCK_BYTES = 1 << 16  # decompressed bytes per read: a block of lines stays in the CPU cache
 
 
+class Block(NamedTuple):
+    """Consecutive records as columns: the rows are ``zip(*block)``."""
+
+    ts: list[int]
+    venue: list[str]
+    kind: list[str]
+    key: list[str]
+    raw: list[str]
+
+
 def iter_rows(path: Path, *, venues: Iterable[str] | None = None) -> Iterator[Row]:
     """``iter_records`` as plain tuples, for loops that unpack every record (``bot books``, replay).
 
     Same records, same order, same errors; several times faster, because a record costs a few C-level
     steps instead of a line of Python (and a tuple instead of a ``Record``, whose constructor is a
-    Python-level call). Each block of ~64 KiB of lines is split into its five columns with one
-    ``str.split`` (newlines turned into tabs first) and zipped back into tuples, after two checks on the
-    block as a whole: every kind is a known kind and every timestamp an integer. A line with a tab too
-    few or too many shifts every later field of its block, so the timestamp column would then hold venue
-    names, keys or JSON and the kind column anything but kinds: those checks catch it. A block that fails
-    a check is parsed line by line, which yields the good lines before the bad one and names it, exactly
-    as ``parse_line`` does (a fifth tab, which a writer never writes, stays in the raw text as before).
+    Python-level call). Made of ``iter_blocks``.
+    """
+    return chain.from_iterable(zip(*b, strict=True) for b in iter_blocks(path, venues=venues))
+
+
+def iter_blocks(path: Path, *, venues: Iterable[str] | None = None) -> Iterator[Block]:
+    """``iter_rows`` a block of lines at a time, as columns: for loops that need only some columns (the
+    offline feed: receive time, connection, raw text), which can then zip just those (a tuple per record
+    that ``zip`` reuses) instead of the five.
+
+    Each block of ~64 KiB of lines is split into its five columns with one ``str.split`` (newlines
+    turned into tabs first), after two checks on the block as a whole: every kind is a known kind and
+    every timestamp an integer. A line with a tab too few or too many shifts every later field of its
+    block, so the timestamp column would then hold venue names, keys or JSON and the kind column anything
+    but kinds: those checks catch it. A block that fails a check is parsed line by line and yielded a
+    record at a time, the good lines before the bad one, which raises naming it exactly as ``parse_line``
+    does (a fifth tab, which a writer never writes, stays in the raw text as before). Blocks are never
+    empty.
     """
     keep = frozenset(venues) if venues is not None else None
-    return chain.from_iterable(_row_batches(Path(path), keep))
+    return _blocks(Path(path), keep)
 
 
-def _row_batches(path: Path, keep: frozenset[str] | None) -> Iterator[Iterable[Row]]:
+def _blocks(path: Path, keep: frozenset[str] | None) -> Iterator[Block]:
     expected = _closed_part_counts(path)
     only = next(iter(keep)) if keep is not None and len(keep) == 1 else None
     for part in part_files(path):
@@ -276,10 +297,10 @@ def _row_batches(path: Path, keep: frozenset[str] | None) -> Iterator[Iterable[R
         for text in _line_blocks(part):
             cols = _columns(text)
             if cols is None:  # a damaged or foreign line somewhere in the block: line by line
-                for row in _parse_lines(text, part.name, lines):
+                for ts, venue_, kind, key, raw in _parse_lines(text, part.name, lines):
                     count += 1
-                    if keep is None or row[1] in keep:
-                        yield (row,)
+                    if keep is None or venue_ in keep:
+                        yield Block([ts], [venue_], [kind], [key], [raw])
                 lines += text.count("\n")
                 continue
             n = len(cols[0])
@@ -287,9 +308,11 @@ def _row_batches(path: Path, keep: frozenset[str] | None) -> Iterator[Iterable[R
             lines += n
             venue = cols[1]
             if keep is None or (only is not None and venue.count(only) == n) or keep.issuperset(venue):
-                yield zip(*cols, strict=True)
+                yield Block(*cols)
             else:
-                yield compress(zip(*cols, strict=True), map(keep.__contains__, venue))
+                mask = list(map(keep.__contains__, venue))
+                if any(mask):
+                    yield Block(*[list(compress(c, mask)) for c in cols])  # type: ignore[arg-type]
         want = expected.get(part.name)
         if want is not None and count != want:
             # A truncated zstd frame reads as a clean end of data: only the count can tell.

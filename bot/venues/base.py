@@ -121,12 +121,21 @@ class VenueAdapter(ABC):
         """One websocket text frame. Malformed frames are counted and dropped, never raised."""
 
     def on_ws_rows(self, rows: Iterable[tuple[int, str, str, str, str]], clock: ReplayClock = NO_CLOCK) -> None:
-        """``on_ws`` for a run of recorded frames, rows ``(ts_recv, venue, kind, conn, raw)`` in order (the
-        offline feed's hot loop; ``bot.recording.Row``), with ``clock.on_time(ts_recv)`` before each row
-        that ``clock`` has work for. Same effect as one ``on_time`` and one ``on_ws`` per row; an adapter
-        may override it to handle its most common frames without a call each."""
+        """``on_ws`` for a run of recorded frames, rows ``(ts_recv, venue, kind, conn, raw)`` in order
+        (``bot.recording.Row``), with ``clock.on_time(ts_recv)`` before each row that ``clock`` has work
+        for: the same as one ``on_time`` and one ``on_ws`` per row."""
         on_ws = self.on_ws
         for ts_recv, _, _, conn, raw in rows:
+            if ts_recv > clock.due:
+                clock.on_time(ts_recv)
+            on_ws(raw, ts_recv, conn)
+
+    def on_ws_block(self, ts: list[int], conns: list[str], raws: list[str], clock: ReplayClock = NO_CLOCK) -> None:
+        """``on_ws_rows`` for a block of recorded frames as columns (``bot.recording.Block``: receive
+        times, connections, raw texts): the offline feed's hot loop. An adapter may override it to handle
+        its most common frames without a call each."""
+        on_ws = self.on_ws
+        for ts_recv, conn, raw in zip(ts, conns, raws, strict=True):
             if ts_recv > clock.due:
                 clock.on_time(ts_recv)
             on_ws(raw, ts_recv, conn)

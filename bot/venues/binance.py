@@ -27,7 +27,7 @@ Book sync follows the official procedures exactly (``shared/PROTOCOLS.md`` 2.4 a
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -553,13 +553,13 @@ class _BinanceAdapter(BookAdapter):
         except (*DECODE_ERRORS, MalformedMessage) as e:
             self._malformed("ws", e, raw)
 
-    def on_ws_rows(self, rows: Iterable[tuple[int, str, str, str, str]], clock: ReplayClock = NO_CLOCK) -> None:
-        """``on_ws`` for a run of recorded frames, in one loop: the routing of ``on_ws`` inlined, and frames
+    def on_ws_block(self, ts: list[int], conns: list[str], raws: list[str], clock: ReplayClock = NO_CLOCK) -> None:
+        """``on_ws`` for a block of recorded frames, in one loop: the routing of ``on_ws`` inlined, and frames
         of the streams skipped anyway (bookTicker: three quarters of a recorded session) counted in bulk.
         The counts are brought up to date before any other frame is handled, and before the clock runs."""
-        it = iter(rows)
+        it = zip(ts, conns, raws, strict=True)
         if not self._started:  # the first frame of the session announces the books: on_ws does that
-            for ts_recv, _, _, conn, raw in it:
+            for ts_recv, conn, raw in it:
                 if ts_recv > clock.due:
                     clock.on_time(ts_recv)
                 self.on_ws(raw, ts_recv, conn)
@@ -569,7 +569,7 @@ class _BinanceAdapter(BookAdapter):
         skip = self._skip_heads
         skipped = 0
         try:
-            for ts_recv, _, _, _, raw in it:
+            for ts_recv, _, raw in it:
                 if ts_recv > clock.due:
                     if skipped:
                         self._count_ignored(skipped)

@@ -1,9 +1,10 @@
 """The offline feed's replay clock: grids ticked inside the adapters' loops equal grids ticked per record.
 
-``OfflineFeed.run(records, clock=rings)`` lets the adapter loops call ``rings.on_time`` only for records
-past ``rings.due``. The reference below calls ``on_time`` before every record and hands the adapters one
-frame at a time through ``on_ws`` (no batched loop at all). Both run the embedded demo recording (all
-four markets, shipped in the repository), so the grids, books and counters must come out identical.
+``OfflineFeed.run_blocks(blocks, clock=rings)`` hands column blocks to the adapters' own loops, which
+call ``rings.on_time`` only for records past ``rings.due``. The reference below calls ``on_time`` before
+every record and hands the adapters one frame at a time through ``on_ws`` (no batched loop at all). Both
+run the embedded demo recording (all four markets, shipped in the repository), so the grids, books and
+counters must come out identical.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from bot.bus import EventBus
 from bot.config import BotSettings
 from bot.events import Venue
 from bot.export import OfflineFeed
-from bot.recording import Row, iter_rows, read_manifest
+from bot.recording import Row, iter_blocks, iter_rows, read_manifest
 from bot.ring import RingSet
 from bot.sim.cli import DEMO_DIR
 
@@ -34,7 +35,7 @@ def _run(per_record: bool) -> tuple[OfflineFeed, RingSet]:
     rings = RingSet(settings.ring, feed.book, [(v, s) for v, ss in symbols.items() for s in ss])
     rings.attach(bus)
     if not per_record:
-        feed.run(iter_rows(RECORDING), clock=rings)
+        feed.run_blocks(iter_blocks(RECORDING), clock=rings)
         return feed, rings
 
     def one_by_one(rows: Iterator[Row]) -> Iterator[Row]:
