@@ -204,7 +204,7 @@ class OrderBook:
         if n <= 0:
             return [], []
         if n > self._keep:  # from now on keep enough sorted prices for this reader
-            self._resize(self._room, n)
+            self._resize(self._room, n)  # the same hash size (its room), a longer sorted list
         out = np.empty((2, n, 2))
         nb, na = k.top(self._st, out)
         return [(p, q) for p, q in out[0, :nb].tolist()], [(p, q) for p, q in out[1, :na].tolist()]
