@@ -646,7 +646,7 @@ class _BinanceAdapter(BookAdapter):
         self._depth(ev, symbol, ts_recv)
 
     def _depth(self, ev: DepthUpdate | DepthText, symbol: str, ts_recv: int) -> None:
-        """One diff: raw from the hot path (its levels are read only if it is applied or kept), or parsed."""
+        """One diff: from the hot path with its levels still text (read when applied or kept), or parsed."""
         st = self._sync[symbol]
         st.last_event_ms = ev.E
         if not st.synced:
@@ -657,8 +657,9 @@ class _BinanceAdapter(BookAdapter):
             self.stats.dropped_stale[symbol] = self.stats.dropped_stale.get(symbol, 0) + 1
             return
         if not self._chained(ev, book.update_id):
+            keep = [_parsed(ev)]  # first: a frame with malformed levels raises here, before anything counts
             self.stats.gaps[symbol] += 1
-            self._restart(symbol, st, [_parsed(ev)], f"gap after update {book.update_id}", ts_recv)
+            self._restart(symbol, st, keep, f"gap after update {book.update_id}", ts_recv)
             return
         self._apply(symbol, st, book, ev, ts_recv)
 
