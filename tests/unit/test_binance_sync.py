@@ -487,3 +487,16 @@ def test_in_sync_a_frame_with_malformed_levels_is_dropped_whole_and_other_key_or
     assert book.update_id == 107
     assert len([e for e in events if isinstance(e, BookUpdate)]) == updates + 1
     assert adapter.stats.gaps["BTCUSDT"] == 0
+
+
+def test_a_gap_frame_with_malformed_levels_counts_as_malformed_only_and_the_book_stays_in_sync() -> None:
+    adapter, _ = _adapter(BinanceSpotAdapter, "depth@100ms")
+    adapter.on_ws(_diff(100, 105, '[["100.5","1"]]', "[]"), 1)
+    adapter.on_snapshot("BTCUSDT", '{"lastUpdateId":100,"bids":[["100","2"]],"asks":[["101","3"]]}', 2)
+
+    adapter.on_ws(_diff(110, 111, '[["abc","1"]]', "[]"), 3)  # a gap, and unreadable
+
+    assert (adapter.stats.malformed, adapter.stats.gaps["BTCUSDT"]) == (1, 0)
+    assert adapter.states["BTCUSDT"] is BookState.LIVE
+    adapter.on_ws(_diff(106, 106, '[["99","1"]]', "[]"), 4)
+    assert adapter.books["BTCUSDT"].update_id == 106
