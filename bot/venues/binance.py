@@ -386,11 +386,17 @@ def to_best_quote(t: BookTicker) -> BestQuote:
     return BestQuote(t.s, t.u, t.b, t.B, t.a, t.A, t.E * NS_PER_MS)
 
 
+# Enum members read once: ``Side.SELL`` is a class attribute lookup through the enum machinery (~0.1 us),
+# paid per trade and per depth message otherwise.
+_SELL, _BUY = Side.SELL, Side.BUY
+_STALE = BookState.STALE
+
+
 def to_trade(venue: Venue, symbol: str, t: WireTrade, ts_recv: int) -> Trade:
     """``m`` (buyer is maker) means the taker sold."""
     return Trade(
         ts_event=t.T * NS_PER_MS, ts_recv=ts_recv, venue=venue, symbol=symbol, price=t.p, size=t.q,
-        taker_side=Side.SELL if t.m else Side.BUY, trade_id=str(t.t),
+        taker_side=_SELL if t.m else _BUY, trade_id=str(t.t),
     )
 
 
@@ -693,7 +699,7 @@ class _BinanceAdapter(BookAdapter):
                 self._restart(symbol, st, [], "crossed book", ts_recv)
                 return False
         self._publish_top(symbol, book, ts_recv)
-        if self.states[symbol] is BookState.STALE:
+        if self.states[symbol] is _STALE:
             self._set_state(symbol, BookState.LIVE, "updates flowing again", ts_recv)
         return True
 

@@ -280,6 +280,7 @@ _OP = msgspec.json.Decoder(OpMsg, strict=False)
 _ANY = msgspec.json.Decoder(dict[str, Any])
 _REST_KLINES = msgspec.json.Decoder(RestKlines, strict=False)
 _NAN = float("nan")
+_BUY, _SELL, _LIVE = Side.BUY, Side.SELL, BookState.LIVE  # enum members read once (per trade, per delta)
 
 Wire = OrderBookMsg | TradeMsg | KlineMsg | TickerMsg | OpMsg
 _TOPIC_TYPES: dict[str, type] = {
@@ -327,7 +328,7 @@ def to_trades(venue: Venue, symbol: str, msg: TradeMsg, ts_recv: int) -> list[Tr
     return [
         Trade(
             ts_event=t.T * NS_PER_MS, ts_recv=ts_recv, venue=venue, symbol=symbol, price=t.p, size=t.v,
-            taker_side=Side.BUY if t.S == "Buy" else Side.SELL, trade_id=t.i,
+            taker_side=_BUY if t.S == "Buy" else _SELL, trade_id=t.i,
         )
         for t in msg.data
     ]
@@ -531,7 +532,7 @@ class _BybitAdapter(BookAdapter):
                 return
         self.synced[symbol] = True
         self._publish_top(symbol, book, ts_recv, snapshot=snapshot)
-        if self.states[symbol] is not BookState.LIVE:
+        if self.states[symbol] is not _LIVE:
             self._set_state(symbol, BookState.LIVE, "in sync" if snapshot else "updates flowing again", ts_recv)
 
     def _resync(self, symbol: str, reason: str, ts_recv: int) -> None:
