@@ -176,7 +176,6 @@ class OrderBook:
         st = np.zeros((2, k.HEADER + 2 * slots + 2 * keep + 1))
         st[:, k.H_SLOTS] = slots
         st[:, k.H_SHIFT] = 64 - (slots.bit_length() - 1)
-        st[:, k.H_LIST] = 2 * keep + 1
         st[:, k.H_KEEP] = keep
         st[:, k.H_FLOOR] = -np.inf
         st[:, k.H_MAX] = self.max_levels

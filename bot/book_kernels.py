@@ -39,15 +39,14 @@ from numba import njit
 # header fields of a side's row (integers stored as floats)
 H_SLOTS = 0  # hash slots (a power of two)
 H_SHIFT = 1  # 64 - log2(slots): the hash uses the top bits of a 64-bit product
-H_LIST = 2  # room in the sorted list: 2 * keep + 1
-H_KEEP = 3  # the list's size after a cut (the largest top(n) asked for, at least 64)
-H_N = 4  # levels in the side
-H_CN = 5  # entries in the sorted list
-H_FLOOR = 6  # the list holds exactly the keys >= this (-inf: the whole side)
-H_MAX = 7  # max_levels: the far end beyond this many levels is dropped...
-H_TRIM_AT = 8  # ...once the side holds more than this many (a batch at a time)
-H_TRIMMED = 9  # levels dropped by trimming, cumulative
-HEADER = 10
+H_KEEP = 2  # the list's size after a cut (the largest top(n) asked for, at least 64)
+H_N = 3  # levels in the side
+H_CN = 4  # entries in the sorted list
+H_FLOOR = 5  # the list holds exactly the keys >= this (-inf: the whole side)
+H_MAX = 6  # max_levels: the far end beyond this many levels is dropped...
+H_TRIM_AT = 7  # ...once the side holds more than this many (a batch at a time)
+H_TRIMMED = 8  # levels dropped by trimming, cumulative
+HEADER = 9
 
 _POW10 = np.array([10.0**i for i in range(16)])
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: 2^64 / golden ratio
