@@ -53,7 +53,7 @@ from bot.config import BotSettings
 from bot.events import Venue
 from bot.export import OfflineFeed
 from bot.importers import convert
-from bot.recording import iter_blocks, iter_records
+from bot.recording import iter_frames, iter_records
 from bot.ring import RingSet
 
 HFT = "hftbacktest/examples"
@@ -98,7 +98,7 @@ def run_ours(case: Case, recording: Path, settings: BotSettings) -> Result:
     rings = RingSet(settings.ring, feed.book, [(case.venue, s) for s in case.symbols])
     rings.attach(bus)
     t0 = time.process_time()
-    feed.run_blocks(iter_blocks(recording, venues=[case.venue.value]), clock=rings)  # grids ticked before every record
+    feed.run_frames(iter_frames(recording, venues=[case.venue.value]), clock=rings)  # grids ticked before every record
     dt = time.process_time() - t0
     stats = feed.adapters[case.venue].stats
     return Result(dt, stats.level_updates, stats.messages)

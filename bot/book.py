@@ -234,14 +234,20 @@ class OrderBook:
 
 
 def warm_up() -> float:
-    """Load the compiled kernels (book and level reader) now, not on the first market data message.
+    """Load the compiled kernels (book, level reader, recording scanner and frame router) now, not on the
+    first market data message.
 
     The first call after an install compiles them (about 20 s on a small machine; ``make setup`` does
     it); later processes load numba's on-disk cache in well under a second. Returns the seconds taken.
     """
+    from bot import recording_kernels as rk
     from bot.venues.levels import parse_pair  # here: bot.venues imports this module
 
     t0 = time.perf_counter()
+    line = np.frombuffer(b'1\tbinance_spot\tws\t-\t{"stream":"a"}\n', np.uint8)
+    nl = np.flatnonzero(line == 10)
+    _, off, _, _, _ = rk.scan(line, nl)
+    rk.route(line, off[3], nl, 11, line, np.array([0, 5], np.int64))
     b, a = parse_pair(msgspec.Raw(b'[["2.5","1"]]'), msgspec.Raw(b'[["2.4","1"]]'))
     book = OrderBook("warm", "UP", max_levels=10)
     book.reset([(1.0, 1.0), (2.0, 1.0)], [(3.0, 1.0)], 1, 0)

@@ -53,7 +53,7 @@ from bot.book import OrderBook
 from bot.config import BotSettings, load_settings
 from bot.errors import BotError, ConfigError, InvariantViolation
 from bot.events import BookHealth, BookState, BookUpdate, Event, Venue
-from bot.recording import Block, Row, iter_blocks, read_manifest
+from bot.recording import Block, Frames, Row, iter_frames, read_manifest
 from bot.ring import LobGrid, lob_columns
 from bot.venues import make_adapter
 from bot.venues.base import NO_CLOCK, Action, NeedSnapshot, Publish, ReplayClock, Resubscribe, VenueAdapter
@@ -147,7 +147,7 @@ class _Lane(NamedTuple):
     venue: Venue
     adapter: VenueAdapter
     on_ws_rows: Callable[[Iterable[Row], ReplayClock], None]
-    on_ws_block: Callable[[list[int], list[str], list[str], ReplayClock], None]
+    on_ws_frames: Callable[[Frames, ReplayClock], None]
     take_actions: Callable[[], list[Action]]
 
 
@@ -182,7 +182,7 @@ class OfflineFeed:
             for s in syms:
                 self.books[(venue, s)] = books[s]
             self._lanes[venue.value] = _Lane(
-                venue, adapter, adapter.on_ws_rows, adapter.on_ws_block, adapter.take_actions
+                venue, adapter, adapter.on_ws_rows, adapter.on_ws_frames, adapter.take_actions
             )
 
     def book(self, venue: Venue, symbol: str) -> OrderBook | None:
@@ -224,25 +224,27 @@ class OfflineFeed:
                     c.records += 1
                     c.other_records[k] = c.other_records.get(k, 0) + 1
 
-    def run_blocks(self, blocks: Iterable[Block], clock: ReplayClock = NO_CLOCK) -> None:
-        """``run`` for ``bot.recording.iter_blocks``: a block of one venue's websocket frames (nearly every
-        block of a recording) goes to that venue's adapter as columns (``on_ws_block``), which zips only
-        the three it needs; any other block is played as rows."""
+    def run_frames(self, items: Iterable[Frames | Block], clock: ReplayClock = NO_CLOCK) -> None:
+        """``run`` for ``bot.recording.iter_frames``: a venue's websocket frames (nearly every record of a
+        recording) go to its adapter as they lie in the decompressed block (``on_ws_frames``); any other
+        block is played as rows."""
         c = self.counters
         lanes = self._lanes
-        for b in blocks:
-            n = len(b.ts)
-            lane = lanes.get(b.venue[0])
-            if lane is not None and b.kind.count("ws") == n and b.venue.count(b.venue[0]) == n:
-                stats = lane.adapter.stats
-                before = stats.messages
-                try:
-                    lane.on_ws_block(b.ts, b.key, b.raw, clock)
-                finally:
-                    c.records += stats.messages - before  # the adapter counts every frame it is handed
-                self._act(lane, lane.take_actions())
-            else:
-                self.run(zip(*b, strict=True), clock)
+        for item in items:
+            if type(item) is not Frames:
+                self.run(zip(*item, strict=True), clock)
+                continue
+            lane = lanes.get(item.venue)
+            if lane is None:  # a venue not replayed: counted, and its receive times still move the clock
+                self.run(((t, item.venue, "ws", "", "") for t in item.ts.tolist()), clock)
+                continue
+            stats = lane.adapter.stats
+            before = stats.messages
+            try:
+                lane.on_ws_frames(item, clock)
+            finally:
+                c.records += stats.messages - before  # the adapter counts every frame it is handed
+            self._act(lane, lane.take_actions())
 
     def _act(self, lane: _Lane, actions: list[Action]) -> None:
         for action in actions:
@@ -292,8 +294,8 @@ class BooksExport:
             key = (ev.venue, ev.symbol)
             self.grids[key].health(ev.state, self.feed.books[key])
 
-    def run(self, blocks: Iterable[Block]) -> None:
-        self.feed.run_blocks(blocks)
+    def run(self, items: Iterable[Frames | Block]) -> None:
+        self.feed.run_frames(items)
         for g in self.grids.values():
             g.finish()
 
@@ -383,7 +385,7 @@ def export_books(
     try:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             exp = BooksExport(settings, books, interval_ms, levels, fh)
-            exp.run(iter_blocks(recording, venues={v.value for v in books}))
+            exp.run(iter_frames(recording, venues={v.value for v in books}))
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)

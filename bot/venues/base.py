@@ -15,11 +15,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from bot.book import OrderBook
 from bot.config import BookConfig, VenueConfig
 from bot.events import BookState, Event, KlineClosed, Venue
+
+if TYPE_CHECKING:
+    from bot.recording import Frames
 
 Publish = Callable[[Event], None]
 
@@ -130,15 +133,17 @@ class VenueAdapter(ABC):
                 clock.on_time(ts_recv)
             on_ws(raw, ts_recv, conn)
 
-    def on_ws_block(self, ts: list[int], conns: list[str], raws: list[str], clock: ReplayClock = NO_CLOCK) -> None:
-        """``on_ws_rows`` for a block of recorded frames as columns (``bot.recording.Block``: receive
-        times, connections, raw texts): the offline feed's hot loop. An adapter may override it to handle
-        its most common frames without a call each."""
+    def on_ws_frames(self, frames: Frames, clock: ReplayClock = NO_CLOCK) -> None:
+        """``on_ws_rows`` for recorded frames left in their decompressed block (``bot.recording.Frames``):
+        the offline feed's hot loop. Each frame goes to ``on_ws`` as bytes (the recorded text, ASCII). An
+        adapter may override it to skip or route its frames without looking at each one in Python."""
         on_ws = self.on_ws
-        for ts_recv, conn, raw in zip(ts, conns, raws, strict=True):
+        data = frames.data
+        cols = (frames.ts.tolist(), frames.key.tolist(), frames.raw.tolist(), frames.end.tolist())
+        for ts_recv, k, r, e in zip(*cols, strict=True):
             if ts_recv > clock.due:
                 clock.on_time(ts_recv)
-            on_ws(raw, ts_recv, conn)
+            on_ws(data[r:e], ts_recv, data[k : r - 1].decode())
 
     @abstractmethod
     def on_snapshot(self, symbol: str, raw: str | bytes, ts_recv: int) -> None: ...

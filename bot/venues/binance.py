@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 import msgspec
 import numpy as np
@@ -39,9 +39,13 @@ from bot.book import OrderBook, as_levels
 from bot.config import INTERVALS_S, BookConfig, VenueConfig
 from bot.errors import MalformedMessage
 from bot.events import BookState, KlineClosed, Side, Trade, Venue
+from bot.recording_kernels import route
 from bot.venues._shared import DECODE_ERRORS, NS_PER_MS, BookAdapter
 from bot.venues.base import NO_CLOCK, ConnectionSpec, NeedSnapshot, Publish, ReplayClock
 from bot.venues.levels import Price, Size, WireLevels, parse_pair
+
+if TYPE_CHECKING:
+    from bot.recording import Frames
 
 log = structlog.get_logger(__name__)
 
@@ -407,21 +411,22 @@ def _parsed(ev: DepthUpdate | DepthText) -> DepthUpdate:
     return DepthUpdate.from_text(ev) if type(ev) is DepthText else ev  # type: ignore[return-value]
 
 
-def depth_text(frame: str) -> DepthText | None:
+def depth_text(frame: str | bytes) -> DepthText | None:
     """A combined-stream diff frame split into its head (decoded) and its two levels arrays (kept as text).
 
     Binance writes the levels last (``...,"u":50093241266,"b":[...],"a":[...]}}``), so the head is the
     frame up to ``,"b":[`` closed with ``}}``: msgspec decodes that small document (the types and bounds
     of every head field checked as before) without walking the levels, which are most of the bytes.
     The levels' JSON is then read once, by the book. None if the frame is not laid out that way (another
-    key order, say): the caller decodes it whole.
+    key order, say): the caller decodes it whole. Text frames are read as their UTF-8 bytes.
     """
-    i = frame.find(',"b":[')
-    j = frame.find('],"a":[', i)
-    if i < 0 or j < 0 or not frame.endswith("]}}"):
+    b = frame.encode() if isinstance(frame, str) else frame
+    i = b.find(b',"b":[')
+    j = b.find(b'],"a":[', i)
+    if i < 0 or j < 0 or not b.endswith(b"]}}"):
         return None
-    h = _ENV_HEAD.decode(frame[:i] + "}}").data
-    return DepthText(h.E, h.s, h.U, h.u, frame[i + 5 : j + 1].encode(), frame[j + 6 : -2].encode(), h.T, h.pu)
+    h = _ENV_HEAD.decode(b[:i] + b"}}").data
+    return DepthText(h.E, h.s, h.U, h.u, b[i + 5 : j + 1], b[j + 6 : -2], h.T, h.pu)
 
 
 class _SymbolSync:
@@ -466,7 +471,13 @@ class _BinanceAdapter(BookAdapter):
             routes[f"{low}@bookTicker"] = (None, s)
         self._routes = {f'{{"stream":"{name}"': r for name, r in routes.items()}
         self._routes_b = {k.encode(): r for k, r in self._routes.items()}
-        self._skip_heads = tuple(head for head, (handler, _) in self._routes.items() if handler is None)
+        # The same table for on_ws_frames: heads packed for the compiled router, and per head (index + 1;
+        # 0 is "no head", which parse_frame decides) whether the frame is handled at all.
+        heads = list(self._routes_b)
+        self._heads = np.frombuffer(b"".join(heads), np.uint8)
+        self._head_bounds = np.cumsum([0, *map(len, heads)], dtype=np.int64)
+        self._head_routes = list(self._routes.values())
+        self._handled = np.array([True, *(handler is not None for handler, _ in self._head_routes)])
         self._conn_books: dict[str, tuple[str, ...]] = {c.name: c.symbols for c in self.connections()}
 
     # -- connection plan -------------------------------------------------------------------------
@@ -559,51 +570,48 @@ class _BinanceAdapter(BookAdapter):
         except (*DECODE_ERRORS, MalformedMessage) as e:
             self._malformed("ws", e, raw)
 
-    def on_ws_block(self, ts: list[int], conns: list[str], raws: list[str], clock: ReplayClock = NO_CLOCK) -> None:
-        """``on_ws`` for a block of recorded frames, in one loop: the routing of ``on_ws`` inlined, and frames
-        of the streams skipped anyway (bookTicker: three quarters of a recorded session) counted in bulk.
-        The counts are brought up to date before any other frame is handled, and before the clock runs."""
-        it = zip(ts, conns, raws, strict=True)
-        if not self._started:  # the first frame of the session announces the books: on_ws does that
-            for ts_recv, conn, raw in it:
-                if ts_recv > clock.due:
-                    clock.on_time(ts_recv)
-                self.on_ws(raw, ts_recv, conn)
-                break
+    def on_ws_frames(self, frames: Frames, clock: ReplayClock = NO_CLOCK) -> None:
+        """``on_ws`` for recorded frames, routed in one compiled pass (``bot.recording_kernels.route``: the
+        same head lookup as ``on_ws``), so the frames of streams skipped anyway (bookTicker: three quarters
+        of a recorded session) are counted without a line of Python each. The frames left are handled in
+        order, as bytes, each after ``clock.on_time`` at the latest receive time up to it: the book does not
+        change over skipped frames, so that one tick writes the rows a tick at each of them would."""
+        data = frames.data
+        ts = frames.ts
+        n = len(ts)
+        ids = route(np.frombuffer(data, np.uint8), frames.raw, frames.end, 11, self._heads, self._head_bounds)
+        todo = np.flatnonzero(self._handled[ids + 1])
+        if not self._started:  # the first frame of the session announces the books (as in on_ws)
+            self._start(int(ts[0]))
         stats = self.stats
-        routes = self._routes
-        skip = self._skip_heads
-        skipped = 0
-        try:
-            for ts_recv, _, raw in it:
-                if ts_recv > clock.due:
-                    if skipped:
-                        self._count_ignored(skipped)
-                        skipped = 0
-                    clock.on_time(ts_recv)
-                if raw.startswith(skip):  # cheaper than the route lookup: no slice to hash
-                    skipped += 1
-                    continue
-                route = routes.get(raw[: raw.find('"', 11) + 1])
-                if skipped:
-                    self._count_ignored(skipped)
-                    skipped = 0
-                stats.messages += 1
+        handlers = self._head_routes
+        done = 0  # frames counted so far
+        if len(todo):
+            # the latest receive time of each frame handled and the frames skipped right before it
+            ticks = np.maximum.reduceat(ts[: todo[-1] + 1], np.concatenate(([0], todo[:-1] + 1))).tolist()
+            cols = (todo.tolist(), ticks, ts[todo].tolist(), ids[todo].tolist(), frames.raw[todo].tolist(),
+                    frames.end[todo].tolist())  # fmt: skip
+            for i, tick, ts_recv, rid, r, e in zip(*cols, strict=True):
+                stats.messages += i + 1 - done
+                self.ignored += i - done
+                done = i + 1
+                if tick > clock.due:
+                    clock.on_time(tick)
+                raw = data[r:e]
                 try:  # as in on_ws
-                    if route is None:
+                    if rid < 0:
                         self._on_other(parse_frame(raw, self.futures), ts_recv)
-                    elif route[0] is None:
-                        self.ignored += 1
                     else:
-                        route[0](raw, route[1], ts_recv)
-                except (*DECODE_ERRORS, MalformedMessage) as e:
-                    self._malformed("ws", e, raw)
-        finally:
-            self._count_ignored(skipped)
-
-    def _count_ignored(self, n: int) -> None:
-        self.stats.messages += n
-        self.ignored += n
+                        handler, symbol = handlers[rid]
+                        handler(raw, symbol, ts_recv)
+                except (*DECODE_ERRORS, MalformedMessage) as err:
+                    self._malformed("ws", err, raw)
+        if done < n:  # skipped frames after the last one handled
+            stats.messages += n - done
+            self.ignored += n - done
+            tick = int(ts[done:].max())
+            if tick > clock.due:
+                clock.on_time(tick)
 
     def _on_other(self, f: Frame, ts_recv: int) -> None:
         """Frames off the hot path: raw payloads, responses, shutdown notices, streams not subscribed."""
@@ -644,7 +652,7 @@ class _BinanceAdapter(BookAdapter):
 
     # -- depth -----------------------------------------------------------------------------------
     def _on_depth(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
-        ev: DepthUpdate | DepthText | None = depth_text(data) if isinstance(data, str) else None
+        ev: DepthUpdate | DepthText | None = depth_text(data)
         if ev is None:
             ev = DepthUpdate.from_wire(_ENV_DEPTH.decode(data).data)
         if ev.s != symbol:

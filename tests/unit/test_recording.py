@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,12 @@ import zstandard
 from bot.errors import RecordingError
 from bot.recording import (
     MANIFEST,
+    Frames,
     Record,
     RecordingWriter,
+    Row,
     format_line,
+    iter_frames,
     iter_lines,
     iter_records,
     iter_rows,
@@ -66,6 +70,28 @@ def _write(out: Path, recs: list[Record], **kw: object) -> RecordingWriter:
 
 def _many(n: int) -> list[Record]:
     return [Record(1_000 + i, "bybit_spot", "ws", "c", f'{{"i":{i},"pad":"{"x" * (i % 50)}"}}') for i in range(n)]
+
+
+def frame_rows(path: Path, *, venues: list[str] | None = None) -> Iterator[Row]:
+    """``iter_frames`` flattened into rows: the offline feed's reader, to compare with ``iter_rows``."""
+    for item in iter_frames(path, venues=venues):
+        if type(item) is Frames:
+            d = item.data
+            for t, k, r, e in zip(
+                item.ts.tolist(), item.key.tolist(), item.raw.tolist(), item.end.tolist(), strict=True
+            ):
+                yield t, item.venue, "ws", d[k : r - 1].decode(), d[r:e].decode()
+        else:
+            yield from zip(*item, strict=True)
+
+
+Reader = Callable[..., Iterator[Row]]
+
+
+@pytest.fixture(params=[iter_rows, frame_rows], ids=["iter_rows", "iter_frames"])
+def reader(request: pytest.FixtureRequest) -> Reader:
+    """Both block readers: every record and every error of one must be the other's."""
+    return request.param  # type: ignore[no-any-return]
 
 
 def test_round_trip_returns_every_record_unchanged_and_in_order(tmp_path: Path) -> None:
@@ -216,41 +242,45 @@ def test_manifest_that_is_not_json_or_of_another_format_is_refused(tmp_path: Pat
         read_manifest(tmp_path)
 
 
-def test_garbage_bytes_in_a_part_raise_recording_error(tmp_path: Path) -> None:
+def test_garbage_bytes_in_a_part_raise_recording_error(tmp_path: Path, reader: Reader) -> None:
     _write(tmp_path / "rec", SAMPLES)
     (tmp_path / "rec" / "part-000001.tsv.zst").write_bytes(b"this is not zstd at all" * 8)
 
     with pytest.raises(RecordingError, match="corrupt zstd data"):
-        list(iter_records(tmp_path / "rec"))
+        list(reader(tmp_path / "rec"))
 
 
-def test_a_truncated_part_raises_recording_error_instead_of_losing_records_silently(tmp_path: Path) -> None:
+def test_a_truncated_part_raises_recording_error_instead_of_losing_records_silently(
+    tmp_path: Path, reader: Reader
+) -> None:
     _write(tmp_path / "rec", _many(20), rotate_records=10)
     part = tmp_path / "rec" / "part-000001.tsv.zst"
     part.write_bytes(part.read_bytes()[:-6])
 
     with pytest.raises(RecordingError, match="manifest says 10"):
-        list(iter_records(tmp_path / "rec"))
+        list(reader(tmp_path / "rec"))
 
 
-def test_a_part_listed_in_the_manifest_but_missing_is_an_error(tmp_path: Path) -> None:
+def test_a_part_listed_in_the_manifest_but_missing_is_an_error(tmp_path: Path, reader: Reader) -> None:
     _write(tmp_path / "rec", _many(20), rotate_records=10)
     (tmp_path / "rec" / "part-000002.tsv.zst").unlink()
 
     with pytest.raises(RecordingError, match=r"part-000002\.tsv\.zst listed in the manifest is missing"):
-        list(iter_records(tmp_path / "rec"))
+        list(reader(tmp_path / "rec"))
 
 
-def test_a_part_that_decompresses_to_non_utf8_or_foreign_lines_raises_recording_error(tmp_path: Path) -> None:
+def test_a_part_that_decompresses_to_non_utf8_or_foreign_lines_raises_recording_error(
+    tmp_path: Path, reader: Reader
+) -> None:
     _write(tmp_path / "rec", SAMPLES[:1])
     part = tmp_path / "rec" / "part-000001.tsv.zst"
     part.write_bytes(zstandard.ZstdCompressor().compress(b"\xff\xfe\x00 binary\n"))
     with pytest.raises(RecordingError, match="not UTF-8"):
-        list(iter_records(tmp_path / "rec"))
+        list(reader(tmp_path / "rec"))
 
     part.write_bytes(zstandard.ZstdCompressor().compress(b"1\tbinance_spot\tws\t-\t{}\nhello world\n"))
     with pytest.raises(RecordingError, match=r"part-000001\.tsv\.zst:2: not a native recording line"):
-        list(iter_records(tmp_path / "rec"))
+        list(reader(tmp_path / "rec"))
 
 
 # -- the block reader (iter_rows): the same records and errors as a line-by-line reader ---------------
@@ -265,25 +295,25 @@ def _raw_part(tmp_path: Path, text: str, records: int | None = None) -> Path:
     return rec
 
 
-def test_iter_rows_yields_plain_tuples_equal_to_the_records_across_many_blocks(tmp_path: Path) -> None:
+def test_iter_rows_yields_plain_tuples_equal_to_the_records_across_many_blocks(tmp_path: Path, reader: Reader) -> None:
     # ~40 bytes a line: 20_000 lines span a dozen 64 KiB blocks, cut at arbitrary places.
     recs = [r._replace(venue=("bybit_spot", "binance_usdm")[i % 2]) for i, r in enumerate(_many(20_000))]
     _write(tmp_path / "rec", recs)
 
-    rows = list(iter_rows(tmp_path / "rec"))
-    usdm = list(iter_rows(tmp_path / "rec", venues=["binance_usdm"]))
+    rows = list(reader(tmp_path / "rec"))
+    usdm = list(reader(tmp_path / "rec", venues=["binance_usdm"]))
 
     assert rows == recs
     assert type(rows[0]) is tuple
     assert usdm == [r for r in recs if r.venue == "binance_usdm"]
-    assert list(iter_records(tmp_path / "rec")) == recs
+    assert list(reader(tmp_path / "rec")) == recs
 
 
-def test_blank_lines_are_skipped_and_a_last_line_without_newline_is_read(tmp_path: Path) -> None:
-    text = "1\tbinance_spot\tws\t-\t{}\n\n   \n2\tbinance_spot\tws\t-\t{\"a\":1}\n3\tbybit_spot\tinfo\t/p\tx"
+def test_blank_lines_are_skipped_and_a_last_line_without_newline_is_read(tmp_path: Path, reader: Reader) -> None:
+    text = '1\tbinance_spot\tws\t-\t{}\n\n   \n2\tbinance_spot\tws\t-\t{"a":1}\n3\tbybit_spot\tinfo\t/p\tx'
     rec = _raw_part(tmp_path, text, records=3)
 
-    assert list(iter_rows(rec)) == [
+    assert list(reader(rec)) == [
         (1, "binance_spot", "ws", "-", "{}"),
         (2, "binance_spot", "ws", "-", '{"a":1}'),
         (3, "bybit_spot", "info", "/p", "x"),
@@ -300,19 +330,19 @@ def test_blank_lines_are_skipped_and_a_last_line_without_newline_is_read(tmp_pat
     ],
 )
 def test_a_bad_line_deep_in_a_part_is_named_after_every_good_line_before_it(
-    tmp_path: Path, bad: str, match: str | None
+    tmp_path: Path, bad: str, match: str | None, reader: Reader
 ) -> None:
-    good = [f"{1000 + i}\tbinance_spot\tws\t-\t{{\"i\":{i}}}" for i in range(5000)]
+    good = [f'{1000 + i}\tbinance_spot\tws\t-\t{{"i":{i}}}' for i in range(5000)]
     rec = _raw_part(tmp_path, "\n".join([*good[:3000], "", bad, *good[3000:]]) + "\n")
     got: list[object] = []
 
     if match is None:
-        got.extend(iter_rows(rec))
+        got.extend(reader(rec))
         assert got[3000] == (9, "binance_spot", "ws", "-", "{\t}")
         assert len(got) == 5001
         return
     with pytest.raises(RecordingError, match=rf"part-000001\.tsv\.zst:3002: {match}"):
-        got.extend(iter_rows(rec))
+        got.extend(reader(rec))
     assert len(got) == 3000  # every record before the bad line, in order
     assert got[-1] == (3999, "binance_spot", "ws", "-", '{"i":2999}')
 
@@ -338,10 +368,12 @@ def test_a_bad_line_deep_in_a_part_is_named_after_every_good_line_before_it(
         "9" * 4301,  # past int()'s digit limit
     ],
 )
-def test_awkward_timestamps_deep_in_a_part_read_exactly_as_parse_line_reads_them(tmp_path: Path, ts: str) -> None:
+def test_awkward_timestamps_deep_in_a_part_read_exactly_as_parse_line_reads_them(
+    tmp_path: Path, ts: str, reader: Reader
+) -> None:
     # The block reader converts a block's timestamp column in one go; whatever it accepts must be what
     # int() gives, and whatever int() refuses must stop the reader at that line, naming it.
-    good = [f"{1723161253937085768 + i}\tbinance_spot\tws\t-\t{{\"i\":{i}}}" for i in range(4000)]
+    good = [f'{1723161253937085768 + i}\tbinance_spot\tws\t-\t{{"i":{i}}}' for i in range(4000)]
     bad = f"{ts}\tbinance_spot\tws\t-\t{{}}"
     rec = _raw_part(tmp_path, "\n".join([*good[:2500], bad, *good[2500:]]) + "\n")
     try:
@@ -350,19 +382,35 @@ def test_awkward_timestamps_deep_in_a_part_read_exactly_as_parse_line_reads_them
         want = str(e)
     if isinstance(want, str):
         with pytest.raises(RecordingError) as got:
-            list(iter_rows(rec))
+            list(reader(rec))
         assert str(got.value) == want
         return
-    rows = list(iter_rows(rec))
+    rows = list(reader(rec))
     assert len(rows) == 4001
     assert rows[2500] == tuple(want)
     assert type(rows[2500][0]) is int
     assert rows[2499] == (1723161253937085768 + 2499, "binance_spot", "ws", "-", '{"i":2499}')
 
 
-def test_multibyte_characters_cut_by_block_boundaries_decode_unchanged(tmp_path: Path) -> None:
+def test_multibyte_characters_cut_by_block_boundaries_decode_unchanged(tmp_path: Path, reader: Reader) -> None:
     # Odd-length lines of 2- and 3-byte characters: the 64 KiB reads end inside characters and lines.
     recs = [Record(i, "binance_usdm", "ws", "-", f'{{"t":"{"€ü" * (i % 37)}{"x" * (i % 3)}"}}') for i in range(6000)]
     _write(tmp_path / "rec", recs)
 
-    assert list(iter_rows(tmp_path / "rec")) == recs
+    assert list(reader(tmp_path / "rec")) == recs
+
+
+def test_iter_frames_gives_every_record_of_interleaved_venues_and_kinds_as_iter_rows_does(tmp_path: Path) -> None:
+    # SAMPLES holds snapshots, REST bodies, a non-ASCII frame and an empty one between websocket frames
+    # of four venues: runs of one venue and kind, and a block that takes the text path.
+    recs = [r._replace(ts_recv=r.ts_recv + i) for i in range(300) for r in SAMPLES]
+    _write(tmp_path / "rec", recs, rotate_records=700)
+
+    for venues in (None, ["binance_spot"], ["bybit_linear", "binance_usdm"], ["nowhere"]):
+        want = [r for r in recs if venues is None or r.venue in venues]
+        assert list(frame_rows(tmp_path / "rec", venues=venues)) == want, venues
+    ascii_only = [r for r in recs if r.raw.isascii()]
+    _write(tmp_path / "ascii", ascii_only)
+    items = list(iter_frames(tmp_path / "ascii"))
+    assert all(type(i) is Frames for i in items if "ws" in i[2:3])  # the scanned path: frames stay bytes
+    assert sum(len(i.ts) for i in items if type(i) is Frames) == sum(r.kind == "ws" for r in ascii_only)
