@@ -290,6 +290,7 @@ class BestQuote(NamedTuple):
 _SNAPSHOT = msgspec.json.Decoder(DepthSnapshot, strict=False)
 _ENV_DEPTH = msgspec.json.Decoder(Envelope[WireDepth], strict=False)
 _ENV_HEAD = msgspec.json.Decoder(Envelope[DepthHead])
+_HEAD = msgspec.json.Decoder(DepthHead)
 _ENV_SNAPSHOT = msgspec.json.Decoder(Envelope[DepthSnapshot], strict=False)
 _ENV_TRADE = msgspec.json.Decoder(Envelope[WireTrade], strict=False)
 _ENV_KLINE = msgspec.json.Decoder(Envelope[WireKline], strict=False)
@@ -411,7 +412,7 @@ def _parsed(ev: DepthUpdate | DepthText) -> DepthUpdate:
     return DepthUpdate.from_text(ev) if type(ev) is DepthText else ev  # type: ignore[return-value]
 
 
-def depth_text(frame: str | bytes) -> DepthText | None:
+def depth_text(frame: str | bytes, prefix: bytes = b"") -> DepthText | None:
     """A combined-stream diff frame split into its head (decoded) and its two levels arrays (kept as text).
 
     Binance writes the levels last (``...,"u":50093241266,"b":[...],"a":[...]}}``), so the head is the
@@ -419,13 +420,25 @@ def depth_text(frame: str | bytes) -> DepthText | None:
     of every head field checked as before) without walking the levels, which are most of the bytes.
     The levels' JSON is then read once, by the book. None if the frame is not laid out that way (another
     key order, say): the caller decodes it whole. Text frames are read as their UTF-8 bytes.
+
+    ``prefix``, the envelope up to the payload (``{"stream":"btcusdt@depth@100ms","data":{``), saves the
+    envelope's decoding when the frame starts with it: the payload's head alone is decoded then, the same
+    fields by the same rules. The asks' key is found by its letter (levels hold none; anything else takes
+    the plain search), a byte search far quicker than a pattern search over the bids.
     """
     b = frame.encode() if isinstance(frame, str) else frame
     i = b.find(b',"b":[')
-    j = b.find(b'],"a":[', i)
-    if i < 0 or j < 0 or not b.endswith(b"]}}"):
+    if i < 0 or not b.endswith(b"]}}"):
         return None
-    h = _ENV_HEAD.decode(b[:i] + b"}}").data
+    j = b.find(b"a", i) - 3
+    if b[j : j + 7] != b'],"a":[':
+        j = b.find(b'],"a":[', i)
+        if j < 0:
+            return None
+    if prefix and b.startswith(prefix):
+        h = _HEAD.decode(b[len(prefix) - 1 : i] + b"}")
+    else:
+        h = _ENV_HEAD.decode(b[:i] + b"}}").data
     return DepthText(h.E, h.s, h.U, h.u, b[i + 5 : j + 1], b[j + 6 : -2], h.T, h.pu)
 
 
@@ -470,6 +483,7 @@ class _BinanceAdapter(BookAdapter):
             # Not subscribed by connections(), but present in recordings: counted as ignored, not decoded.
             routes[f"{low}@bookTicker"] = (None, s)
         self._routes = {f'{{"stream":"{name}"': r for name, r in routes.items()}
+        self._payload_at = {s: f'{{"stream":"{s.lower()}@{cfg.depth}","data":{{'.encode() for s in self.symbols}
         self._routes_b = {k.encode(): r for k, r in self._routes.items()}
         # The same table for on_ws_frames: heads packed for the compiled router, and per head (index + 1;
         # 0 is "no head", which parse_frame decides) whether the frame is handled at all.
@@ -652,7 +666,7 @@ class _BinanceAdapter(BookAdapter):
 
     # -- depth -----------------------------------------------------------------------------------
     def _on_depth(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
-        ev: DepthUpdate | DepthText | None = depth_text(data)
+        ev: DepthUpdate | DepthText | None = depth_text(data, self._payload_at[symbol])
         if ev is None:
             ev = DepthUpdate.from_wire(_ENV_DEPTH.decode(data).data)
         if ev.s != symbol:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import random
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from bot.config import BookConfig, BotSettings, VenueConfig
@@ -20,10 +22,12 @@ from bot.events import BookHealth, BookState, BookUpdate, Event, KlineClosed, Si
 from bot.venues import ADAPTERS, make_adapter
 from bot.venues.base import NeedSnapshot
 from bot.venues.binance import (
+    _ENV_HEAD,
     BinanceSpotAdapter,
     BinanceUsdmAdapter,
     BookTicker,
     DepthSnapshot,
+    DepthText,
     DepthUpdate,
     Kind,
     Response,
@@ -446,9 +450,60 @@ def test_depth_text_split_equals_the_whole_frame_decode_on_real_frames(rel: str,
         text = depth_text(frame)
         whole = parse_frame(frame, futures=futures).msg
         assert text is not None
+        prefix = frame[: frame.index('"data":{') + 8].encode()
+        assert depth_text(frame.encode(), prefix) == text  # the payload's head alone: the same fields
+        assert depth_text(frame, b'{"stream":"xrpusdt@depth","data":{') == text  # another prefix: the envelope
         assert isinstance(whole, DepthUpdate)
         head = (whole.E, whole.s, whole.U, whole.u, whole.T, whole.pu)
         assert (text.E, text.s, text.U, text.u, text.T, text.pu) == head
         b, a = parse_levels(text.b), parse_levels(text.a)
         assert (b.tolist(), a.tolist()) == (whole.b.tolist(), whole.a.tolist())
     assert depth_text('{"stream":"btcusdt@depth","data":{"b":[],"a":[],"e":"depthUpdate"}}') is None
+
+
+def _depth_text_reference(frame: bytes) -> DepthText | None:
+    """The split as first written: a pattern search for the asks, the envelope decoded around the head."""
+    i = frame.find(b',"b":[')
+    j = frame.find(b'],"a":[', i)
+    if i < 0 or j < 0 or not frame.endswith(b"]}}"):
+        return None
+    h = _ENV_HEAD.decode(frame[:i] + b"}}").data
+    return DepthText(h.E, h.s, h.U, h.u, frame[i + 5 : j + 1], frame[j + 6 : -2], h.T, h.pu)
+
+
+def test_depth_text_with_its_shortcuts_equals_the_reference_split_on_damaged_frames() -> None:
+    # Real frames with one byte changed, dropped or repeated anywhere (head, levels, envelope): the
+    # payload-only decode and the letter search give the reference's result, or fail as it fails.
+    rng = random.Random(3)
+    frames = [
+        b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1723161258209,"s":"BTCUSDT",'
+        b'"U":50093241262,"u":50093241266,"b":[["61824.00000000","0.32726000"],["61799.50000000","0.06470000"]],'
+        b'"a":[["61840.18000000","0.04959000"],["61840.19000000","0.00000000"]]}}',
+        b'{"stream":"btcusdt@depth@0ms","data":{"e":"depthUpdate","E":1723161389724,"T":1723161389706,'
+        b'"s":"BTCUSDT","U":5123118435177,"u":5123118436391,"pu":5123118434683,"b":[["5000.00","2.301"]],'
+        b'"a":[["62438.40","23.249"],["62547.00","0.000"]]}}',
+    ]
+    alphabet = b'{}[]",:abeEsuUTp0123456789.-\\ '
+    checked = 0
+    for _ in range(4000):
+        intact = rng.choice(frames)
+        prefix = intact[: intact.index(b'"data":{') + 8]  # as the adapter has it: from its configuration
+        f = bytearray(intact)
+        at = rng.randrange(len(f))
+        op = rng.randrange(3)
+        if op == 0:
+            f[at] = rng.choice(alphabet)
+        elif op == 1:
+            del f[at]
+        else:
+            f.insert(at, f[at])
+        frame = bytes(f)
+        outcomes: list[object] = []
+        for fn, args in ((_depth_text_reference, (frame,)), (depth_text, (frame, prefix))):
+            try:
+                outcomes.append(fn(*args))  # type: ignore[operator]
+            except msgspec.DecodeError as e:  # ValidationError included
+                outcomes.append(type(e))
+        assert outcomes[0] == outcomes[1], frame
+        checked += isinstance(outcomes[0], DepthText)
+    assert checked > 1000  # most damage leaves a frame the split still takes
