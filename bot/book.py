@@ -253,6 +253,7 @@ def warm_up() -> float:
     book.reset([(1.0, 1.0), (2.0, 1.0)], [(3.0, 1.0)], 1, 0)
     book.apply(b, a, 2, 0)  # crosses: the heal
     book.apply(as_levels([(float(p), 1.0) for p in range(3, 40)]), NO_LEVELS, 3, 0)  # trim, rebuild, grow
+    book.apply_json(b'[["2.5","1"]]', b'[["60","0"]]', 4, 0)  # the depth hot path: levels still JSON text
     book.top(100)
     book.to_dicts()
     return time.perf_counter() - t0

@@ -31,8 +31,6 @@ array before a call that could overfill it), and the sorted list has ``2 * keep 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit
 
@@ -50,7 +48,6 @@ HEADER = 9
 
 _POW10 = np.array([10.0**i for i in range(16)])
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: 2^64 / golden ratio
-_TWO53 = 9007199254740992.0
 BAD_PRICE = -1  # apply/reset result when a level had a price that is not finite and > 0
 
 # What apply and reset return: (levels removed by healing, or BAD_PRICE; best bid and best ask when found
@@ -62,10 +59,10 @@ _jit = njit(cache=True)  # no nogil: releasing the GIL costs more than these cal
 
 @_jit
 def _home(k: float, shift: int) -> int:
-    """The first slot to probe for key ``k``: the mantissa and exponent, mixed by one multiplication."""
-    m, e = math.frexp(k)
-    bits = np.uint64(np.int64(m * _TWO53)) ^ np.uint64(e + 2048)
-    return int(np.int64((bits * _GOLDEN) >> np.uint64(shift)))
+    """The first slot to probe for key ``k``: its 64 bits, folded and mixed by one multiplication (the
+    top bits of the product; a tenth of the cost of splitting the float with ``frexp``)."""
+    bits = np.float64(k).view(np.uint64)
+    return int(np.int64(((bits ^ (bits >> np.uint64(29))) * _GOLDEN) >> np.uint64(shift)))
 
 
 @_jit
