@@ -5,12 +5,15 @@
 For each case (a venue and its symbols from the real recordings in ``shared/data``) two pipelines run,
 each on every message of the session:
 
-* **ours**: the native recording (zstd) -> ``bot.recording.iter_blocks`` -> the venue adapter
-  (``make_adapter(..., live=False)``: msgspec decodes each frame's head, the compiled reader takes the
-  levels' JSON straight into ``bot.book.OrderBook``'s numba kernels; sync checks, health, events) ->
-  ``EventBus`` -> ``RingSet`` (``LobGrid`` sampling at the configured coarse and fine grids, ticked before
-  every record as a replay does), driven by ``bot.export.OfflineFeed``. The numba kernels are loaded
-  (or compiled, on a first run) before any timing.
+* **ours**: the native recording (zstd) -> ``bot.recording.iter_frames`` (each decompressed block scanned
+  once by a compiled loop: receive times and field offsets, frames left in the block) -> the venue adapter
+  (``make_adapter(..., live=False)``, ``on_ws_frames``: Binance routes a block's frames in one compiled
+  pass and skips the streams it does not use, bookTicker, without touching them in Python; msgspec
+  decodes each handled frame's head, the compiled reader takes the levels' JSON straight into
+  ``bot.book.OrderBook``'s numba kernels; sync checks, health, events) -> ``EventBus`` -> ``RingSet``
+  (``LobGrid`` sampling at the configured coarse and fine grids, ticked as a replay ticks them: before a
+  record whenever a grid is due), driven by ``bot.export.OfflineFeed``. The numba kernels are loaded (or
+  compiled, on a first run) before any timing.
 * **baseline**: what one would write in an afternoon: the original file (gzip or zstd lines) ->
   ``orjson.loads`` per line -> a dict book per symbol with an incrementally kept best bid/ask (deleting
   the best rescans the side), with the same sync rule (drop diffs older than the snapshot) and no grid.
