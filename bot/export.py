@@ -202,13 +202,7 @@ class OfflineFeed:
         for (venue_name, kind), run in groupby(records, _VENUE_KIND):
             lane = lanes.get(venue_name)
             if lane is not None and kind == "ws":
-                stats = lane.adapter.stats
-                before = stats.messages
-                try:
-                    lane.on_ws_rows(run, clock)
-                finally:
-                    c.records += stats.messages - before  # the adapter counts every frame it is handed
-                self._act(lane, lane.take_actions())
+                self._hand(lane, lane.on_ws_rows, run, clock)
             elif lane is not None and kind == "snapshot":
                 for ts_recv, _, _, key, raw in run:
                     if ts_recv > clock.due:
@@ -228,7 +222,6 @@ class OfflineFeed:
         """``run`` for ``bot.recording.iter_frames``: a venue's websocket frames (nearly every record of a
         recording) go to its adapter as they lie in the decompressed block (``on_ws_frames``); any other
         block is played as rows."""
-        c = self.counters
         lanes = self._lanes
         for item in items:
             if type(item) is not Frames:
@@ -238,13 +231,19 @@ class OfflineFeed:
             if lane is None:  # a venue not replayed: counted, and its receive times still move the clock
                 self.run(((t, item.venue, "ws", "", "") for t in item.ts.tolist()), clock)
                 continue
-            stats = lane.adapter.stats
-            before = stats.messages
-            try:
-                lane.on_ws_frames(item, clock)
-            finally:
-                c.records += stats.messages - before  # the adapter counts every frame it is handed
-            self._act(lane, lane.take_actions())
+            self._hand(lane, lane.on_ws_frames, item, clock)
+
+    def _hand(
+        self, lane: _Lane, handle: Callable[[Any, ReplayClock], None], frames: object, clock: ReplayClock
+    ) -> None:
+        """Hand ``frames`` to ``lane``'s adapter, count them, then take the actions they queued."""
+        stats = lane.adapter.stats
+        before = stats.messages
+        try:
+            handle(frames, clock)
+        finally:
+            self.counters.records += stats.messages - before  # the adapter counts every frame it is handed
+        self._act(lane, lane.take_actions())
 
     def _act(self, lane: _Lane, actions: list[Action]) -> None:
         for action in actions:
