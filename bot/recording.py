@@ -169,7 +169,9 @@ class RecordingWriter:
         self._raw.flush()
         os.fsync(self._raw.fileno())
         self._raw.close()
-        self._files[-1].update(records=self._part_records, first_ts_recv=self._part_first, last_ts_recv=self._part_last)
+        self._files[-1].update(
+            records=self._part_records, first_ts_recv=self._part_first, last_ts_recv=self._part_last
+        )
         self._zw = None
         self._raw = None
         self._write_manifest(complete=False)
@@ -337,10 +339,12 @@ def _frames(path: Path, keep: frozenset[str] | None) -> Iterator[Frames | Block]
         seen = _Counted()
         for chunk in _byte_blocks(part, _FRAME_BYTES):
             data = bytes(chunk)
-            buf = np.frombuffer(data, np.uint8)
-            nl = np.flatnonzero(buf == 10)
-            ts, off, kind, new, ok = rk.scan(buf, nl)
-            if not (ok and data.isascii()):
+            ok = data.isascii()  # else not scanned: the text path decodes (and checks) it
+            if ok:
+                buf = np.frombuffer(data, np.uint8)
+                nl = np.flatnonzero(buf == 10)
+                ts, off, kind, new, ok = rk.scan(buf, nl)
+            if not ok:
                 yield from _text_blocks(_decode(part, data), part, keep, seen)
                 continue
             n = len(nl)
