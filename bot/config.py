@@ -8,6 +8,7 @@ Secrets (API keys) are read only from the environment, as ``SecretStr``, and are
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -160,6 +161,80 @@ class SignalLogConfig(Section):
     queue_size: int = Field(default=10_000, ge=1)  # full: the oldest waiting signal is dropped, counted, warned
 
 
+class PaperVenueConfig(Section):
+    """One venue account of the paper matcher (``bot.execution.paper``)."""
+
+    latency_ms: float = Field(default=50.0, ge=0)  # decision -> arrival at the book (event clock)
+    cancel_latency_ms: float = Field(default=50.0, ge=0)
+    maker_fee: Decimal = Field(default=Decimal("0.001"), ge=-0.001, le=0.01)  # fraction of notional
+    taker_fee: Decimal = Field(default=Decimal("0.001"), ge=0, le=0.01)
+    balances: dict[str, Decimal] = Field(default_factory=lambda: {"USDT": Decimal(10_000)})
+
+
+def _default_paper_venues() -> dict[Venue, PaperVenueConfig]:
+    # The venues' base-tier fees (2026): Binance spot 0.1 %/0.1 %, USD-M 0.02 %/0.05 %; Bybit spot
+    # 0.1 %/0.1 %, linear 0.02 %/0.055 %.
+    fees = {
+        Venue.BINANCE_SPOT: ("0.001", "0.001"),
+        Venue.BINANCE_USDM: ("0.0002", "0.0005"),
+        Venue.BYBIT_SPOT: ("0.001", "0.001"),
+        Venue.BYBIT_LINEAR: ("0.0002", "0.00055"),
+    }
+    return {v: PaperVenueConfig(maker_fee=Decimal(m), taker_fee=Decimal(t)) for v, (m, t) in fees.items()}
+
+
+class PaperConfig(Section):
+    """Paper execution: per venue account latency, fees and starting balances."""
+
+    venues: dict[Venue, PaperVenueConfig] = Field(default_factory=_default_paper_venues)
+
+    @field_validator("venues", mode="before")
+    @classmethod
+    def _merge(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        merged: dict[str, Any] = {k.value: d.model_dump() for k, d in _default_paper_venues().items()}
+        for name, section in v.items():
+            key = str(name.value if isinstance(name, Venue) else name)
+            if key not in merged:
+                raise ValueError(f"unknown venue {key!r}; known: {sorted(merged)}")
+            if isinstance(section, PaperVenueConfig):
+                section = section.model_dump()
+            if not isinstance(section, dict):
+                raise ValueError(f"[paper.venues.{key}] must be a table")
+            merged[key] = {**merged[key], **section}
+        return merged
+
+
+class RiskConfig(Section):
+    """The risk gate (``bot.risk``). Notional limits are in the quote asset (USDT)."""
+
+    max_order_notional: Decimal = Field(default=Decimal(2_000), gt=0)
+    max_position_notional: Decimal = Field(default=Decimal(5_000), gt=0)  # per (venue, symbol)
+    max_gross_exposure: Decimal = Field(default=Decimal(20_000), gt=0)  # sum of |position| x mark, all venues
+    max_orders_per_minute: int = Field(default=60, ge=1)  # per venue
+    price_band_pct: float = Field(default=1.0, gt=0)  # a limit price this far from the mid is refused
+    max_signal_age_s: float = Field(default=10.0, gt=0)
+    max_daily_drawdown_pct: float = Field(default=5.0, gt=0)  # from the day's opening equity (UTC): HALTED
+    max_drawdown_pct: float = Field(default=10.0, gt=0)  # from peak equity: HALTED
+    max_rejects: int = Field(default=5, ge=1)  # venue rejections within reject_window_s: HALTED
+    reject_window_s: float = Field(default=60.0, gt=0)
+    max_resync_s: float = Field(default=30.0, gt=0)  # a book resyncing longer than this: REDUCING
+    crossed_burst: int = Field(default=5, ge=1)  # crossed-book heals within crossed_window_s: REDUCING
+    crossed_window_s: float = Field(default=60.0, gt=0)
+    max_clock_skew_ms: float = Field(default=1000.0, gt=0)  # |venue server time - local|: REDUCING
+    max_model_latency_ms: float = Field(default=1000.0, gt=0)  # a model slower than this stops its strategies
+    max_model_input_age_s: float = Field(default=15.0, gt=0)  # inputs older than this stop its strategies
+
+
+class StateConfig(Section):
+    """The state database: orders, fills, positions, equity, denials, risk states (``bot.state``)."""
+
+    db: Path = Path("out/state.sqlite")
+    snapshot_every_s: float = Field(default=5.0, gt=0)  # equity snapshots
+    queue_size: int = Field(default=100_000, ge=1)
+
+
 class LogConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     json_logs: bool | None = None  # None: JSON when stderr is not a TTY
@@ -183,6 +258,9 @@ class BotSettings(BaseSettings):
     log: LogConfig = LogConfig()
     models: ModelsConfig = ModelsConfig()
     signal_log: SignalLogConfig = SignalLogConfig()
+    paper: PaperConfig = PaperConfig()
+    risk: RiskConfig = RiskConfig()
+    state: StateConfig = StateConfig()
 
     @field_validator("venues", mode="before")
     @classmethod
