@@ -1,0 +1,420 @@
+"""The trading engine: market events and signals in, risk-checked orders out, fills booked.
+
+    bus ─► Engine ─► strategies (pure) ─► intents ─► target → order ─► RiskGate.check ─► Execution.submit
+                                                                        └─ denied: OrderDenied (the gate publishes it)
+    Execution ─► OrderUpdate / Fill ─► bus ─► Engine ─► Ledger, RiskGate, the strategy that owns the order
+
+Synchronous and clock-driven like the parts it wires: it never reads a clock. Time comes from the events
+(``ts_recv``, the bot's event clock) and from ``on_time(ts)``, which the live app calls from a timer and the
+replay engine from the recording; so a replay drives exactly this object.
+
+Ordering. Each market event goes first to the ledger (mark), the risk gate (mid, health) and the paper
+matcher (resting orders meet the new book), then to the strategies. Intents are never acted on inside
+another component's callback: they are queued and handled when the outermost handler returns, so a fill
+published from inside the matcher's loop cannot re-enter the matcher.
+
+Targets. A ``TargetPosition`` becomes one order for ``target - (position + open orders)`` of that
+strategy (its own position, from its own fills), after cancelling its open orders that point the other
+way. A difference below the instrument's minimum quantity or notional is dust: counted, no order, no
+denial (otherwise every signal of a flat strategy would be denied).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import ROUND_DOWN, Decimal
+from typing import Any, Protocol
+
+import structlog
+
+from bot.bus import EventBus
+from bot.events import BookCrossed, BookHealth, BookUpdate, KlineClosed, Side, Signal, Trade, Venue
+from bot.execution.base import Execution
+from bot.orders import (
+    ZERO,
+    CancelIntent,
+    ClockSkew,
+    Fill,
+    FundingRate,
+    Instrument,
+    InstrumentInfo,
+    Intent,
+    OrderIntent,
+    OrderRequest,
+    OrderStatus,
+    OrderUpdate,
+    TargetPosition,
+    TradingState,
+)
+from strategies.base import Strategy
+
+log = structlog.get_logger(__name__)
+
+Key = tuple[Venue, str]
+
+
+class Gate(Protocol):
+    """What the engine needs of ``bot.risk.RiskGate``."""
+
+    @property
+    def state(self) -> TradingState: ...
+    def check(self, intent: OrderIntent, client_order_id: str, now_ns: int) -> OrderRequest | Any: ...
+    def register_strategy(self, name: str, models: Sequence[str]) -> None: ...
+    def on_instrument(self, ev: InstrumentInfo) -> None: ...
+    def on_book(self, ev: BookUpdate) -> None: ...
+    def on_health(self, ev: BookHealth) -> None: ...
+    def on_crossed(self, ev: BookCrossed) -> None: ...
+    def on_skew(self, ev: ClockSkew) -> None: ...
+    def on_signal(self, s: Signal) -> None: ...
+    def on_order(self, o: OrderUpdate) -> None: ...
+    def on_equity(self, equity: Decimal, ts_ns: int) -> None: ...
+    def on_time(self, ts_ns: int) -> None: ...
+    def halt(self, reason: str, ts_ns: int) -> None: ...
+    def reduce(self, reason: str, ts_ns: int) -> None: ...
+    def resume(self, ts_ns: int) -> None: ...
+
+
+class Books(Protocol):
+    """What the engine needs of ``bot.ledger.Ledger``."""
+
+    def on_fill(self, f: Fill) -> None: ...
+    def on_mark(self, venue: Venue, symbol: str, price: float | Decimal) -> None: ...
+    def on_funding(self, fr: FundingRate, ts_ns: int) -> None: ...
+    def equity(self, venue: Venue | None = None) -> Decimal: ...
+    def snapshot(self, venue: Venue, ts_ns: int) -> Any: ...
+
+
+class MatchesBooks(Protocol):
+    """The paper matcher's market-data hooks (live execution has none)."""
+
+    def on_book(self, ev: BookUpdate) -> None: ...
+    def on_trade(self, ev: Trade) -> None: ...
+
+
+@dataclass
+class EngineStats:
+    intents: int = 0
+    orders: int = 0
+    cancels: int = 0
+    denied: int = 0
+    fills: int = 0
+    dust: int = 0
+    strategy_errors: int = 0
+    order_status: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+class Engine:
+    def __init__(
+        self,
+        strategies: Sequence[Strategy],
+        gate: Gate,
+        execution: Execution,
+        ledger: Books,
+        *,
+        accounts: Iterable[Venue],
+        snapshot_every_ns: int,
+        next_seq: int = 1,
+        order_prefix: str = "b",
+    ) -> None:
+        self.strategies = list(strategies)
+        self.gate = gate
+        self.execution = execution
+        self.ledger = ledger
+        self.accounts = tuple(accounts)
+        self.snapshot_every_ns = snapshot_every_ns
+        self.next_seq = next_seq
+        self.order_prefix = order_prefix
+        self.stats = EngineStats()
+        self.instruments: dict[Key, Instrument] = {}
+        self._by_name = {s.name: s for s in self.strategies}
+        self._open: dict[str, OrderUpdate] = {}  # client_order_id -> last update, open orders only
+        self._pending: collections.deque[tuple[Strategy, Intent]] = collections.deque()
+        self._depth = 0  # > 0 while inside a handler: intents wait in _pending
+        self._now = 0
+        self._next_snapshot = 0
+        self._publish: Any = None
+        self._matcher: MatchesBooks | None = execution if hasattr(execution, "on_book") else None  # type: ignore[assignment]
+        for s in self.strategies:
+            gate.register_strategy(s.name, s.models)
+
+    # -- wiring ---------------------------------------------------------------------------------------
+
+    def attach(self, bus: EventBus) -> None:
+        self._publish = bus.publish
+        bus.subscribe(BookUpdate, self.on_book)
+        bus.subscribe(Trade, self.on_trade)
+        bus.subscribe(KlineClosed, self.on_bar)
+        bus.subscribe(Signal, self.on_signal)
+        bus.subscribe(BookHealth, self._guard(self.gate.on_health))
+        bus.subscribe(BookCrossed, self._guard(self.gate.on_crossed))
+        bus.subscribe(ClockSkew, self._guard(self.gate.on_skew))
+        bus.subscribe(InstrumentInfo, self.on_instrument)
+        bus.subscribe(FundingRate, self.on_funding)
+        bus.subscribe(OrderUpdate, self.on_order)
+        bus.subscribe(Fill, self.on_fill)
+
+    def restore(self, fills: Sequence[Fill], open_orders: Sequence[OrderUpdate], ts_ns: int) -> None:
+        """After a restart: rebuild the ledger and each strategy's position from the persisted fills, and
+        hand the still-open orders back to execution (paper: they rest again)."""
+        per_strategy: dict[str, dict[Key, Decimal]] = collections.defaultdict(dict)
+        for f in fills:
+            self.ledger.on_fill(f)
+            pos = per_strategy[f.strategy]
+            key = (f.venue, f.symbol)
+            pos[key] = pos.get(key, ZERO) + (f.qty if f.side is Side.BUY else -f.qty)
+        for name, positions in per_strategy.items():
+            strategy = self._by_name.get(name)
+            if strategy is not None:
+                strategy.restore(positions)
+        for o in open_orders:
+            self._open[o.client_order_id] = o
+        restore = getattr(self.execution, "restore", None)
+        if restore is not None and open_orders:
+            restore(list(open_orders), ts_ns)
+
+    # -- market events ----------------------------------------------------------------------------------
+
+    def on_book(self, ev: BookUpdate) -> None:
+        self._enter(ev.ts_recv)
+        try:
+            if ev.bid_px > 0 and ev.ask_px > 0:
+                self.ledger.on_mark(ev.venue, ev.symbol, (ev.bid_px + ev.ask_px) / 2)
+            self.gate.on_book(ev)
+            if self._matcher is not None:
+                self._matcher.on_book(ev)
+            for s in self.strategies:
+                if s.trades(ev.venue, ev.symbol):
+                    self._call(s, s.on_book, ev)
+        finally:
+            self._leave()
+
+    def on_trade(self, ev: Trade) -> None:
+        self._enter(ev.ts_recv)
+        try:
+            if self._matcher is not None:
+                self._matcher.on_trade(ev)
+        finally:
+            self._leave()
+
+    def on_bar(self, k: KlineClosed) -> None:
+        self._enter(k.ts_recv)
+        try:
+            for s in self.strategies:
+                if s.trades(k.venue, k.symbol):
+                    self._call(s, s.on_bar, k)
+        finally:
+            self._leave()
+
+    def on_signal(self, sig: Signal) -> None:
+        self._enter(sig.ts_recv)
+        try:
+            self.gate.on_signal(sig)
+            for s in self.strategies:
+                if s.wants_signal(sig):
+                    self._call(s, s.on_signal, sig)
+        finally:
+            self._leave()
+
+    def on_instrument(self, ev: InstrumentInfo) -> None:
+        self.instruments[(ev.instrument.venue, ev.instrument.symbol)] = ev.instrument
+        self.gate.on_instrument(ev)
+
+    def on_funding(self, ev: FundingRate) -> None:
+        self.ledger.on_funding(ev, ev.ts_recv)
+
+    # -- own orders and fills ---------------------------------------------------------------------------
+
+    def on_order(self, o: OrderUpdate) -> None:
+        self._enter(o.ts_recv)
+        try:
+            self.stats.order_status[o.status.value] += 1
+            if o.status.is_open:
+                self._open[o.client_order_id] = o
+            else:
+                self._open.pop(o.client_order_id, None)
+            self.gate.on_order(o)
+            s = self._by_name.get(o.strategy)
+            if s is not None:
+                self._call(s, s.on_order, o)
+        finally:
+            self._leave()
+
+    def on_fill(self, f: Fill) -> None:
+        self._enter(f.ts_recv)
+        try:
+            self.stats.fills += 1
+            self.ledger.on_fill(f)
+            s = self._by_name.get(f.strategy)
+            if s is not None:
+                self._call(s, s.on_fill, f)
+        finally:
+            self._leave()
+
+    # -- time ------------------------------------------------------------------------------------------
+
+    def on_time(self, ts_ns: int) -> None:
+        """The event clock reached ``ts_ns``: latencies that ran out, time-based alarms and exits, and the
+        periodic equity snapshot (every ``snapshot_every_ns``)."""
+        self._enter(ts_ns)
+        try:
+            self.execution.on_time(ts_ns)
+            self.gate.on_time(ts_ns)
+            for s in self.strategies:
+                self._call(s, s.on_time, ts_ns)
+            if ts_ns >= self._next_snapshot:
+                self.snapshot(ts_ns)
+        finally:
+            self._leave()
+
+    def snapshot(self, ts_ns: int) -> None:
+        """Publish every account's ``EquitySnapshot`` and feed the total equity to the drawdown switch."""
+        self._next_snapshot = (ts_ns // self.snapshot_every_ns + 1) * self.snapshot_every_ns
+        for venue in self.accounts:
+            if self._publish is not None:
+                self._publish(self.ledger.snapshot(venue, ts_ns))
+        self.gate.on_equity(self.ledger.equity(), ts_ns)
+
+    # -- operator ---------------------------------------------------------------------------------------
+
+    def halt(self, reason: str, ts_ns: int, *, reduce: bool = False) -> None:
+        if reduce:
+            self.gate.reduce(reason, ts_ns)
+        else:
+            self.gate.halt(reason, ts_ns)
+
+    def resume(self, ts_ns: int) -> None:
+        self.gate.resume(ts_ns)
+
+    def cancel_all(self, ts_ns: int, reason: str = "stop") -> int:
+        """Cancel every open order (a cancel is always allowed, whatever the trading state)."""
+        ids = list(self._open)
+        for cid in ids:
+            self.execution.cancel(cid, ts_ns)
+        self.stats.cancels += len(ids)
+        if ids:
+            log.info("orders_cancel_requested", count=len(ids), reason=reason)
+        return len(ids)
+
+    def open_orders(self) -> list[OrderUpdate]:
+        return list(self._open.values())
+
+    # -- intents ----------------------------------------------------------------------------------------
+
+    def _enter(self, ts_ns: int) -> None:
+        if ts_ns > self._now:
+            self._now = ts_ns
+        self._depth += 1
+
+    def _leave(self) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self._depth = 1  # intents handled here may publish; what they cause queues behind them
+            try:
+                while self._pending:
+                    strategy, intent = self._pending.popleft()
+                    self._handle(strategy, intent)
+            finally:
+                self._depth = 0
+
+    def _call(self, s: Strategy, hook: Any, arg: Any) -> None:
+        try:
+            intents = hook(arg)
+        except Exception:
+            # A broken strategy must not take the others (or the market data) down: counted and logged.
+            self.stats.strategy_errors += 1
+            log.exception("strategy_failed", strategy=s.name, hook=getattr(hook, "__name__", "?"))
+            return
+        for intent in intents:
+            self._pending.append((s, intent))
+
+    def _guard(self, handler: Any) -> Any:
+        def run(ev: Any) -> None:
+            self._enter(ev.ts_recv)
+            try:
+                handler(ev)
+            finally:
+                self._leave()
+
+        return run
+
+    def _handle(self, s: Strategy, intent: Intent) -> None:
+        self.stats.intents += 1
+        if isinstance(intent, CancelIntent):
+            o = self._open.get(intent.client_order_id)
+            if o is not None and o.strategy == s.name:
+                self.execution.cancel(intent.client_order_id, self._now)
+                self.stats.cancels += 1
+            return
+        if isinstance(intent, TargetPosition):
+            order = self._target_to_order(s, intent)
+            if order is None:
+                return
+        else:
+            order = intent
+        cid = f"{self.order_prefix}{self.next_seq:09d}"
+        self.next_seq += 1
+        result = self.gate.check(order, cid, self._now)
+        if isinstance(result, OrderRequest):
+            self.stats.orders += 1
+            self.execution.submit(result)
+        else:
+            self.stats.denied += 1
+
+    def _target_to_order(self, s: Strategy, t: TargetPosition) -> OrderIntent | None:
+        key = (t.venue, t.symbol)
+        mine = [o for o in self._open.values() if o.strategy == s.name and (o.venue, o.symbol) == key]
+        position = s.position(t.venue, t.symbol)
+        diff = t.qty - position - sum((_remaining(o) for o in mine), ZERO)
+        if diff == ZERO:
+            return None
+        # open orders that point the other way are cancelled, and no longer count
+        side = Side.BUY if diff > 0 else Side.SELL
+        against = [o for o in mine if o.side is not side]
+        for o in against:
+            self.execution.cancel(o.client_order_id, self._now)
+            self.stats.cancels += 1
+        diff = t.qty - position - sum((_remaining(o) for o in mine if o.side is side), ZERO)
+        if diff == ZERO or (diff > 0) != (side is Side.BUY):
+            return None
+        qty = abs(diff)
+        if self._is_dust(key, qty, t):
+            self.stats.dust += 1
+            return None
+        reduce_only = (position != ZERO and abs(t.qty) < abs(position)
+                       and (t.qty == ZERO or (t.qty > 0) == (position > 0)))
+        return OrderIntent(
+            ts_event=t.ts_event, ts_recv=t.ts_recv, strategy=s.name, venue=t.venue, symbol=t.symbol,
+            side=side, qty=qty, order_type=t.order_type, price=t.price, tif=t.tif, reduce_only=reduce_only,
+            signal_ts=t.signal_ts, reason=t.reason,
+        )
+
+    def _is_dust(self, key: Key, qty: Decimal, t: TargetPosition) -> bool:
+        inst = self.instruments.get(key)
+        if inst is None:
+            return False  # the gate denies it (no rules yet), which is worth seeing
+        rounded = (qty / inst.step_size).to_integral_value(rounding=ROUND_DOWN) * inst.step_size
+        if rounded < inst.min_qty or rounded == ZERO:
+            return True
+        mark = t.price
+        if mark is None:
+            m = getattr(self.ledger, "mark", None)
+            mark = m(*key) if m is not None else None
+        return mark is not None and rounded * mark < inst.min_notional
+
+    def summary(self) -> dict[str, Any]:
+        st = self.stats
+        return {
+            "state": self.gate.state.value, "intents": st.intents, "orders": st.orders, "denied": st.denied,
+            "fills": st.fills, "cancels": st.cancels, "dust": st.dust, "open_orders": len(self._open),
+            "strategy_errors": st.strategy_errors, "order_status": dict(st.order_status),
+        }
+
+
+def _remaining(o: OrderUpdate) -> Decimal:
+    left = o.qty - o.filled_qty
+    return left if o.side is Side.BUY else -left
+
+
+__all__ = ["Engine", "EngineStats", "OrderStatus"]
