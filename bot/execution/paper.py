@@ -1,0 +1,471 @@
+"""Paper execution: orders filled the way the real book would have filled them.
+
+Synchronous, clock-driven, no I/O (the ``bot.execution.base.Execution`` protocol): ``run --paper`` drives
+it from the live feed, the replay engine from a recording, with the same calls. The event clock is the
+events' ``ts_recv`` and ``on_time``'s argument; nothing here reads a wall clock.
+
+**Latency.** A request decided at ``ts_decision`` arrives at the book at ``ts_decision + latency_ms`` (per
+venue, ``PaperVenueConfig``); a cancel asked at ``t`` takes effect at ``t + cancel_latency_ms``. A decision
+therefore never trades on the book it was made from. Due arrivals and cancels happen, in due-time order,
+at the first ``on_time`` / ``on_book`` / ``on_trade`` call whose time is ``>= due``, against the book *as it
+is then*: conservative by at most one book update (``stats["arrival_lag_ns_max"]`` says by how much time).
+
+**Taking.** Market and IOC orders (and the crossing part of a GTC limit) walk the visible levels
+(``books(venue, symbol).top(depth)``) best first, one ``Fill`` per level, up to the limit price if any;
+what the visible levels cannot fill expires (``EXPIRED``, with the reason). Our own taker fills are
+remembered per price level and deducted from that level's displayed size until a later book update shows
+the level at another size (the venue then tells us the new truth), so one displayed lot is never taken
+twice.
+
+**Resting.** A GTC / post-only limit rests at its price with a queue ahead of it = the displayed size at
+that price on arrival (0 for a new level). The queue shrinks by trades at our price (a sell-taker trade at
+our bid advances a resting buy, and vice versa) and by the level's size going down
+(``ahead = min(ahead, displayed now)``); trade volume beyond the queue fills us (partly, if the trade is
+smaller than what we have left) as maker at our price. A trade strictly better than our price, or the
+opposite best reaching our price, fills the rest at once. Several of our orders at one price share one
+trade's volume (what filled one is not there for the next), but not the queue ahead (each keeps its own).
+A post-only order that would cross on arrival is ``REJECTED`` (``post_only_would_cross``). A resting
+price deeper than the levels we look at (``depth``) has an unknown queue: it gets one when the level comes
+into view, and until then only a trade-through fills it.
+
+**Refusals.** No book, a book that is not LIVE (``live(venue, symbol)``), or an empty side on arrival:
+``REJECTED`` with the reason. Fees (maker / taker, fraction of notional, ``PaperVenueConfig``) are charged
+in the quote asset in each ``Fill``. Prices and sizes from the book are floats and become ``Decimal`` by
+their shortest repr (``Decimal(repr(px))``), never by their binary expansion.
+
+Every fill is followed by an ``OrderUpdate`` (NEW -> ACCEPTED -> PARTIALLY_FILLED -> FILLED / CANCELLED /
+EXPIRED / REJECTED) with ``filled_qty`` and the volume-weighted ``avg_price``; fill ids are
+``f"{client_order_id}-{n}"``. Events carry the event-clock time at which they happened (both timestamps).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Protocol
+
+from bot.config import PaperConfig, PaperVenueConfig
+from bot.errors import InvariantViolation
+from bot.events import BookUpdate, Event, Side, Trade, Venue
+from bot.ledger import quote_asset, to_decimal
+from bot.orders import ZERO, Fill, Liquidity, OrderRequest, OrderStatus, OrderType, OrderUpdate, TimeInForce
+
+Level = tuple[float, float]
+Key = tuple[Venue, str]
+
+_ARRIVE = 0
+_CANCEL = 1
+
+
+class BookView(Protocol):
+    """What the matcher reads of a book (``bot.book.OrderBook`` has it): the best ``n`` levels a side."""
+
+    def top(self, n: int) -> tuple[Sequence[Level], Sequence[Level]]: ...
+
+
+@dataclass
+class _Order:
+    req: OrderRequest
+    due: int  # arrival at the book (event clock)
+    status: OrderStatus = OrderStatus.NEW
+    filled: Decimal = ZERO
+    notional: Decimal = ZERO
+    fills: int = 0
+    reason: str = ""
+    resting: bool = False
+    ahead: Decimal | None = None  # displayed size ahead of us; None: our price is deeper than we look
+    cancel_pending: bool = False
+    fill_prefix: str = ""  # fill ids are f"{fill_prefix}-{n}"
+
+    @property
+    def left(self) -> Decimal:
+        return self.req.qty - self.filled
+
+    @property
+    def buy(self) -> bool:
+        return self.req.side is Side.BUY
+
+
+@dataclass
+class _Taken:
+    """Our taker fills at one price level, since the level last showed ``shown``."""
+
+    shown: Decimal
+    qty: Decimal = ZERO
+
+
+@dataclass
+class _BookState:
+    resting: list[_Order] = field(default_factory=list)  # in arrival order
+    taken: dict[tuple[bool, Decimal], _Taken] = field(default_factory=dict)  # (ask side?, price)
+
+
+class PaperExecution:
+    """The paper venue for every configured venue account (see the module docstring)."""
+
+    def __init__(
+        self,
+        cfg: PaperConfig,
+        books: Callable[[Venue, str], BookView | None],
+        publish: Callable[[Event], None],
+        live: Callable[[Venue, str], bool] = lambda v, s: True,
+        depth: int = 50,
+    ) -> None:
+        if depth < 1:
+            raise ValueError("depth must be >= 1")
+        self._cfg = cfg
+        self._books = books
+        self._publish = publish
+        self._live = live
+        self._depth = depth
+        self._orders: dict[str, _Order] = {}  # open orders only
+        self._queue: list[tuple[int, int, int, str]] = []  # (due, seq, kind, client_order_id)
+        self._seq = 0
+        self._state: dict[Key, _BookState] = {}
+        self._now = 0
+        self.stats: dict[str, int] = dict.fromkeys(
+            (
+                "submitted",
+                "accepted",
+                "rejected",
+                "filled",
+                "cancelled",
+                "expired",
+                "fills",
+                "maker_fills",
+                "taker_fills",
+                "cancel_requests",
+                "cancels_too_late",
+                "arrival_lag_ns_max",
+            ),
+            0,
+        )
+
+    # -- the Execution protocol -----------------------------------------------------------------------------
+
+    def submit(self, request: OrderRequest) -> None:
+        """Publish ``OrderUpdate(NEW)`` now; the order reaches the book at ``ts_decision + latency``."""
+        cid = request.client_order_id
+        self.stats["submitted"] += 1
+        order = _Order(request, request.ts_decision + _ns(self._venue_cfg(request.venue).latency_ms))
+        if cid in self._orders:  # the engine makes the ids: a repeat is a bug, and would clobber the order
+            raise InvariantViolation(f"paper: client order id {cid!r} is already open")
+        self._emit(order, request.ts_decision)
+        if request.qty <= 0 or (request.order_type is OrderType.LIMIT and (request.price or ZERO) <= 0):
+            self._close(order, OrderStatus.REJECTED, "invalid_qty_or_price", request.ts_decision)
+            return
+        self._orders[cid] = order
+        self._push(order.due, _ARRIVE, cid)
+
+    def cancel(self, client_order_id: str, ts_ns: int) -> None:
+        """Effective at ``ts_ns + cancel_latency``; an order that fills before then stays filled."""
+        order = self._orders.get(client_order_id)
+        if order is None or order.cancel_pending:
+            return
+        self.stats["cancel_requests"] += 1
+        order.cancel_pending = True
+        self._push(ts_ns + _ns(self._venue_cfg(order.req.venue).cancel_latency_ms), _CANCEL, client_order_id)
+
+    def on_time(self, ts_ns: int) -> None:
+        """Arrivals and cancels due by ``ts_ns`` happen now, in due order, against the books as they are."""
+        if ts_ns > self._now:
+            self._now = ts_ns
+        q = self._queue
+        while q and q[0][0] <= ts_ns:
+            due, _, kind, cid = heapq.heappop(q)
+            order = self._orders.get(cid)
+            if order is None:
+                if kind == _CANCEL:
+                    self.stats["cancels_too_late"] += 1  # it filled (or expired) before the cancel arrived
+                continue
+            if kind == _CANCEL:
+                if order.status is OrderStatus.NEW:
+                    self._close(order, OrderStatus.CANCELLED, "cancelled_before_arrival", self._now)
+                else:
+                    self._close(order, OrderStatus.CANCELLED, "cancelled", self._now)
+            elif order.status is OrderStatus.NEW:
+                self.stats["arrival_lag_ns_max"] = max(self.stats["arrival_lag_ns_max"], self._now - due)
+                self._arrive(order)
+
+    def open_orders(self) -> list[OrderUpdate]:
+        return [self._update(o, self._now) for o in self._orders.values()]
+
+    # -- market data ----------------------------------------------------------------------------------------
+
+    def on_book(self, ev: BookUpdate) -> None:
+        """Due arrivals first, then the resting orders of this book: trade-through by the opposite best,
+        the queue ahead shrinking with the level, and the taken-liquidity memory refreshed."""
+        self.on_time(ev.ts_recv)
+        key = (ev.venue, ev.symbol)
+        st = self._state.get(key)
+        if st is None or not (st.resting or st.taken) or not self._live(*key):
+            return
+        book = self._books(*key)
+        if book is None:
+            return
+        bids, asks = book.top(self._depth)
+        if st.taken:
+            self._refresh_taken(st, bids, asks)
+        if not st.resting:
+            return
+        best_bid = self._best_available(st, bids, ask_side=False)
+        best_ask = self._best_available(st, asks, ask_side=True)
+        for order in list(st.resting):
+            price = order.req.price
+            assert price is not None  # resting orders are limits
+            if order.buy and best_ask is not None and best_ask <= price:
+                self._maker_fill(order, order.left, self._now)
+                continue
+            if not order.buy and best_bid is not None and best_bid >= price:
+                self._maker_fill(order, order.left, self._now)
+                continue
+            shown = self._shown_at(bids if order.buy else asks, price, order.buy)
+            if shown is not None and (order.ahead is None or shown < order.ahead):
+                order.ahead = shown
+
+    def on_trade(self, ev: Trade) -> None:
+        """Due arrivals first, then a trade at our price advances our queue (and fills us past it); a trade
+        strictly better than our price fills us fully."""
+        self.on_time(ev.ts_recv)
+        st = self._state.get((ev.venue, ev.symbol))
+        if st is None or not st.resting:
+            return
+        px = to_decimal(ev.price)
+        volume = to_decimal(ev.size)  # what of this trade is left for our orders at its price
+        for order in list(st.resting):
+            price = order.req.price
+            assert price is not None
+            if (order.buy and px < price) or (not order.buy and px > price):
+                self._maker_fill(order, order.left, self._now)
+                continue
+            if px != price or (ev.taker_side is Side.SELL) != order.buy:
+                continue  # elsewhere, or a trade on the other side of our price
+            if order.ahead is None:  # our place is unknown: count nothing, fill nothing
+                continue
+            size = to_decimal(ev.size)
+            beyond = size - order.ahead
+            order.ahead = max(ZERO, order.ahead - size)
+            qty = min(order.left, beyond, volume)
+            if qty > 0:
+                volume -= qty
+                self._maker_fill(order, qty, self._now)
+
+    # -- restart --------------------------------------------------------------------------------------------
+
+    def restore(self, orders: Sequence[OrderUpdate], ts_ns: int) -> None:
+        """Take back the open orders of a previous run (the state database's last ``OrderUpdate`` of each),
+        publishing nothing. Resting ones rest again at the back of their level: their queue is unknown
+        until the next book update shows the level. Ones never arrived (NEW) arrive at ``ts_ns``."""
+        self._now = max(self._now, ts_ns)
+        for u in orders:
+            if not u.status.is_open or u.client_order_id in self._orders:
+                continue
+            req = OrderRequest(
+                client_order_id=u.client_order_id,
+                strategy=u.strategy,
+                venue=u.venue,
+                symbol=u.symbol,
+                side=u.side,
+                qty=u.qty,
+                order_type=u.order_type,
+                price=u.price,
+                tif=u.tif,
+                reduce_only=u.reduce_only,
+                ts_decision=ts_ns,
+            )
+            order = _Order(req, ts_ns, status=u.status, filled=u.filled_qty)
+            order.notional = u.filled_qty * (u.avg_price or ZERO)
+            order.fill_prefix = f"{u.client_order_id}-r{ts_ns}"  # ids of fills before the restart stay unique
+            self._orders[u.client_order_id] = order
+            if u.status is OrderStatus.NEW:
+                self._push(ts_ns, _ARRIVE, u.client_order_id)
+            elif u.order_type is OrderType.LIMIT and u.price is not None:
+                order.resting = True
+                self._book_state(u.venue, u.symbol).resting.append(order)
+            else:  # a market/IOC order cannot be open after its arrival; close it honestly
+                self._close(order, OrderStatus.EXPIRED, "restart", ts_ns)
+
+    # -- arrival --------------------------------------------------------------------------------------------
+
+    def _arrive(self, order: _Order) -> None:
+        req, now = order.req, self._now
+        if not self._live(req.venue, req.symbol):
+            self._close(order, OrderStatus.REJECTED, "book_not_live", now)
+            return
+        book = self._books(req.venue, req.symbol)
+        if book is None:
+            self._close(order, OrderStatus.REJECTED, "no_book", now)
+            return
+        bids, asks = book.top(self._depth)
+        if not bids or not asks:
+            self._close(order, OrderStatus.REJECTED, "empty_book_side", now)
+            return
+        opposite = asks if order.buy else bids
+        limit = req.price if req.order_type is OrderType.LIMIT else None
+        best = self._best_available(self._book_state(req.venue, req.symbol), opposite, ask_side=order.buy)
+        # best None: all we see there we took already (a market order then expires unfilled)
+        crosses = limit is None or (best is not None and (best <= limit if order.buy else best >= limit))
+        if req.tif is TimeInForce.POST_ONLY and crosses:
+            self._close(order, OrderStatus.REJECTED, "post_only_would_cross", now)
+            return
+        order.status = OrderStatus.ACCEPTED
+        self.stats["accepted"] += 1
+        self._emit(order, now)
+        if crosses:
+            self._take(order, opposite, limit)
+            if not order.status.is_open:
+                return
+        if limit is None or req.tif is TimeInForce.IOC:
+            reason = "no_more_liquidity" if limit is None else "ioc_remainder"
+            self._close(order, OrderStatus.EXPIRED, reason, now)
+            return
+        order.resting = True
+        order.ahead = self._shown_at(bids if order.buy else asks, limit, order.buy)
+        self._book_state(req.venue, req.symbol).resting.append(order)
+
+    def _take(self, order: _Order, levels: Sequence[Level], limit: Decimal | None) -> None:
+        """Walk ``levels`` best first (up to ``limit``), net of what we took there before."""
+        st = self._book_state(order.req.venue, order.req.symbol)
+        ask_side = order.buy
+        for px_f, sz_f in levels:
+            if order.left <= 0:
+                break
+            px = to_decimal(px_f)
+            if limit is not None and (px > limit if order.buy else px < limit):
+                break
+            shown = to_decimal(sz_f)
+            taken = st.taken.get((ask_side, px))
+            if taken is None or taken.shown != shown:
+                taken = st.taken[(ask_side, px)] = _Taken(shown)
+            qty = min(order.left, shown - taken.qty)
+            if qty <= 0:
+                continue
+            taken.qty += qty
+            self._fill(order, qty, px, Liquidity.TAKER, self._now)
+
+    def _refresh_taken(self, st: _BookState, bids: Sequence[Level], asks: Sequence[Level]) -> None:
+        """Forget what we took at a level once the book shows that level at another size (or not at all)."""
+        for (ask_side, px), taken in list(st.taken.items()):
+            shown = self._shown_at(asks if ask_side else bids, px, not ask_side)
+            if shown != taken.shown:
+                del st.taken[(ask_side, px)]
+
+    # -- fills and updates ----------------------------------------------------------------------------------
+
+    def _maker_fill(self, order: _Order, qty: Decimal, ts: int) -> None:
+        price = order.req.price
+        assert price is not None
+        self._fill(order, qty, price, Liquidity.MAKER, ts)
+
+    def _fill(self, order: _Order, qty: Decimal, price: Decimal, liquidity: Liquidity, ts: int) -> None:
+        req = order.req
+        vcfg = self._venue_cfg(req.venue)
+        rate = vcfg.maker_fee if liquidity is Liquidity.MAKER else vcfg.taker_fee
+        order.fills += 1
+        order.filled += qty
+        order.notional += qty * price
+        self.stats["fills"] += 1
+        self.stats["maker_fills" if liquidity is Liquidity.MAKER else "taker_fills"] += 1
+        self._publish(
+            Fill(
+                ts_event=ts,
+                ts_recv=ts,
+                client_order_id=req.client_order_id,
+                strategy=req.strategy,
+                venue=req.venue,
+                symbol=req.symbol,
+                side=req.side,
+                qty=qty,
+                price=price,
+                fee=qty * price * rate,
+                fee_asset=quote_asset(req.symbol),
+                liquidity=liquidity,
+                trade_id=f"{order.fill_prefix or req.client_order_id}-{order.fills}",
+            )
+        )
+        if order.left <= 0:
+            self._close(order, OrderStatus.FILLED, "", ts)
+        else:
+            order.status = OrderStatus.PARTIALLY_FILLED
+            self._emit(order, ts)
+
+    def _close(self, order: _Order, status: OrderStatus, reason: str, ts: int) -> None:
+        order.status = status
+        order.reason = reason
+        self.stats[status.value] += 1
+        cid = order.req.client_order_id
+        if self._orders.get(cid) is order:
+            del self._orders[cid]
+        if order.resting:
+            order.resting = False
+            self._book_state(order.req.venue, order.req.symbol).resting.remove(order)
+        self._emit(order, ts)
+
+    def _emit(self, order: _Order, ts: int) -> None:
+        self._publish(self._update(order, ts))
+
+    @staticmethod
+    def _update(order: _Order, ts: int) -> OrderUpdate:
+        req = order.req
+        return OrderUpdate(
+            ts_event=ts,
+            ts_recv=ts,
+            client_order_id=req.client_order_id,
+            strategy=req.strategy,
+            venue=req.venue,
+            symbol=req.symbol,
+            side=req.side,
+            order_type=req.order_type,
+            tif=req.tif,
+            qty=req.qty,
+            price=req.price,
+            status=order.status,
+            filled_qty=order.filled,
+            avg_price=order.notional / order.filled if order.filled else None,
+            reduce_only=req.reduce_only,
+            reason=order.reason,
+        )
+
+    # -- helpers --------------------------------------------------------------------------------------------
+
+    def _venue_cfg(self, venue: Venue) -> PaperVenueConfig:
+        return self._cfg.venues.get(venue) or PaperVenueConfig()
+
+    def _book_state(self, venue: Venue, symbol: str) -> _BookState:
+        st = self._state.get((venue, symbol))
+        if st is None:
+            st = self._state[(venue, symbol)] = _BookState()
+        return st
+
+    def _shown_at(self, levels: Sequence[Level], price: Decimal, bid_side: bool) -> Decimal | None:
+        """The displayed size at ``price`` on one side (best first): 0 if the price lies within what we see
+        but has no level, None if it lies beyond the ``depth`` levels we look at (unknown)."""
+        for px_f, sz_f in levels:
+            px = to_decimal(px_f)
+            if px == price:
+                return to_decimal(sz_f)
+            if (px < price) if bid_side else (px > price):
+                return ZERO  # passed the price: no level there
+        return None if len(levels) >= self._depth else ZERO  # fewer levels than asked: that is the whole side
+
+    @staticmethod
+    def _best_available(st: _BookState, levels: Sequence[Level], ask_side: bool) -> Decimal | None:
+        """The best price on a side with displayed size we have not taken ourselves (None: none in view)."""
+        for px_f, sz_f in levels:
+            px = to_decimal(px_f)
+            taken = st.taken.get((ask_side, px))
+            if taken is None or taken.shown != to_decimal(sz_f) or taken.qty < taken.shown:
+                return px
+        return None
+
+    def _push(self, due: int, kind: int, cid: str) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (due, self._seq, kind, cid))
+
+
+def _ns(ms: float) -> int:
+    return round(ms * 1_000_000)
+
+
