@@ -3,14 +3,27 @@
 Every model is frozen and rejects unknown keys, so a typo fails at start-up with a message naming it.
 Real venue endpoints are the defaults; ``--sim`` replaces them with the loopback exchange's.
 Secrets (API keys) are read only from the environment, as ``SecretStr``, and are never logged.
+Each venue's ``depth`` and ``snapshot_limit`` are checked against what that venue serves.
+
+Relative paths (every ``Path`` field: ``signal_log.db``, ``state.db``, ``sim.data``, ...) follow one rule,
+so that ``python -m bot --config /x/config.toml ...`` reads and writes the same files from any folder:
+
+* written in the config file, or left at their default while a config file is in use: from the config
+  file's folder (``~`` is expanded);
+* with no config file, and in ``BOT_*`` variables or ``load_settings(**overrides)``: from the working
+  directory, like any path typed in a shell.
+
+``load_settings`` hands out absolute paths. The one exception is ``models.dir`` left at its default,
+which is used as it is (it names the package's shipped checkpoints).
 """
 
 from __future__ import annotations
 
 import os
+import types
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -36,9 +49,9 @@ class VenueConfig(Section):
     ws_url: str
     rest_url: str
     symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
-    # Binance: diff-depth stream suffix ("depth@100ms"); Bybit: orderbook depth (1, 50, 200, 1000).
+    # Binance: depth stream suffix ("depth@100ms"); Bybit: orderbook depth ("200"). Per venue: DEPTHS.
     depth: str = "200"
-    snapshot_limit: int = Field(default=1000, ge=5, le=5000)
+    snapshot_limit: int = Field(default=1000, ge=5, le=5000)  # Binance REST depth; per venue: SNAPSHOT_LIMITS
     trades: bool = True
     klines: tuple[str, ...] = ("1m",)
     # Binance USD-M routes streams by family since 2026; the path for each family is configurable.
@@ -46,6 +59,11 @@ class VenueConfig(Section):
     ws_kline_path: str = ""
     api_key: SecretStr | None = None
     api_secret: SecretStr | None = None
+
+    @field_validator("depth", mode="before")
+    @classmethod
+    def _depth_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v  # depth = 200 (unquoted) too
 
     @field_validator("symbols")
     @classmethod
@@ -62,6 +80,44 @@ class VenueConfig(Section):
         if bad:
             raise ValueError(f"unknown kline interval(s) {bad}; use one of {sorted(INTERVALS_S)}")
         return v
+
+
+def _binance_partial(levels: tuple[int, ...], speeds: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"depth{n}{sp}" for n in levels for sp in speeds)
+
+
+# What each venue serves (shared/PROTOCOLS.md 1.4, 2.2-2.5, 3.2-3.5): Bybit's orderbook.{depth}.{symbol}
+# depths per category; Binance's diff streams (<symbol>@depth..., USD-M also the undocumented @depth@0ms
+# seen in real recordings) and partial ones (@depth5/10/20, USD-M at @250ms by default).
+DEPTHS: dict[Venue, tuple[str, ...]] = {
+    Venue.BYBIT_SPOT: ("1", "50", "200", "1000"),
+    Venue.BYBIT_LINEAR: ("1", "50", "200", "500", "1000"),
+    Venue.BINANCE_SPOT: ("depth", "depth@100ms", "depth@1000ms", *_binance_partial((5, 10, 20), ("", "@100ms"))),
+    Venue.BINANCE_USDM: (
+        "depth", "depth@0ms", "depth@100ms", "depth@250ms", "depth@500ms",
+        *_binance_partial((5, 10, 20), ("", "@100ms", "@500ms")),
+    ),
+}  # fmt: skip
+# REST depth-snapshot limits: Binance spot takes any limit up to 5000, USD-M only these; Bybit books are
+# snapshotted on the stream, so ``snapshot_limit`` means nothing there and setting it is refused.
+SNAPSHOT_LIMITS: dict[Venue, range | tuple[int, ...]] = {
+    Venue.BINANCE_SPOT: range(5, 5001),
+    Venue.BINANCE_USDM: (5, 10, 20, 50, 100, 500, 1000),
+}
+
+
+def venue_config_problems(venue: Venue, cfg: VenueConfig) -> list[str]:
+    """What ``venue`` would not serve as configured in ``cfg`` (its depth, its snapshot limit), in words."""
+    problems = []
+    depths = DEPTHS[venue]
+    name = venue.value
+    if cfg.depth not in depths:
+        problems.append(f"{name}.depth {cfg.depth!r} is not a depth {name} serves (use one of {', '.join(depths)})")
+    limits = SNAPSHOT_LIMITS.get(venue)
+    if limits is not None and cfg.snapshot_limit not in limits:
+        allowed = ", ".join(map(str, limits)) if isinstance(limits, tuple) else f"{limits[0]} to {limits[-1]}"
+        problems.append(f"{name}.snapshot_limit {cfg.snapshot_limit} is not a limit {name} serves (use {allowed})")
+    return problems
 
 
 def _default_venues() -> dict[Venue, VenueConfig]:
@@ -155,7 +211,7 @@ class SignalLogConfig(Section):
     """Every published Signal goes to SQLite and JSONL (``bot.signal_log``)."""
 
     enabled: bool = True
-    db: Path = Path("out/signals/signals.sqlite")
+    db: Path = Path("out/state.sqlite")  # the state database (StateConfig.db): one file, its own table
     jsonl_dir: Path = Path("out/signals")
     rotate_mb: float = Field(default=64.0, gt=0)  # a JSONL file is also rotated daily (UTC)
     queue_size: int = Field(default=10_000, ge=1)  # full: the oldest waiting signal is dropped, counted, warned
@@ -274,11 +330,28 @@ class BotSettings(BaseSettings):
             if key not in merged:
                 raise ValueError(f"unknown venue {key!r}; known: {sorted(merged)}")
             if isinstance(section, VenueConfig):
+                given = section.model_fields_set
                 section = section.model_dump()
-            if not isinstance(section, dict):
+            elif isinstance(section, dict):
+                given = set(section)
+            else:
                 raise ValueError(f"[venues.{key}] must be a table")
+            if key.startswith("bybit") and "snapshot_limit" in given:
+                raise ValueError(
+                    f"{key}.snapshot_limit is not used: Bybit sends the book's snapshot on the stream (its size is "
+                    "depth); remove it"
+                )
             merged[key] = {**merged[key], **section}
         return merged
+
+    @field_validator("venues")
+    @classmethod
+    def _venues_serve_it(cls, v: dict[Venue, VenueConfig]) -> dict[Venue, VenueConfig]:
+        """A depth or snapshot limit the venue does not serve would subscribe to nothing, silently."""
+        problems = [p for venue, cfg in v.items() for p in venue_config_problems(venue, cfg)]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return v
 
     @classmethod
     def settings_customise_sources(
@@ -292,7 +365,7 @@ class BotSettings(BaseSettings):
         path = _CONFIG_PATH.get("path")
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if path is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+            sources.append(_ConfigFileSource(settings_cls, path))
         return tuple(sources)
 
     def enabled_venues(self) -> dict[Venue, VenueConfig]:
@@ -302,10 +375,95 @@ class BotSettings(BaseSettings):
 _CONFIG_PATH: dict[str, Path | None] = {"path": None}
 
 
+# -- relative paths (the rule is in the module docstring) ------------------------------------------------
+
+_KEEP_DEFAULT = {("models", "dir")}  # used as it is when left at its default (the shipped checkpoints)
+
+
+def _path_typed(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, Path)
+
+
+def _anchor(value: Any, annotation: Any, base: Path) -> Any:
+    """``value`` (raw config-file data for a field of type ``annotation``) with every relative path in it
+    made absolute against ``base``; anything that is not a path (or not of the expected shape) is left
+    for validation to judge."""
+    if _path_typed(annotation):
+        if isinstance(value, str) and value:
+            p = Path(value).expanduser()
+            return str(p if p.is_absolute() else base / p)
+        return value
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if not isinstance(value, dict):
+            return value
+        fields = annotation.model_fields
+        return {k: _anchor(v, fields[k].annotation, base) if k in fields else v for k, v in value.items()}
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin in (Union, types.UnionType):
+        for member in args:
+            if (isinstance(value, str) and _path_typed(member)) or (
+                isinstance(value, dict | list) and member is not type(None) and not _path_typed(member)
+            ):
+                return _anchor(value, member, base)
+        return value
+    if origin is dict and isinstance(value, dict) and len(args) == 2:
+        return {k: _anchor(v, args[1], base) for k, v in value.items()}
+    if origin in (list, tuple, set, frozenset) and isinstance(value, list) and args:
+        return [_anchor(v, args[0], base) for v in value]
+    return value
+
+
+class _ConfigFileSource(TomlConfigSettingsSource):
+    """The config file, its relative paths already resolved against the file's folder."""
+
+    def __init__(self, settings_cls: type[BaseSettings], toml_file: Path) -> None:
+        self._model = settings_cls
+        self._base = Path(toml_file).resolve().parent
+        super().__init__(settings_cls, toml_file=toml_file)
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        data: dict[str, Any] = super()._read_file(file_path)
+        anchored: dict[str, Any] = _anchor(data, self._model, self._base)
+        return anchored
+
+
+def _absolute(model: BaseModel, defaults_base: Path, given_base: Path, loc: tuple[str, ...] = ()) -> Any:
+    """``model`` with every relative ``Path`` in it absolute: a default one against ``defaults_base``,
+    one given (environment, overrides) against ``given_base``; sections and containers are walked."""
+    changes: dict[str, Any] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        here = (*loc, name)
+        if isinstance(value, Path):
+            if value.is_absolute() or (here in _KEEP_DEFAULT and name not in model.model_fields_set):
+                continue
+            value = value.expanduser()
+            base = given_base if name in model.model_fields_set else defaults_base
+            changes[name] = value if value.is_absolute() else base / value
+        else:
+            new = _absolute_in(value, defaults_base, given_base, here)
+            if new is not value:
+                changes[name] = new
+    return model.model_copy(update=changes) if changes else model
+
+
+def _absolute_in(value: Any, defaults_base: Path, given_base: Path, loc: tuple[str, ...]) -> Any:
+    if isinstance(value, BaseModel):
+        return _absolute(value, defaults_base, given_base, loc)
+    if isinstance(value, dict):
+        items = {k: _absolute_in(v, defaults_base, given_base, (*loc, str(k))) for k, v in value.items()}
+        return items if any(items[k] is not value[k] for k in value) else value
+    if isinstance(value, tuple | list) and not isinstance(value, str):
+        seq = [_absolute_in(v, defaults_base, given_base, loc) for v in value]
+        return type(value)(seq) if any(a is not b for a, b in zip(seq, value, strict=True)) else value
+    return value
+
+
 def load_settings(path: Path | None = None, **overrides: Any) -> BotSettings:
     """Read ``path`` (default: ``$BOT_CONFIG`` or ./config.toml if present) and the environment.
 
-    Raises ``ConfigError`` with every problem listed, never a pydantic traceback.
+    Relative paths come back absolute (the rule is in the module docstring). Raises ``ConfigError`` with
+    every problem listed, never a pydantic traceback.
     """
     if path is None:
         env = os.environ.get("BOT_CONFIG")
@@ -313,8 +471,11 @@ def load_settings(path: Path | None = None, **overrides: Any) -> BotSettings:
     if path is not None and not Path(path).is_file():
         raise ConfigError(f"config file not found: {path}")
     _CONFIG_PATH["path"] = Path(path) if path is not None else None
+    cwd = Path.cwd()
     try:
-        return BotSettings(**overrides)
+        settings = BotSettings(**overrides)
+        anchored: BotSettings = _absolute(settings, Path(path).resolve().parent if path is not None else cwd, cwd)
+        return anchored
     except ValidationError as e:
         lines = []
         for err in e.errors():
@@ -322,6 +483,8 @@ def load_settings(path: Path | None = None, **overrides: Any) -> BotSettings:
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (typo?)"
+            elif err["type"] == "value_error":
+                msg = msg.removeprefix("Value error, ")
             lines.append(f"  {loc}: {msg}")
         where = f" in {path}" if path is not None else ""
         raise ConfigError(f"invalid configuration{where} or BOT_* environment:\n" + "\n".join(lines)) from None

@@ -90,3 +90,166 @@ def test_api_secrets_come_from_the_environment_and_never_print(monkeypatch: pyte
 def test_repository_config_toml_is_valid() -> None:
     s = load_settings(Path(__file__).resolve().parents[2] / "config.toml")
     assert s.venues[Venue.BINANCE_USDM].symbols == ("BTCUSDT", "ETHUSDT")
+
+
+# -- per-venue depth and snapshot limit ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        ('[venues.binance_spot]\ndepth = "banana"\n',
+         ["binance_spot.depth 'banana'", "depth@100ms", "depth@1000ms"]),
+        ('[venues.binance_spot]\ndepth = "-5"\n', ["binance_spot.depth '-5'"]),
+        ('[venues.bybit_spot]\ndepth = "-5"\n', ["bybit_spot.depth '-5'", "use one of 1, 50, 200, 1000)"]),
+        ('[venues.bybit_spot]\ndepth = "500"\n', ["bybit_spot.depth '500'"]),  # linear only
+        ('[venues.binance_usdm]\ndepth = "depth@1000ms"\n', ["binance_usdm.depth 'depth@1000ms'"]),  # spot only
+        ("[venues.binance_usdm]\nsnapshot_limit = 5000\n",
+         ["binance_usdm.snapshot_limit 5000", "use 5, 10, 20, 50, 100, 500, 1000)"]),
+        ("[venues.binance_usdm]\nsnapshot_limit = 999\n", ["binance_usdm.snapshot_limit 999"]),
+        ("[venues.bybit_linear]\nsnapshot_limit = 200\n", ["bybit_linear.snapshot_limit is not used"]),
+    ],
+)
+def test_a_depth_or_snapshot_limit_the_venue_does_not_serve_names_venue_value_and_choices(
+    tmp_path: Path, text: str, needles: list[str]
+) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg)
+    for needle in needles:
+        assert needle in str(err.value)
+    assert "Value error" not in str(err.value)
+
+
+def test_every_bad_venue_is_reported_at_once(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[venues.bybit_spot]\ndepth = "7"\n[venues.binance_spot]\ndepth = "depth@7ms"\n')
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg)
+    assert "bybit_spot.depth '7'" in str(err.value)
+    assert "binance_spot.depth 'depth@7ms'" in str(err.value)
+
+
+def test_a_bad_depth_from_the_environment_is_refused_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BOT_VENUES__BYBIT_LINEAR__DEPTH", "banana")
+    with pytest.raises(ConfigError, match=r"bybit_linear\.depth 'banana'"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("venue", "depth"),
+    [
+        (Venue.BYBIT_SPOT, "1"), (Venue.BYBIT_SPOT, "1000"), (Venue.BYBIT_LINEAR, "500"),
+        (Venue.BYBIT_LINEAR, "50"), (Venue.BINANCE_SPOT, "depth"), (Venue.BINANCE_SPOT, "depth@1000ms"),
+        (Venue.BINANCE_SPOT, "depth5@100ms"), (Venue.BINANCE_USDM, "depth@0ms"), (Venue.BINANCE_USDM, "depth@500ms"),
+        (Venue.BINANCE_USDM, "depth20"),
+    ],
+)  # fmt: skip
+def test_the_depths_the_venues_serve_are_accepted(tmp_path: Path, venue: Venue, depth: str) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[venues.{venue.value}]\ndepth = "{depth}"\n')
+    assert load_settings(cfg).venues[venue].depth == depth
+
+
+def test_an_unquoted_bybit_depth_is_read_as_its_text(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[venues.bybit_linear]\ndepth = 50\n[venues.binance_spot]\nsnapshot_limit = 4321\n")
+    s = load_settings(cfg)
+    assert s.venues[Venue.BYBIT_LINEAR].depth == "50"
+    assert s.venues[Venue.BINANCE_SPOT].snapshot_limit == 4321  # spot takes any limit up to 5000
+
+
+# -- relative paths ----------------------------------------------------------------------------------------
+
+
+def _path_config(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = folder / "config.toml"
+    cfg.write_text(
+        '[signal_log]\njsonl_dir = "logs/jsonl"\n[sim]\ndata = "../data/rec"\n'
+        '[state]\ndb = "state/bot.sqlite"\n[models]\ndir = "ckpt"\n'
+    )
+    return cfg
+
+
+def test_relative_paths_in_the_config_file_resolve_from_its_folder_whatever_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = _path_config(tmp_path / "etc" / "bot")
+    elsewhere = tmp_path / "somewhere" / "else"
+    elsewhere.mkdir(parents=True)
+    seen = []
+    for cwd in (tmp_path, elsewhere, cfg.parent):
+        monkeypatch.chdir(cwd)
+        s = load_settings(cfg)
+        seen.append((s.signal_log.jsonl_dir, s.sim.data, s.state.db, s.models.dir, s.signal_log.db))
+    folder = (tmp_path / "etc" / "bot").resolve()
+    assert seen[0] == (
+        folder / "logs/jsonl",
+        folder / "../data/rec",
+        folder / "state/bot.sqlite",
+        folder / "ckpt",
+        folder / "out/state.sqlite",  # a default, with a config file in use: from its folder too
+    )
+    assert seen[1] == seen[0]
+    assert seen[2] == seen[0]
+
+
+def test_relative_paths_given_by_a_relative_config_path_resolve_from_that_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _path_config(tmp_path / "conf")
+    monkeypatch.chdir(tmp_path)
+    s = load_settings(Path("conf/config.toml"))
+    assert s.state.db == tmp_path.resolve() / "conf" / "state/bot.sqlite"
+
+
+def test_absolute_and_home_paths_in_the_config_file_are_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[signal_log]\ndb = "{tmp_path / "abs.sqlite"}"\njsonl_dir = "~/signals"\n')
+    s = load_settings(cfg)
+    assert s.signal_log.db == tmp_path / "abs.sqlite"
+    assert s.signal_log.jsonl_dir == tmp_path / "home" / "signals"
+
+
+def test_without_a_config_file_relative_paths_resolve_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    s = load_settings()
+    here = tmp_path.resolve()
+    assert s.signal_log.db == here / "out" / "state.sqlite"
+    assert s.signal_log.jsonl_dir == here / "out" / "signals"
+    assert s.state.db == here / "out" / "state.sqlite"
+    assert s.sim.data is None
+    assert s.models.dir == Path("models/checkpoints")  # its default is left as it is (shipped checkpoints)
+
+
+def test_a_relative_path_from_the_environment_resolves_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = _path_config(tmp_path / "conf")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    monkeypatch.chdir(run_dir)
+    monkeypatch.setenv("BOT_STATE__DB", "mine.sqlite")
+    s = load_settings(cfg)
+    assert s.state.db == run_dir.resolve() / "mine.sqlite"
+    assert s.signal_log.jsonl_dir == (tmp_path / "conf").resolve() / "logs/jsonl"  # the file's, still
+
+
+def test_the_signal_log_shares_the_state_database_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    s = load_settings()
+    assert s.signal_log.db == s.state.db
+    assert s.signal_log.jsonl_dir.name == "signals"
+
+
+def test_a_bad_path_value_is_still_a_config_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[state]\ndb = 5\n")
+    with pytest.raises(ConfigError, match=r"state\.db"):
+        load_settings(cfg)
