@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "bot.importers",
     "bot.export",
     "bot.signals_cli",
+    "bot.state_cli",
     "bot.train_cli",
 )
 

@@ -69,8 +69,11 @@ RETRY_S = 0.5  # a failed batch is retried this often
 BATCH_MAX = 5000
 NS_PER_DAY = 86_400_000_000_000
 OPEN_STATUSES = tuple(s.value for s in OrderStatus if s.is_open)
-# RiskStateChanged reasons of live alarms: the risk gate clears them by itself, so they are not latched.
-TRANSIENT_REASONS = frozenset({"book_resyncing", "book_not_live", "crossed_book", "crossed_books", "clock_skew"})
+# RiskStateChanged reasons of the risk gate's live alarms (bot.risk): they clear by themselves, not latched.
+TRANSIENT_REASONS = frozenset({"book_resyncing", "crossed_burst", "clock_skew"})
+# The gate's operator changes (reason "operator") say which in ``detail``: the effective state after a
+# resume can still be REDUCING (alarms on) while the latched one is ACTIVE.
+_OPERATOR_DETAIL = (("halt", TradingState.HALTED), ("reduce", TradingState.REDUCING), ("resume", TradingState.ACTIVE))
 CONTROL_STATES = {"halt": TradingState.HALTED, "reduce": TradingState.REDUCING, "resume": TradingState.ACTIVE}
 
 SCHEMA = f"""
@@ -145,6 +148,18 @@ def order_seq(client_order_id: str) -> int | None:
     """The sequence number a client order id ends with (``paper-000042`` -> 42), if any."""
     m = _SEQ.search(client_order_id)
     return int(m.group(1)) if m else None
+
+
+def latched_state(ev: RiskStateChanged) -> TradingState | None:
+    """The latched state a change leaves (None: a live alarm, the latch is unchanged). Kill switches latch
+    HALTED, the worst state, so their effective state is the latched one."""
+    if ev.reason in TRANSIENT_REASONS:
+        return None
+    if ev.reason == "operator":
+        for prefix, state in _OPERATOR_DETAIL:
+            if ev.detail.startswith(prefix):
+                return state
+    return ev.state
 
 
 def _dec(x: Decimal | None) -> str | None:
@@ -463,7 +478,7 @@ class StateStore:
         risk: list[tuple[Any, ...]] = []
         health: list[tuple[Any, ...]] = []
         equity: list[tuple[Any, ...]] = []
-        latch: RiskStateChanged | None = None
+        latch: tuple[TradingState, str, int] | None = None
         last_snap: dict[Venue, EquitySnapshot] = {}
         meta_changed = False
         for ev in batch:
@@ -483,8 +498,9 @@ class StateStore:
                                 ev.side.value if ev.side else None, str(ev.qty), ev.reason, ev.detail))
             elif isinstance(ev, RiskStateChanged):
                 risk.append((ev.ts_event, ev.ts_recv, ev.previous.value, ev.state.value, ev.reason, ev.detail))
-                if ev.reason not in TRANSIENT_REASONS:
-                    latch = ev
+                latched = latched_state(ev)
+                if latched is not None:
+                    latch = (latched, ev.reason, ev.ts_event)
             elif isinstance(ev, StrategyHealth):
                 health.append((ev.ts_event, ev.ts_recv, ev.strategy, int(ev.enabled), ev.reason, ev.detail))
             elif isinstance(ev, EquitySnapshot):
@@ -496,7 +512,7 @@ class StateStore:
         positions_del = [(v.value,) for v in last_snap]
         positions = [(s.venue.value, p.symbol, str(p.qty), str(p.avg_price), str(p.realized_pnl), _dec(p.mark),
                       str(p.unrealized_pnl), s.ts_event) for s in last_snap.values() for p in s.positions]
-        latch_rows = [] if latch is None else [(latch.state.value, latch.reason, latch.ts_event)]
+        latch_rows = [] if latch is None else [(latch[0].value, latch[1], latch[2])]
         return [
             (_UPSERT_ORDER, orders),
             ("INSERT OR IGNORE INTO order_events (client_order_id, ts_event, ts_recv, status, filled_qty, event) "
