@@ -283,6 +283,16 @@ class RiskConfig(Section):
     max_model_input_age_s: float = Field(default=15.0, gt=0)  # inputs older than this stop its strategies
 
 
+class ReferenceConfig(Section):
+    """Reference data (``bot.reference``): the venues' instrument rules and server time."""
+
+    refresh_s: float = Field(default=3600.0, gt=0)  # instrument rules are fetched again this often
+    skew_every_s: float = Field(default=30.0, gt=0)  # server time is measured this often (per venue host)
+    skew_samples: int = Field(default=3, ge=1, le=10)  # round trips per measurement; the shortest one counts
+    # False: no ClockSkew at all (the loopback exchange answers its replay clock, another day: ``--sim``)
+    measure_skew: bool = True
+
+
 class StateConfig(Section):
     """The state database: orders, fills, positions, equity, denials, risk states (``bot.state``)."""
 
@@ -316,6 +326,7 @@ class BotSettings(BaseSettings):
     signal_log: SignalLogConfig = SignalLogConfig()
     paper: PaperConfig = PaperConfig()
     risk: RiskConfig = RiskConfig()
+    reference: ReferenceConfig = ReferenceConfig()
     state: StateConfig = StateConfig()
 
     @field_validator("venues", mode="before")
