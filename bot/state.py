@@ -218,7 +218,7 @@ class PersistedState:
     trading_state: TradingState  # latched (operator halt/reduce, kill switch)
     trading_reason: str
     trading_since_ns: int
-    next_order_seq: int  # client order ids continue from here (never reused)
+    next_order_seq: int  # 1 + the highest number an order id ends with (none: 1 + the number of orders)
     equity: dict[Venue, EquitySnapshot]  # the last snapshot of every venue account
     peak_equity: Decimal | None  # highest total equity (all accounts) ever snapshotted
     day_start_equity: Decimal | None  # first total equity of the UTC day of the last snapshot
@@ -548,7 +548,7 @@ class StateStore:
             f"SELECT event FROM orders WHERE status IN ({marks}) ORDER BY ts_created, rowid", OPEN_STATUSES)]
         fills = [_dec_fill.decode(r[0]) for r in await rows("SELECT event FROM fills ORDER BY id")]
         state, reason, since = (await rows("SELECT state, reason, ts_ns FROM risk_latch WHERE id = 1"))[0]
-        max_seq, n_orders = (await rows("SELECT COALESCE(MAX(seq), 0), COUNT(*) FROM orders"))[0]
+        max_seq, n_orders = (await rows("SELECT MAX(seq), COUNT(*) FROM orders"))[0]
         latest = {}
         for (e,) in await rows("SELECT event FROM equity WHERE id IN (SELECT MAX(id) FROM equity GROUP BY venue)"):
             snap = _dec_equity.decode(e)
@@ -569,7 +569,8 @@ class StateStore:
         counts["open_orders"] = len(orders)
         return PersistedState(
             orders=orders, fills=fills, trading_state=TradingState(state), trading_reason=str(reason),
-            trading_since_ns=int(since), next_order_seq=max(int(max_seq), int(n_orders)) + 1, equity=latest,
+            trading_since_ns=int(since), equity=latest,
+            next_order_seq=(int(n_orders) if max_seq is None else int(max_seq)) + 1,
             peak_equity=eq.peak, day_start_equity=eq.day_start,
             day_start_ns=None if eq.day is None else eq.day * NS_PER_DAY, stopped_strategies=stopped, counts=counts,
         )
