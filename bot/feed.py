@@ -31,7 +31,8 @@ Timing decisions:
   reset when the book goes LIVE; a 429/418 waits at least its Retry-After, and the REST client refuses
   any request to a rate-limited host until then (``bot.rest``).
 
-Nothing here logs per message: counters live in ``CollectorStats`` and ``status()``.
+Nothing here logs per message: counters live in ``CollectorStats`` and ``status()``. ``status()`` is
+plain JSON (``json.dumps(..., allow_nan=False)`` works): a number not known yet (no top of book) is None.
 """
 
 from __future__ import annotations
@@ -97,7 +98,11 @@ class CollectorStats:
     """Counters over all venues, for the status display. Counted, never logged per message."""
 
     frames: int = 0
-    malformed_frames: int = 0  # binary frames that are not UTF-8 (text frames go to the adapter)
+    # Every frame or REST body dropped as malformed: the undecodable ones below plus what the adapters
+    # dropped (their FeedStats.malformed, the malformed_total of their malformed_frame_dropped lines).
+    # Brought up to date whenever Collector.stats is read.
+    malformed_frames: int = 0
+    undecodable_frames: int = 0  # binary frames that are not UTF-8, dropped here (text goes to the adapter)
     reconnects: int = 0  # an open connection was lost or closed by us and reopened
     connect_failures: int = 0  # an attempt to open a connection failed
     watchdog_trips: int = 0
@@ -129,8 +134,8 @@ class BookStatus(TypedDict):
     venue: str
     symbol: str
     state: str  # a BookState value
-    bid_px: float  # nan until the first BookUpdate
-    ask_px: float
+    bid_px: float | None  # None until the first BookUpdate, and while that side of the book is empty
+    ask_px: float | None
     msgs_per_s: float  # BookUpdate + Trade events per second over the last RATE_WINDOW_S
     gaps: int
     resyncs: int
@@ -207,7 +212,7 @@ class Collector:
         self.settings = settings
         self.bus = bus
         self.clock = clock
-        self.stats = CollectorStats()
+        self._stats = CollectorStats()
         self._tap = tap
         self._rng = rng or random.Random()
         self._sleep = sleep
@@ -398,7 +403,7 @@ class Collector:
                 try:
                     frame = frame.decode("utf-8")
                 except UnicodeDecodeError:
-                    stats.malformed_frames += 1
+                    stats.undecodable_frames += 1
                     continue
             if tap is not None:
                 tap(Record(ts, venue, "ws", conn, frame))
@@ -579,6 +584,13 @@ class Collector:
             self.stats.rate_limited += 1
 
     # -- status ----------------------------------------------------------------------------------
+    @property
+    def stats(self) -> CollectorStats:
+        """The counters, with ``malformed_frames`` brought up to date from the adapters' counts."""
+        s = self._stats
+        s.malformed_frames = s.undecodable_frames + sum(a.stats.malformed for a in self.adapters.values())
+        return s
+
     def _on_book_update(self, ev: BookUpdate) -> None:
         view = self._books.get((ev.venue, ev.symbol))
         if view is not None:
@@ -612,8 +624,8 @@ class Collector:
                     venue=venue.value,
                     symbol=symbol,
                     state=view.state.value,
-                    bid_px=view.bid_px,
-                    ask_px=view.ask_px,
+                    bid_px=_known(view.bid_px),
+                    ask_px=_known(view.ask_px),
                     msgs_per_s=view.rate(),
                     gaps=st.gaps.get(symbol, 0),
                     resyncs=st.resyncs.get(symbol, 0),
@@ -645,6 +657,11 @@ class Collector:
             return None
         book = books.get(symbol)
         return book if isinstance(book, BookLevels) else None
+
+
+def _known(x: float) -> float | None:
+    """None for a number not known (nan: no top of book yet, an empty side) or not finite: JSON has neither."""
+    return x if math.isfinite(x) else None
 
 
 def _leaves(eg: BaseExceptionGroup[BaseException]) -> list[BaseException]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,6 +242,17 @@ async def test_malformed_frames_are_counted_dropped_and_the_lost_update_resynced
             await until(lambda venue=venue: run.adapter(venue).stats.malformed > 0, f"malformed counted on {venue}")
             await until(lambda venue=venue: run.total(venue, "resyncs") > 0, f"a resync on {venue}")
         await books_match_truth(run)
+        # The collector's counter is what the adapters dropped (it stayed 0 while they logged drops), and
+        # nothing more than the sim damaged: every drop is one damaged frame, counted once.
+        dropped = {v: run.adapter(v).stats.malformed for v in ALL}
+        sent = fired(run, "malformed")
+        status = run.collector.status()  # no await since dropped was read: the same instant
+        assert status["stats"]["malformed_frames"] == sum(dropped.values()) > 0
+        assert run.collector.stats.undecodable_frames == 0
+        assert run.collector.stats.malformed_frames == sum(run.adapter(v).stats.malformed for v in ALL)
+        for venue in ALL:
+            assert 0 < dropped[venue] <= sent[venue], venue
+        json.dumps(status, allow_nan=False)
 
 
 async def test_a_silent_stall_trips_the_watchdog_which_reconnects_and_resyncs(run_sim: Callable[..., Any]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -383,6 +382,7 @@ async def test_binary_frames_are_decoded_as_utf8_and_undecodable_ones_are_counte
     await server.send("after")
     await eventually(lambda: any(e[:2] == ("ws", "after") for e in harness.journal), "third frame")
     assert [e[1] for e in harness.journal if e[0] == "ws"] == ['{"price":"61837.63"}', "after"]
+    assert harness.collector.stats.undecodable_frames == 1
     assert harness.collector.stats.malformed_frames == 1
     assert [r.raw for r in harness.taps] == ['{"price":"61837.63"}', "after"]
 
@@ -760,8 +760,34 @@ async def test_status_reports_book_state_top_of_book_and_adapter_counters(venue:
         "crossed": 1,
     }
     assert (eth["symbol"], eth["state"], eth["gaps"], eth["resyncs"]) == ("ETHUSDT", "syncing", 0, 0)
-    assert math.isnan(eth["bid_px"])
-    json.dumps(st)  # plain data for the status display
+    assert (eth["bid_px"], eth["ask_px"]) == (None, None)  # no top of book yet: unknown, not nan
+    json.dumps(st, allow_nan=False)  # strict JSON for the status display
+
+
+async def test_an_empty_side_of_the_book_is_none_in_the_status_and_the_status_is_strict_json(
+    venue: FakeVenue, harness: Harness
+) -> None:
+    await harness.start()
+    server = await wait_conns(venue, 1)
+    await server.send("top:nan/61837.64")  # the venue adapters publish nan for an empty side
+    await eventually(lambda: harness.collector.status()["books"][0]["state"] == "live", "live")
+    st = harness.collector.status()
+    assert (st["books"][0]["bid_px"], st["books"][0]["ask_px"]) == (None, 61837.64)
+    text = json.dumps({"status": st}, allow_nan=False)
+    assert "NaN" not in text
+    assert "Infinity" not in text
+
+
+def test_the_malformed_frames_counter_is_the_adapters_drops_plus_the_undecodable_frames() -> None:
+    fv = FakeVenue(ws_url="ws://127.0.0.1:1/ws", rest_url="http://127.0.0.1:1")
+    h = build(fv)
+    assert h.collector.stats.malformed_frames == 0
+    h.adapter.stats.malformed = 16  # e.g. 16 malformed_frame_dropped lines from the adapter
+    h.collector.stats.undecodable_frames = 2
+    assert h.collector.stats.malformed_frames == 18
+    assert h.collector.status()["stats"]["malformed_frames"] == 18
+    h.adapter.stats.malformed += 1
+    assert h.collector.status()["stats"]["malformed_frames"] == 19  # read live, not copied once
 
 
 def test_get_book_returns_the_adapters_local_book_or_none() -> None:
