@@ -35,6 +35,7 @@ from pydantic_settings import (
 
 from bot.errors import ConfigError
 from bot.events import Venue
+from strategies.config import StrategyConfig, duplicate_names
 
 DEFAULT_CONFIG = Path("config.toml")
 INTERVALS_S = {"1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "4h": 14400, "1d": 86400}
@@ -328,6 +329,15 @@ class BotSettings(BaseSettings):
     risk: RiskConfig = RiskConfig()
     reference: ReferenceConfig = ReferenceConfig()
     state: StateConfig = StateConfig()
+    strategies: tuple[StrategyConfig, ...] = ()  # [[strategies]] tables (strategies/config.py)
+
+    @field_validator("strategies")
+    @classmethod
+    def _unique_strategy_names(cls, v: tuple[StrategyConfig, ...]) -> tuple[StrategyConfig, ...]:
+        dup = duplicate_names(v)
+        if dup:
+            raise ValueError(f"strategy names must be unique (orders and positions are owned by name): {dup}")
+        return v
 
     @field_validator("venues", mode="before")
     @classmethod
