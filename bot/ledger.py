@@ -316,5 +316,3 @@ class Ledger:
         for f in fills:
             ledger.on_fill(f)
         return ledger
-
-

@@ -176,9 +176,7 @@ class PaperExecution:
         while q and q[0][0] <= ts_ns:
             due, _, kind, cid = heapq.heappop(q)
             order = self._orders.get(cid)
-            if order is None:
-                if kind == _CANCEL:
-                    self.stats["cancels_too_late"] += 1  # it filled (or expired) before the cancel arrived
+            if order is None:  # closed meanwhile
                 continue
             if kind == _CANCEL:
                 if order.status is OrderStatus.NEW:
@@ -395,6 +393,8 @@ class PaperExecution:
         order.status = status
         order.reason = reason
         self.stats[status.value] += 1
+        if order.cancel_pending and status is not OrderStatus.CANCELLED:
+            self.stats["cancels_too_late"] += 1  # it filled (or expired) while the cancel was on its way
         cid = order.req.client_order_id
         if self._orders.get(cid) is order:
             del self._orders[cid]
@@ -467,5 +467,3 @@ class PaperExecution:
 
 def _ns(ms: float) -> int:
     return round(ms * 1_000_000)
-
-
