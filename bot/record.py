@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 from collections import Counter
 from collections.abc import Sequence
@@ -71,8 +72,8 @@ def _cli(args: argparse.Namespace) -> int:
         raise ConfigError("--speed must be > 0")
     if (args.sim_data is not None or args.speed is not None) and not args.sim:
         raise ConfigError("--sim-data and --speed need --sim")
-    if args.sim_data is not None and not args.sim_data.exists():
-        raise ConfigError(f"--sim-data {args.sim_data} does not exist")
+    if args.sim_data is not None:
+        check_sim_data(args.sim_data, "--sim-data")
     chosen = parse_venues(args.venues)
     symbols = parse_symbols(args.symbols)
     out: Path = args.out
@@ -151,6 +152,24 @@ def select(
     if not any(c.enabled for c in new.values()):
         raise ConfigError("nothing to record: no enabled venue has any of the symbols asked for")
     return settings.model_copy(update={"venues": new})
+
+
+def check_sim_data(data: Path, what: str) -> None:
+    """ConfigError (one line) unless ``data`` is a readable native recording, or a folder of them."""
+    from bot.sim.replay import recording_dirs
+
+    p = Path(data)
+    if not p.exists():
+        raise ConfigError(f"{what} {p} does not exist")
+    if not p.is_dir():
+        raise ConfigError(f"{what} {p} is not a directory (give a native recording's directory)")
+    try:
+        dirs = recording_dirs(p)
+        unreadable = [d for d in dirs if not os.access(d, os.R_OK | os.X_OK) or not os.access(d / MANIFEST, os.R_OK)]
+    except (RecordingError, OSError) as e:
+        raise ConfigError(f"{what} {p}: {e}") from e
+    if unreadable:
+        raise ConfigError(f"{what} {p}: cannot read {', '.join(map(str, unreadable))} (permissions?)")
 
 
 def _first_error(e: ValueError) -> str:
@@ -345,21 +364,27 @@ async def start_sim(
     from bot.sim.server import LoopbackExchange
 
     data = sim_data or settings.sim.data
+    what = "--sim-data" if sim_data else "[sim] data"
     klines = None
     if data is None:  # the embedded demo, with its klines for the REST backfill
         data = DEMO_DIR / "recording"
         klines = DEMO_DIR / "klines"
-    exchange = await stack.enter_async_context(
-        LoopbackExchange(
-            data,
-            speed=speed or settings.sim.speed,
-            seed=settings.sim.seed,
-            faults=settings.sim.faults,
-            loop=settings.sim.loop,
-            host=settings.sim.host,
-            klines_dir=klines,
+        what = "the embedded demo recording"
+    check_sim_data(data, what)  # before anything starts: a bad directory is the user's input, exit 2
+    try:
+        exchange = await stack.enter_async_context(
+            LoopbackExchange(
+                data,
+                speed=speed or settings.sim.speed,
+                seed=settings.sim.seed,
+                faults=settings.sim.faults,
+                loop=settings.sim.loop,
+                host=settings.sim.host,
+                klines_dir=klines,
+            )
         )
-    )
+    except RecordingError as e:  # a damaged recording: the input again, not a failure of the bot
+        raise ConfigError(f"{what} {data} cannot be replayed: {e}") from e
     venues: dict[Venue, VenueConfig] = {}
     available: dict[Venue, tuple[str, ...]] = {}
     overrides = exchange.venue_overrides()

@@ -8,6 +8,7 @@ the summary it prints, the manifest and the records read back with ``iter_record
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ from bot.__main__ import main
 from bot.config import BotSettings
 from bot.errors import ConfigError, RecordingError
 from bot.events import Venue
-from bot.record import RecordSink, parse_symbols, parse_venues, record, select
+from bot.record import RecordSink, check_sim_data, parse_symbols, parse_venues, record, select, start_sim
 from bot.recording import Record, RecordingWriter, iter_records, read_manifest
 from tests.integration.conftest import build_recording
 
@@ -161,6 +162,78 @@ def test_unknown_venue_bad_symbol_and_an_existing_recording_exit_2_with_a_clear_
         pass
     assert main(["record", "--out", str(tmp_path / "old"), "--duration", "1"]) == 2
     assert "already holds a recording" in capsys.readouterr().err
+
+
+def _bad_sim_data(tmp_path: Path, kind: str) -> Path:
+    if kind == "missing":
+        return tmp_path / "nonexistent"
+    if kind == "file":
+        (tmp_path / "a.txt").write_text("not a recording\n")
+        return tmp_path / "a.txt"
+    d = tmp_path / kind
+    d.mkdir()
+    if kind == "damaged":
+        (d / "manifest.json").write_text("{not json")
+    return d
+
+
+BAD_SIM_DATA = {
+    "missing": "does not exist",
+    "file": "is not a directory",
+    "empty": "not a native recording (no manifest.json) nor a folder of recordings",
+    "damaged": "cannot be replayed: ",
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_SIM_DATA))
+async def test_bad_sim_data_is_a_config_error_before_the_loopback_exchange_starts(tmp_path: Path, kind: str) -> None:
+    data = _bad_sim_data(tmp_path, kind)
+    async with contextlib.AsyncExitStack() as stack:
+        with pytest.raises(ConfigError) as err:
+            await start_sim(stack, BotSettings(), data, None)
+    msg = str(err.value)
+    assert msg.startswith(f"--sim-data {data}")
+    assert BAD_SIM_DATA[kind] in msg
+    assert "\n" not in msg
+
+
+async def test_bad_sim_data_from_the_config_file_names_the_config_key(tmp_path: Path) -> None:
+    settings = BotSettings(sim={"data": tmp_path / "gone"})
+    async with contextlib.AsyncExitStack() as stack:
+        with pytest.raises(ConfigError, match=r"^\[sim\] data .*gone does not exist$"):
+            await start_sim(stack, settings, None, None)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any directory")
+def test_an_unreadable_sim_data_directory_is_a_config_error(tmp_path: Path) -> None:
+    d = tmp_path / "locked"
+    d.mkdir()
+    (d / "manifest.json").write_text("{}")
+    d.chmod(0)
+    try:
+        with pytest.raises(ConfigError, match="--sim-data"):
+            check_sim_data(d, "--sim-data")
+    finally:
+        d.chmod(0o755)
+
+
+@pytest.mark.parametrize("command", [["run", "--paper"], ["record", "--out", "REC"]])
+@pytest.mark.parametrize("kind", ["missing", "damaged"])
+def test_run_and_record_with_bad_sim_data_exit_2_with_one_line(tmp_path: Path, command: list[str], kind: str) -> None:
+    data = _bad_sim_data(tmp_path, kind)
+    argv = [a.replace("REC", str(tmp_path / "rec")) for a in command]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOT_")}
+    env["PYTHONPATH"] = str(REPO)
+    proc = subprocess.run(  # the real command line; cwd without a config.toml: defaults
+        [sys.executable, "-m", "bot", *argv, "--sim", "--sim-data", str(data), "--duration", "5"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert err[-1].startswith(f"config error: --sim-data {data}")
+    assert BAD_SIM_DATA[kind] in err[-1]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "rec").exists()
 
 
 def test_venue_and_symbol_selection_enables_exactly_what_is_asked() -> None:
