@@ -40,7 +40,9 @@ healthy signal from it re-enables them. A strategy registered with no models rea
 unhealthy model stops it.
 
 Every denial is published as ``OrderDenied`` and returned; every change of the effective state is a
-``RiskStateChanged``; both are counted (``stats()``), neither is logged per order.
+``RiskStateChanged``, and so is every change of the latched state alone (``previous == state`` then, e.g.
+an operator reduce while an alarm already reduces), so the latch can be persisted from the events; both
+are counted (``stats()``), neither is logged per order.
 """
 
 from __future__ import annotations
@@ -188,10 +190,12 @@ class RiskGate:
     def _compute(self) -> TradingState:
         return _worse(self._latched, TradingState.REDUCING if self._alarms else TradingState.ACTIVE)
 
-    def _settle(self, reason: str, detail: str, ts_ns: int) -> None:
-        """Publish ``RiskStateChanged`` if the effective state moved."""
+    def _settle(self, reason: str, detail: str, ts_ns: int, latch_moved: bool = False) -> None:
+        """Publish ``RiskStateChanged`` if the effective state moved, or the latched one did (then
+        ``previous == state`` can be: e.g. an operator reduce under a live alarm; a state database
+        persists the latch from these events)."""
         new = self._compute()
-        if new is self._effective:
+        if new is self._effective and not latch_moved:
             return
         previous, self._effective = self._effective, new
         self._state_changes += 1
@@ -205,7 +209,7 @@ class RiskGate:
         if _SEVERITY[self._latched] >= _SEVERITY[state]:
             return
         self._latched, self._latched_reason = state, reason
-        self._settle(reason, detail, ts_ns)
+        self._settle(reason, detail, ts_ns, latch_moved=True)
 
     def _alarm(self, code: str, on: bool, detail: str, ts_ns: int) -> None:
         if on == (code in self._alarms):
@@ -224,24 +228,28 @@ class RiskGate:
     # -- operator -------------------------------------------------------------------------------------------
 
     def halt(self, reason: str, ts_ns: int) -> None:
-        self._latched, self._latched_reason = TradingState.HALTED, reason
-        self._settle("operator", f"halt: {reason}", ts_ns)
+        self._operator(TradingState.HALTED, reason, f"halt: {reason}", ts_ns)
 
     def reduce(self, reason: str, ts_ns: int) -> None:
         """Latch REDUCING (also from a latched HALTED: the operator lets positions be closed)."""
-        self._latched, self._latched_reason = TradingState.REDUCING, reason
-        self._settle("operator", f"reduce: {reason}", ts_ns)
+        self._operator(TradingState.REDUCING, reason, f"reduce: {reason}", ts_ns)
+
+    def _operator(self, state: TradingState, reason: str, detail: str, ts_ns: int) -> None:
+        moved = state is not self._latched
+        self._latched, self._latched_reason = state, reason
+        self._settle("operator", detail, ts_ns, latch_moved=moved)
 
     def resume(self, ts_ns: int) -> None:
         """Clear every latched state; live alarms still apply. Drawdown references restart at the last
         equity and the reject window is emptied, so the same loss or rejects do not trip again at once."""
+        moved = self._latched is not TradingState.ACTIVE
         self._latched, self._latched_reason = TradingState.ACTIVE, ""
         if self._last_equity is not None:
             self._peak = self._day_open = self._last_equity
         self._rejects.clear()
         self._rejected_ids.clear()
         still = f"; alarms still on: {', '.join(sorted(self._alarms))}" if self._alarms else ""
-        self._settle("operator", f"resume{still}", ts_ns)
+        self._settle("operator", f"resume{still}", ts_ns, latch_moved=moved)
 
     # -- strategies and model health -----------------------------------------------------------------------
 

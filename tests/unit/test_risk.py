@@ -535,3 +535,19 @@ def test_denials_are_counted_by_reason(h: Harness) -> None:
         ("min_qty", D("0.000002"), Side.BUY, "s1"),
         ("max_order_notional", D("1"), Side.BUY, "s1"),
     ]
+
+
+def test_a_latch_change_under_a_live_alarm_is_published_with_the_same_state(h: Harness) -> None:
+    g = h.gate
+    g.on_skew(skew(BN, 5000.0, T0))
+    g.reduce("flatten", T0 + S)  # the effective state stays REDUCING; the latch moves
+    assert g.latched is TradingState.REDUCING
+    g.reduce("again", T0 + 2 * S)  # nothing moves: no event
+    g.resume(T0 + 3 * S)
+    assert (g.state, g.latched) == (TradingState.REDUCING, TradingState.ACTIVE)
+    changes = [(e.previous, e.state, e.reason, e.detail) for e in h.events if isinstance(e, RiskStateChanged)]
+    assert changes == [
+        (TradingState.ACTIVE, TradingState.REDUCING, "clock_skew", "binance_spot +5000 ms"),
+        (TradingState.REDUCING, TradingState.REDUCING, "operator", "reduce: flatten"),
+        (TradingState.REDUCING, TradingState.REDUCING, "operator", "resume; alarms still on: clock_skew"),
+    ]
