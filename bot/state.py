@@ -11,7 +11,7 @@ A restart reads back (``open()`` -> ``PersistedState``) the last update of every
 order (the ledger and the strategies' positions are rebuilt by replaying them), the latched trading state
 and the next client order sequence number. Writes replayed after a restart do not double anything: fills
 are unique per (venue, symbol, trade_id), order history rows per (order, ts_event, status, filled qty),
-orders are upserted.
+equity snapshots per (venue, ts_event), orders are upserted (a closed order never reopens).
 
 Nothing is ever dropped: a gap in the middle would break the prefix property. The queue's bound
 (``StateConfig.queue_size``) is a tripwire: passing it is a failure (``on_failure``, the engine halts
@@ -122,7 +122,7 @@ CREATE INDEX IF NOT EXISTS ix_strategy_health ON strategy_health (strategy, id);
 CREATE TABLE IF NOT EXISTS equity (          -- every EquitySnapshot, positions as JSON
     id INTEGER PRIMARY KEY, ts_event INTEGER NOT NULL, ts_recv INTEGER NOT NULL, venue TEXT NOT NULL,
     quote TEXT NOT NULL, cash TEXT NOT NULL, equity TEXT NOT NULL, fees TEXT NOT NULL, funding TEXT NOT NULL,
-    positions TEXT NOT NULL, event TEXT NOT NULL
+    positions TEXT NOT NULL, event TEXT NOT NULL, UNIQUE (venue, ts_event)
 );
 CREATE INDEX IF NOT EXISTS ix_equity_venue ON equity (venue, id);
 CREATE TABLE IF NOT EXISTS positions (       -- the latest snapshot's positions per venue account
@@ -528,8 +528,8 @@ class StateStore:
              "AND NOT EXISTS (SELECT 1 FROM control WHERE applied = 0)", latch_rows),
             ("INSERT INTO strategy_health (ts_event, ts_recv, strategy, enabled, reason, detail) "
              "VALUES (?, ?, ?, ?, ?, ?)", health),
-            ("INSERT INTO equity (ts_event, ts_recv, venue, quote, cash, equity, fees, funding, positions, event) "
-             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", equity),
+            ("INSERT OR IGNORE INTO equity (ts_event, ts_recv, venue, quote, cash, equity, fees, funding, positions, "
+             "event) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", equity),
             ("DELETE FROM positions WHERE venue = ?", positions_del),
             ("INSERT INTO positions (venue, symbol, qty, avg_price, realized_pnl, mark, unrealized_pnl, ts_event) "
              "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", positions),
