@@ -291,8 +291,14 @@ def open_readonly(db_path: str | Path) -> sqlite3.Connection:
         raise ConfigError(f"signal database not found: {p} (run the bot with models, or pass --db)")
     try:
         conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as e:
+        raise ConfigError(f"{p} is not a signal database: {e}") from None
+    try:
         conn.execute("SELECT id, event FROM signals LIMIT 1").fetchall()
     except sqlite3.Error as e:
+        conn.close()
+        if "no such table" in str(e):  # e.g. the state database, before the first signal was logged
+            raise ConfigError(f"{p} is not a signal database yet: no signal has been logged there") from None
         raise ConfigError(f"{p} is not a signal database: {e}") from None
     return conn
 

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import sqlite3
 from pathlib import Path
 
 import pytest
 
+from bot.bus import EventBus
 from bot.config import load_settings
 from bot.errors import ConfigError
-from bot.events import Venue
+from bot.events import Signal, Venue
+from bot.signal_log import SignalLog
+from bot.signals_cli import main as signals_main
+from bot.state import connect_sync
 
 pytestmark = pytest.mark.unit
 
@@ -253,3 +261,66 @@ def test_a_bad_path_value_is_still_a_config_error(tmp_path: Path) -> None:
     cfg.write_text("[state]\ndb = 5\n")
     with pytest.raises(ConfigError, match=r"state\.db"):
         load_settings(cfg)
+
+
+async def test_the_bot_and_the_signals_command_use_one_state_database_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Arrange: a config file in etc/; the bot runs from a/, the state store has made its tables
+    etc, run_dir, other = tmp_path / "etc", tmp_path / "a", tmp_path / "b"
+    for d in (etc, run_dir, other):
+        d.mkdir()
+    cfg = etc / "config.toml"
+    cfg.write_text('[log]\nlevel = "warning"\n')
+    monkeypatch.chdir(run_dir)
+    settings = load_settings(cfg)
+    db = etc.resolve() / "out" / "state.sqlite"
+    assert settings.signal_log.db == settings.state.db == db
+    connect_sync(settings.state.db, create=True).close()
+    with sqlite3.connect(db) as conn:
+        state_tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    signal = Signal(
+        ts_event=1_763_769_600_000_000_000, ts_recv=1_763_769_600_005_000_000, model="tabl-btc", family="tabl",
+        version="0123456789ab", code_version="abc1234", venue=Venue.BYBIT_LINEAR, symbol="BTCUSDT",
+        horizon="10s", classes=("down", "stationary", "up"), probabilities=(0.125, 0.25, 0.625), confidence=0.625,
+        attention="t-0 0.50", inference_start_ns=1_763_769_600_002_000_000, inference_end_ns=1_763_769_600_004_000_000,
+    )  # fmt: skip
+    bus = EventBus()
+    slog = SignalLog.from_config(settings.signal_log)
+    slog.attach(bus)
+    writer = asyncio.create_task(slog.run())
+    bus.publish(signal)
+    await slog.wait_idle()
+    writer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await writer
+
+    capsys.readouterr()  # the signal log's own log lines
+
+    # Act: the signals command from another folder, with the same config
+    monkeypatch.chdir(other)
+    code = signals_main(["--config", str(cfg), "--json"])
+
+    # Assert: the signal comes back; the signal log added its one table beside the state tables, in WAL mode
+    assert code == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["model"], r["symbol"], r["ts_recv"]) for r in rows] == [("tabl-btc", "BTCUSDT", signal.ts_recv)]
+    with sqlite3.connect(db) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert "orders" in state_tables
+    assert tables == state_tables | {"signals"}
+    assert [p.name for p in (etc / "out" / "signals").iterdir()] == ["signals-2025-11-22.jsonl"]
+    assert not (run_dir / "out").exists()
+    assert not (other / "out").exists()
+
+
+def test_the_signals_command_on_a_state_database_without_signals_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    connect_sync(load_settings().state.db, create=True).close()
+    assert signals_main([]) == 2
+    err = capsys.readouterr().err
+    assert "state.sqlite is not a signal database yet: no signal has been logged there" in err
+    assert len(err.strip().splitlines()) == 1
