@@ -3,7 +3,8 @@
 Venue spellings stay here; the rest of the bot sees ``bot.orders.Instrument`` and ns timestamps.
 Prices and quantities are read from the exact decimal strings. Bodies that do not have the documented
 shape raise ``MalformedMessage``; a Bybit body with a non-zero ``retCode`` raises ``VenueRejected``
-(``RateLimited`` for 10006/10018, the "too many visits" codes).
+(``RateLimited`` for 10006/10018, the rate-limit codes; ``VenueUnavailable`` for 10000/10016, timeout and
+internal error: Bybit answers those with HTTP 200).
 
 Binance spot ``GET /api/v3/exchangeInfo?symbols=[...]`` (USD-M ``GET /fapi/v1/exchangeInfo``: every
 symbol, no filter parameter), one entry::
@@ -43,7 +44,7 @@ from typing import Any
 
 import orjson
 
-from bot.errors import MalformedMessage, RateLimited, VenueRejected
+from bot.errors import MalformedMessage, RateLimited, VenueRejected, VenueUnavailable
 from bot.events import Venue
 from bot.orders import Instrument
 
@@ -51,7 +52,8 @@ NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
 BYBIT_PAGE_LIMIT = 1000  # the most instruments-info returns per page
 _BYBIT_CATEGORY = {Venue.BYBIT_SPOT: "spot", Venue.BYBIT_LINEAR: "linear"}
-_BYBIT_RATE_LIMITED = (10006, 10018)
+_BYBIT_RATE_LIMITED = (10006, 10018)  # "Too many visits", "exceeded the IP rate limit"
+_BYBIT_UNAVAILABLE = (10000, 10016)  # "Server Timeout", "Internal server error": retryable
 
 
 # -- URLs -----------------------------------------------------------------------------------------------------
@@ -234,6 +236,8 @@ def _bybit_result(body: Any, what: str) -> dict[str, Any]:
         msg = f"{what}: retCode {code}: {body.get('retMsg', '')}"
         if code in _BYBIT_RATE_LIMITED:
             raise RateLimited(msg, retry_after=1.0, status=429)
+        if code in _BYBIT_UNAVAILABLE:
+            raise VenueUnavailable(msg)
         raise VenueRejected(msg)
     result = _field(body, "result", what)
     if not isinstance(result, dict):

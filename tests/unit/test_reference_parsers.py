@@ -11,7 +11,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from bot.errors import MalformedMessage, RateLimited, VenueRejected
+from bot.errors import MalformedMessage, RateLimited, VenueRejected, VenueUnavailable
 from bot.events import Venue
 from bot.orders import Instrument
 from bot.recording import iter_records
@@ -150,6 +150,8 @@ def test_bybit_error_codes() -> None:
         parse_instruments(Venue.BYBIT_LINEAR, b'{"retCode":10001,"retMsg":"params error","result":{}}')
     with pytest.raises(RateLimited):
         parse_instruments(Venue.BYBIT_SPOT, b'{"retCode":10006,"retMsg":"Too many visits!","result":{}}')
+    with pytest.raises(VenueUnavailable):  # the sim's (and Bybit's) internal error, HTTP 200
+        parse_server_time(Venue.BYBIT_SPOT, b'{"retCode":10016,"retMsg":"Internal server error.","result":{}}')
 
 
 # -- server time, from the sim's own handlers -------------------------------------------------------------------
