@@ -88,14 +88,14 @@ def _binance_partial(levels: tuple[int, ...], speeds: tuple[str, ...]) -> tuple[
 
 
 # What each venue serves (shared/PROTOCOLS.md 1.4, 2.2-2.5, 3.2-3.5): Bybit's orderbook.{depth}.{symbol}
-# depths per category; Binance's diff streams (<symbol>@depth..., USD-M also the undocumented @depth@0ms
-# seen in real recordings) and partial ones (@depth5/10/20, USD-M at @250ms by default).
+# depths per category (linear 500 as in Bybit's archive); Binance's diff streams (<symbol>@depth..., USD-M
+# also the undocumented @depth@0ms of real recordings) and partial ones (@depth5/10/20[@speed]).
 DEPTHS: dict[Venue, tuple[str, ...]] = {
     Venue.BYBIT_SPOT: ("1", "50", "200", "1000"),
     Venue.BYBIT_LINEAR: ("1", "50", "200", "500", "1000"),
     Venue.BINANCE_SPOT: ("depth", "depth@100ms", "depth@1000ms", *_binance_partial((5, 10, 20), ("", "@100ms"))),
     Venue.BINANCE_USDM: (
-        "depth", "depth@0ms", "depth@100ms", "depth@250ms", "depth@500ms",
+        "depth", "depth@0ms", "depth@100ms", "depth@500ms",  # "depth" is the 250 ms one (no @250ms name)
         *_binance_partial((5, 10, 20), ("", "@100ms", "@500ms")),
     ),
 }  # fmt: skip

@@ -112,6 +112,7 @@ def test_repository_config_toml_is_valid() -> None:
         ('[venues.bybit_spot]\ndepth = "-5"\n', ["bybit_spot.depth '-5'", "use one of 1, 50, 200, 1000)"]),
         ('[venues.bybit_spot]\ndepth = "500"\n', ["bybit_spot.depth '500'"]),  # linear only
         ('[venues.binance_usdm]\ndepth = "depth@1000ms"\n', ["binance_usdm.depth 'depth@1000ms'"]),  # spot only
+        ('[venues.binance_usdm]\ndepth = "depth@250ms"\n', ["binance_usdm.depth 'depth@250ms'"]),  # is "depth"
         ("[venues.binance_usdm]\nsnapshot_limit = 5000\n",
          ["binance_usdm.snapshot_limit 5000", "use 5, 10, 20, 50, 100, 500, 1000)"]),
         ("[venues.binance_usdm]\nsnapshot_limit = 999\n", ["binance_usdm.snapshot_limit 999"]),
