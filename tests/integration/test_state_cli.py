@@ -271,6 +271,7 @@ async def test_status_shows_positions_accounts_orders_risk_and_counts_as_a_table
 ) -> None:
     db = tmp_path / "out" / "state.sqlite"
     await _write_session(db)
+    capsys.readouterr()  # the writers' logs
 
     assert bot_main(["--config", str(config), "status", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
