@@ -392,6 +392,14 @@ class RiskGate:
             detail = f"{len(self._rejects)} venue rejections within {self.cfg.reject_window_s:g} s (last: {o.reason})"
             self._latch(TradingState.HALTED, "rejects", detail, ts)
 
+    def restore_equity(self, peak: Decimal | None, day_start: Decimal | None, day_start_ns: int | None) -> None:
+        """After a restart: the drawdown references as the state database kept them (peak equity, the
+        UTC day's first equity and that day), so a restart does not forget a loss already taken."""
+        if peak is not None:
+            self._peak = peak
+        if day_start is not None and day_start_ns is not None:
+            self._day, self._day_open = day_start_ns // NS_PER_DAY, day_start
+
     def on_equity(self, equity: Decimal, ts_ns: int) -> None:
         """Drawdown kill switches: from the UTC day's first equity and from the peak (HALTED, latched)."""
         self._last_equity = equity

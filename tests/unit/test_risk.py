@@ -551,3 +551,19 @@ def test_a_latch_change_under_a_live_alarm_is_published_with_the_same_state(h: H
         (TradingState.REDUCING, TradingState.REDUCING, "operator", "reduce: flatten"),
         (TradingState.REDUCING, TradingState.REDUCING, "operator", "resume; alarms still on: clock_skew"),
     ]
+
+
+def test_restored_drawdown_references_survive_a_restart() -> None:
+    h = Harness()
+    day = T0 + 86_400 * S
+    h.gate.restore_equity(D(12_000), D(10_000), day)
+    h.gate.on_equity(D(9_600), day + 3600 * S)  # -4 % on the restored day, -20 % from the restored peak
+    assert h.states() == [(TradingState.ACTIVE, TradingState.HALTED, "drawdown")]
+    h2 = Harness()
+    h2.gate.restore_equity(None, D(10_000), day)
+    h2.gate.on_equity(D(9_400), day + 3600 * S)  # -6 % on the restored day
+    assert h2.states() == [(TradingState.ACTIVE, TradingState.HALTED, "daily_drawdown")]
+    h3 = Harness()
+    h3.gate.restore_equity(None, D(10_000), day - 86_400 * S)  # yesterday's: the new day opens at 9400
+    h3.gate.on_equity(D(9_400), day + 3600 * S)
+    assert h3.gate.state is TradingState.ACTIVE
