@@ -288,7 +288,8 @@ class StateStore:
         self._failing = False  # a write incident is going on
         self._overflowing = False
         self._stopping = False  # run() was cancelled: a failing batch is not retried forever
-        self._stats = {"received": 0, "written": 0, "batches": 0, "failures": 0, "overflows": 0, "retries": 0}
+        self._stats = {"received": 0, "written": 0, "batches": 0, "failures": 0, "overflows": 0, "retries": 0,
+                       "control_errors": 0}
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -403,14 +404,22 @@ class StateStore:
         if self._db is None:
             return []
         async with self._lock:
-            rows = await self._db.execute_fetchall(
-                "SELECT id, ts_ns, action, reason FROM control WHERE applied = 0 ORDER BY id")
-            out = [ControlAction(int(i), str(a), CONTROL_STATES[str(a)], str(r), int(t))
-                   for i, t, a, r in rows if str(a) in CONTROL_STATES]
-            if rows:
-                await self._db.execute("UPDATE control SET applied = 1 WHERE applied = 0 AND id <= ?",
-                                       (max(int(r[0]) for r in rows),))
-                await self._db.commit()
+            try:
+                rows = await self._db.execute_fetchall(
+                    "SELECT id, ts_ns, action, reason FROM control WHERE applied = 0 ORDER BY id")
+                out = [ControlAction(int(i), str(a), CONTROL_STATES[str(a)], str(r), int(t))
+                       for i, t, a, r in rows if str(a) in CONTROL_STATES]
+                if rows:
+                    await self._db.execute("UPDATE control SET applied = 1 WHERE applied = 0 AND id <= ?",
+                                           (max(int(r[0]) for r in rows),))
+                    await self._db.commit()
+            except (sqlite3.Error, OSError) as e:  # the writer reports the incident; the poll just tries again
+                with contextlib.suppress(sqlite3.Error):
+                    await self._db.rollback()
+                self._stats["control_errors"] += 1
+                if self._stats["control_errors"] == 1:
+                    log.warning("state_control_poll_failed", error=f"{type(e).__name__}: {e}")
+                return []
         for a in out:
             log.info("operator_control", action=a.action, reason=a.reason, control_id=a.id)
         return out

@@ -328,3 +328,26 @@ async def test_the_signal_log_table_lives_beside_the_state_tables(tmp_path: Path
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"signals", "orders", "fills", "control", "meta"} <= names
     assert conn.execute("SELECT COUNT(*) FROM signals").fetchone()[0] == 0
+
+
+async def test_poll_control_hands_each_request_over_once_and_survives_a_locked_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "state.sqlite"
+    async with session(db) as (store, _):
+        conn = sqlite3.connect(db)
+        with conn:
+            conn.execute("INSERT INTO control (ts_ns, action, reason) VALUES (?, 'reduce', 'operator')", (BASE,))
+        assert store._db is not None
+        real = store._db.execute_fetchall
+
+        async def locked(*args: Any) -> Any:
+            raise sqlite3.OperationalError("database is locked")
+
+        monkeypatch.setattr(store._db, "execute_fetchall", locked)
+        assert await store.poll_control() == []  # no exception into the engine's poll task
+        monkeypatch.setattr(store._db, "execute_fetchall", real)
+        assert await store.poll_control() == [
+            bot.state.ControlAction(id=1, action="reduce", state=TradingState.REDUCING, reason="operator", ts_ns=BASE)]
+        assert await store.poll_control() == []
+        assert store.stats()["control_errors"] == 1
