@@ -98,16 +98,21 @@ async def test_rules_are_fetched_again_every_refresh(make_sim: SimFactory) -> No
     async with make_sim(loop=False) as sim:
         bus = EventBus()
         rec = Recorder(bus)
-        ref = ReferenceData(settings_for(sim, refresh_s=0.2, measure_skew=False), bus, LiveClock())
+        settings = settings_for(sim, refresh_s=0.2, measure_skew=False)
+        wanted = {(v, s) for v, cfg in settings.enabled_venues().items() for s in cfg.symbols}
+
+        def published(key: tuple[Venue, str]) -> list[InstrumentInfo]:
+            return [i for i in rec.infos if (i.instrument.venue, i.instrument.symbol) == key]
+
+        ref = ReferenceData(settings, bus, LiveClock())
         async with running(ref):
-            await until(lambda: ref.stats.rules_fetches >= 8, "two fetches per venue")
-        per_key: dict[tuple[Venue, str], int] = {}
-        for i in rec.infos:
-            key = (i.instrument.venue, i.instrument.symbol)
-            per_key[key] = per_key.get(key, 0) + 1
-        assert len(per_key) == 8
-        assert min(per_key.values()) >= 1
-        assert sum(per_key.values()) >= 8 + 4  # every venue fetched at least twice
+            await until(lambda: all(len(published(k)) >= 2 for k in wanted), "every symbol's rules twice")
+        for key in wanted:
+            first, second = published(key)[:2]
+            assert first.instrument == second.instrument
+            assert second.ts_recv > first.ts_recv
+        assert ref.stats.rules_fetches >= 8
+        assert ref.stats.rules_failures == 0
 
 
 class FlakyRest(RestClient):
