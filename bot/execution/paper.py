@@ -78,28 +78,66 @@ class _Order:
     ahead: Decimal | None = None  # displayed size ahead of us; None: our price is deeper than we look
     cancel_pending: bool = False
     fill_prefix: str = ""  # fill ids are f"{fill_prefix}-{n}"
+    px: float = 0.0  # the limit price as the book's float (the same double the book holds for that price)
+    buy: bool = field(init=False)  # read per order per market event: a plain attribute, not a property
+
+    def __post_init__(self) -> None:
+        self.buy = self.req.side is Side.BUY
 
     @property
     def left(self) -> Decimal:
         return self.req.qty - self.filled
-
-    @property
-    def buy(self) -> bool:
-        return self.req.side is Side.BUY
 
 
 @dataclass
 class _Taken:
     """Our taker fills at one price level, since the level last showed ``shown``."""
 
-    shown: Decimal
+    shown: float
     qty: Decimal = ZERO
 
 
 @dataclass
 class _BookState:
     resting: list[_Order] = field(default_factory=list)  # in arrival order
-    taken: dict[tuple[bool, Decimal], _Taken] = field(default_factory=dict)  # (ask side?, price)
+    taken: dict[tuple[bool, float], _Taken] = field(default_factory=dict)  # (ask side?, price)
+
+
+class _Side:
+    """One side of the book as we see it (its best ``depth`` levels), for lookups by price.
+
+    Prices are compared as floats: a book price and an order price written with the same decimal digits
+    are the same double (both are the nearest double to that decimal), so this is exact and spares a
+    ``Decimal`` per level per update; only sizes we use become ``Decimal``."""
+
+    __slots__ = ("bid", "complete", "levels", "sizes")
+
+    def __init__(self, levels: Sequence[Level], bid: bool, depth: int) -> None:
+        self.levels = levels
+        self.bid = bid
+        self.complete = len(levels) < depth  # fewer levels than asked: that is the whole side
+        self.sizes: dict[float, float] | None = None
+
+    def shown(self, px: float) -> float | None:
+        """The displayed size at ``px``: 0 if ``px`` lies within what we see but has no level, None if it
+        lies beyond the levels we look at (unknown)."""
+        if self.sizes is None:
+            self.sizes = dict(self.levels)
+        size = self.sizes.get(px)
+        if size is not None:
+            return size
+        if self.complete or (px > self.levels[-1][0] if self.bid else px < self.levels[-1][0]):
+            return 0.0
+        return None
+
+    def best_available(self, st: _BookState) -> float | None:
+        """The best price with displayed size we have not taken ourselves (None: none in view)."""
+        ask = not self.bid
+        for px, sz in self.levels:
+            taken = st.taken.get((ask, px))
+            if taken is None or taken.shown != sz or taken.qty < to_decimal(sz):
+                return px
+        return None
 
 
 class PaperExecution:
@@ -203,25 +241,26 @@ class PaperExecution:
         book = self._books(*key)
         if book is None:
             return
-        bids, asks = book.top(self._depth)
+        top_bids, top_asks = book.top(self._depth)
+        bids, asks = _Side(top_bids, True, self._depth), _Side(top_asks, False, self._depth)
         if st.taken:
             self._refresh_taken(st, bids, asks)
         if not st.resting:
             return
-        best_bid = self._best_available(st, bids, ask_side=False)
-        best_ask = self._best_available(st, asks, ask_side=True)
+        best_bid = bids.best_available(st)
+        best_ask = asks.best_available(st)
         for order in list(st.resting):
-            price = order.req.price
-            assert price is not None  # resting orders are limits
-            if order.buy and best_ask is not None and best_ask <= price:
+            if order.buy and best_ask is not None and best_ask <= order.px:
                 self._maker_fill(order, order.left, self._now)
                 continue
-            if not order.buy and best_bid is not None and best_bid >= price:
+            if not order.buy and best_bid is not None and best_bid >= order.px:
                 self._maker_fill(order, order.left, self._now)
                 continue
-            shown = self._shown_at(bids if order.buy else asks, price, order.buy)
-            if shown is not None and (order.ahead is None or shown < order.ahead):
-                order.ahead = shown
+            shown = (bids if order.buy else asks).shown(order.px)
+            if shown is not None:
+                size = to_decimal(shown)
+                if order.ahead is None or size < order.ahead:
+                    order.ahead = size
 
     def on_trade(self, ev: Trade) -> None:
         """Due arrivals first, then a trade at our price advances our queue (and fills us past it); a trade
@@ -230,19 +269,17 @@ class PaperExecution:
         st = self._state.get((ev.venue, ev.symbol))
         if st is None or not st.resting:
             return
-        px = to_decimal(ev.price)
-        volume = to_decimal(ev.size)  # what of this trade is left for our orders at its price
+        px = ev.price
+        size = to_decimal(ev.size)
+        volume = size  # what of this trade is left for our orders at its price
         for order in list(st.resting):
-            price = order.req.price
-            assert price is not None
-            if (order.buy and px < price) or (not order.buy and px > price):
+            if (order.buy and px < order.px) or (not order.buy and px > order.px):
                 self._maker_fill(order, order.left, self._now)
                 continue
-            if px != price or (ev.taker_side is Side.SELL) != order.buy:
+            if px != order.px or (ev.taker_side is Side.SELL) != order.buy:
                 continue  # elsewhere, or a trade on the other side of our price
             if order.ahead is None:  # our place is unknown: count nothing, fill nothing
                 continue
-            size = to_decimal(ev.size)
             beyond = size - order.ahead
             order.ahead = max(ZERO, order.ahead - size)
             qty = min(order.left, beyond, volume)
@@ -280,6 +317,7 @@ class PaperExecution:
             if u.status is OrderStatus.NEW:
                 self._push(ts_ns, _ARRIVE, u.client_order_id)
             elif u.order_type is OrderType.LIMIT and u.price is not None:
+                order.px = float(u.price)
                 order.resting = True
                 self._book_state(u.venue, u.symbol).resting.append(order)
             else:  # a market/IOC order cannot be open after its arrival; close it honestly
@@ -296,15 +334,18 @@ class PaperExecution:
         if book is None:
             self._close(order, OrderStatus.REJECTED, "no_book", now)
             return
-        bids, asks = book.top(self._depth)
-        if not bids or not asks:
+        top_bids, top_asks = book.top(self._depth)
+        if not top_bids or not top_asks:
             self._close(order, OrderStatus.REJECTED, "empty_book_side", now)
             return
+        bids, asks = _Side(top_bids, True, self._depth), _Side(top_asks, False, self._depth)
         opposite = asks if order.buy else bids
         limit = req.price if req.order_type is OrderType.LIMIT else None
-        best = self._best_available(self._book_state(req.venue, req.symbol), opposite, ask_side=order.buy)
+        if limit is not None:
+            order.px = float(limit)
+        best = opposite.best_available(self._book_state(req.venue, req.symbol))
         # best None: all we see there we took already (a market order then expires unfilled)
-        crosses = limit is None or (best is not None and (best <= limit if order.buy else best >= limit))
+        crosses = limit is None or (best is not None and (best <= order.px if order.buy else best >= order.px))
         if req.tif is TimeInForce.POST_ONLY and crosses:
             self._close(order, OrderStatus.REJECTED, "post_only_would_cross", now)
             return
@@ -312,7 +353,7 @@ class PaperExecution:
         self.stats["accepted"] += 1
         self._emit(order, now)
         if crosses:
-            self._take(order, opposite, limit)
+            self._take(order, opposite.levels, limit)
             if not order.status.is_open:
                 return
         if limit is None or req.tif is TimeInForce.IOC:
@@ -320,7 +361,8 @@ class PaperExecution:
             self._close(order, OrderStatus.EXPIRED, reason, now)
             return
         order.resting = True
-        order.ahead = self._shown_at(bids if order.buy else asks, limit, order.buy)
+        shown = (bids if order.buy else asks).shown(order.px)
+        order.ahead = None if shown is None else to_decimal(shown)
         self._book_state(req.venue, req.symbol).resting.append(order)
 
     def _take(self, order: _Order, levels: Sequence[Level], limit: Decimal | None) -> None:
@@ -330,24 +372,22 @@ class PaperExecution:
         for px_f, sz_f in levels:
             if order.left <= 0:
                 break
-            px = to_decimal(px_f)
-            if limit is not None and (px > limit if order.buy else px < limit):
+            if limit is not None and (px_f > order.px if order.buy else px_f < order.px):
                 break
-            shown = to_decimal(sz_f)
-            taken = st.taken.get((ask_side, px))
-            if taken is None or taken.shown != shown:
-                taken = st.taken[(ask_side, px)] = _Taken(shown)
-            qty = min(order.left, shown - taken.qty)
+            taken = st.taken.get((ask_side, px_f))
+            if taken is None or taken.shown != sz_f:
+                taken = st.taken[(ask_side, px_f)] = _Taken(sz_f)
+            qty = min(order.left, to_decimal(sz_f) - taken.qty)
             if qty <= 0:
                 continue
             taken.qty += qty
-            self._fill(order, qty, px, Liquidity.TAKER, self._now)
+            self._fill(order, qty, to_decimal(px_f), Liquidity.TAKER, self._now)
 
-    def _refresh_taken(self, st: _BookState, bids: Sequence[Level], asks: Sequence[Level]) -> None:
+    @staticmethod
+    def _refresh_taken(st: _BookState, bids: _Side, asks: _Side) -> None:
         """Forget what we took at a level once the book shows that level at another size (or not at all)."""
         for (ask_side, px), taken in list(st.taken.items()):
-            shown = self._shown_at(asks if ask_side else bids, px, not ask_side)
-            if shown != taken.shown:
+            if (asks if ask_side else bids).shown(px) != taken.shown:
                 del st.taken[(ask_side, px)]
 
     # -- fills and updates ----------------------------------------------------------------------------------
@@ -438,27 +478,6 @@ class PaperExecution:
         if st is None:
             st = self._state[(venue, symbol)] = _BookState()
         return st
-
-    def _shown_at(self, levels: Sequence[Level], price: Decimal, bid_side: bool) -> Decimal | None:
-        """The displayed size at ``price`` on one side (best first): 0 if the price lies within what we see
-        but has no level, None if it lies beyond the ``depth`` levels we look at (unknown)."""
-        for px_f, sz_f in levels:
-            px = to_decimal(px_f)
-            if px == price:
-                return to_decimal(sz_f)
-            if (px < price) if bid_side else (px > price):
-                return ZERO  # passed the price: no level there
-        return None if len(levels) >= self._depth else ZERO  # fewer levels than asked: that is the whole side
-
-    @staticmethod
-    def _best_available(st: _BookState, levels: Sequence[Level], ask_side: bool) -> Decimal | None:
-        """The best price on a side with displayed size we have not taken ourselves (None: none in view)."""
-        for px_f, sz_f in levels:
-            px = to_decimal(px_f)
-            taken = st.taken.get((ask_side, px))
-            if taken is None or taken.shown != to_decimal(sz_f) or taken.qty < taken.shown:
-                return px
-        return None
 
     def _push(self, due: int, kind: int, cid: str) -> None:
         self._seq += 1
