@@ -25,6 +25,7 @@ from bot.events import BookUpdate, Event, Side, Trade, Venue
 from bot.execution.base import Execution
 from bot.execution.paper import PaperExecution
 from bot.export import OfflineFeed
+from bot.ledger import Ledger
 from bot.orders import Fill, Liquidity, OrderRequest, OrderStatus, OrderType, OrderUpdate, TimeInForce
 from bot.recording import iter_rows
 from bot.sim.cli import DEMO_DIR
@@ -521,3 +522,38 @@ def test_real_order_book_gives_the_same_fills_as_the_captured_states(session: Se
     fills = [e for e in first if isinstance(e, Fill)]
     assert fills == [e for e in h.out if isinstance(e, Fill)]
     assert pq([f for f in fills if f.client_order_id == "r"]) == [("0.00323", "61829.77"), ("0.00677", "61829.77")]
+
+
+def test_paper_fills_on_the_real_session_keep_the_ledger_identity_at_every_book_update(session: Session) -> None:
+    """Paper fills from the real session into the ledger, marked at every real mid: cash is what the fills
+    say (hand formula) and ``equity == cash + qty x mark`` holds after every update."""
+    h = Harness(session)
+    ledger = Ledger({V: {"USDT": D(100_000)}})
+    orders = {
+        1: ("m1", Side.BUY, "1.6", None),
+        205: ("r", Side.SELL, "0.01", "61829.77"),
+        400: ("s", Side.SELL, "1", None),
+    }
+    seen = 0
+    for i, ev in enumerate(session.events[:798]):
+        h.to(i)
+        if i in orders:
+            cid, side, qty, price = orders[i]
+            h.submit(cid, side, qty, at=i, price=price)
+        for e in h.out[seen:]:
+            if isinstance(e, Fill):
+                ledger.on_fill(e)
+        seen = len(h.out)
+        if isinstance(ev, BookUpdate):
+            ledger.on_mark(V, SYM, (D(repr(ev.bid_px)) + D(repr(ev.ask_px))) / 2)
+            snap = ledger.snapshot(V, ev.ts_recv)
+            mark = ledger.mark(V, SYM)
+            assert mark is not None
+            assert snap.equity == snap.cash + ledger.position(V, SYM) * mark
+    fills = [e for e in h.out if isinstance(e, Fill)]
+    assert {f.client_order_id for f in fills} == {"m1", "r", "s"}
+    signed = sum(f.qty if f.side is Side.BUY else -f.qty for f in fills)
+    assert ledger.position(V, SYM) == signed == D("1.6") - D("0.01") - D("1")
+    cash = D(100_000) - sum((f.qty * f.price if f.side is Side.BUY else -f.qty * f.price) + f.fee for f in fills)
+    assert ledger.cash(V) == cash
+    assert ledger.snapshot(V, 0).fees == sum(f.fee for f in fills)
