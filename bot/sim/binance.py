@@ -11,8 +11,13 @@ synthesized from the truth book after every replayed diff, in the venue's own sh
 does not hold is accepted and stays silent; a malformed one gets ``{"error":{"code":2,...}}``. The server
 sends a ping frame every 20 s (spot) / 3 min (USD-M) and cuts a connection whose ping was not answered
 with the same payload within 1 min / 10 min (``SimTimings``); more than 5 (spot) / 10 (USD-M) incoming
-frames a second, pings and pongs included, also cut the connection. USD-M stream routing (``/public``,
-``/market``) is served but not enforced: every path delivers every stream.
+frames a second, pings and pongs included, also cut the connection. Ping and pong payloads are compared
+as ``bytes`` (aiohttp hands a received payload over as a ``bytearray``, whatever the client: the
+``websockets`` library, aiohttp, ccxt.pro); a pong with a payload never sent (an unsolicited one) is
+ignored, as the venue does. USD-M stream routing (``/public``, ``/market``) is served but not enforced:
+every path delivers every stream. A method frame whose handling fails unexpectedly is answered
+``{"error":{"code":-1000,"msg":"An unknown error occurred while processing the request."},"id":...}`` and
+counted (``handler_errors``); the connection stays open.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from aiohttp import WSMsgType
 
 from bot.events import Venue
 from bot.sim.replay import BnDiff, Item
-from bot.sim.ws import Conn, VenueHub
+from bot.sim.ws import Conn, VenueHub, report_handler_error
 
 log = structlog.get_logger(__name__)
 
@@ -147,13 +152,18 @@ async def read_loop(hub: VenueHub, conn: Conn) -> None:
             conn.close(1008, "Too many requests")
             return
         if msg.type == WSMsgType.PING:
-            await ws.pong(msg.data)
+            await ws.pong(bytes(msg.data))
         elif msg.type == WSMsgType.PONG:
-            sent = conn.pings.pop(msg.data, None)
+            sent = conn.pings.pop(bytes(msg.data), None)
             if sent is not None:
+                hub.count("pongs_received")
                 conn.pings = {p: t for p, t in conn.pings.items() if t > sent}
         elif msg.type == WSMsgType.TEXT:
-            reply = _binance_method(hub, conn, msg.data)
+            try:
+                reply = _binance_method(hub, conn, msg.data)
+            except Exception as e:  # answered as the venue answers a request it cannot serve
+                report_handler_error(hub.stats, hub.venue, "ws_method", e)
+                reply = _bn_error(-1000, _UNKNOWN_ERROR, _request_id(msg.data))
             if reply is not None:
                 conn.send(reply, control=True)
         elif msg.type == WSMsgType.BINARY:
@@ -167,8 +177,21 @@ def _over_rate(conn: Conn, rate: int) -> bool:
     return len(conn.in_times) > rate
 
 
+_UNKNOWN_ERROR = "An unknown error occurred while processing the request."
+
+
 def _bn_error(code: int, msg: str, rid: Any) -> str:
     return orjson.dumps({"error": {"code": code, "msg": msg}, "id": rid}).decode()
+
+
+def _request_id(text: str) -> Any:
+    """The ``id`` of a method frame when it can be read (for the answer to a failed one), else None."""
+    try:
+        req = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    rid = req.get("id") if isinstance(req, dict) else None
+    return rid if rid is None or isinstance(rid, (int, str)) else None
 
 
 def _binance_method(hub: VenueHub, conn: Conn, text: str) -> str | None:
@@ -236,6 +259,7 @@ async def ping_loop(hub: VenueHub, conn: Conn) -> None:
                 payload += b"."
             conn.pings[payload] = now
             next_ping = now + interval
+            hub.count("pings_sent")
             try:
                 await conn.ws.ping(payload)
             except (ConnectionError, RuntimeError):

@@ -11,7 +11,9 @@ unless one was sent); a topic of unknown form gets ``{"success":false,"ret_msg":
 simply waits for it. A depth at least the recorded one is an alias of the recorded topic (renamed); a
 shallower one (``orderbook.50`` from a recorded ``orderbook.200``) is derived: each replayed message
 becomes the change of the top N levels, with removals for levels pushed out, numbered by its own ``u``
-(``DepthView``); ``orderbook.1`` pushes a snapshot whenever the top changes.
+(``DepthView``); ``orderbook.1`` pushes a snapshot whenever the top changes. An op whose handling fails
+unexpectedly is answered ``{"success":false,"ret_msg":"error:internal error",...}`` and counted
+(``handler_errors``); the connection stays open.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from aiohttp import WSMsgType
 
 from bot.events import Venue
 from bot.sim.replay import BbBook, Item, bybit_book_msg, bybit_snapshot_text
-from bot.sim.ws import Conn, VenueHub
+from bot.sim.ws import Conn, DerivedStream, VenueHub, report_handler_error
 
 
 def publish(hub: VenueHub, item: Item, parsed: Any) -> None:
@@ -54,7 +56,7 @@ def _publish_views(hub: VenueHub, b: BbBook) -> None:
     if bs is None or bs.book is None:
         return
     for (symbol, _), view in hub.views.items():
-        if symbol != b.symbol or not view.subs:
+        if symbol != b.symbol or not view.subs or not isinstance(view, DepthView):
             continue
         msg = view.advance(hub.venue, b.symbol, bs, reset=b.snapshot)
         if msg is None:
@@ -97,9 +99,9 @@ def subscribe_book(hub: VenueHub, conn: Conn, name: str, symbol: str, depth: int
             conn.send(bybit_snapshot_text(hub.venue, name, symbol, bs, depth))
         return
     conn.subs[name] = name
-    view = hub.views.get((symbol, depth))
-    if view is None:
-        view = hub.views[(symbol, depth)] = DepthView(depth)
+    found = hub.views.get((symbol, depth))
+    view = found if isinstance(found, DepthView) else DepthView(depth)
+    hub.views[(symbol, depth)] = view
     view.subs[conn] = name
     if bs is not None and bs.book is not None:
         if not view.ready:
@@ -107,15 +109,15 @@ def subscribe_book(hub: VenueHub, conn: Conn, name: str, symbol: str, depth: int
         conn.send(bybit_snapshot_text(hub.venue, name, symbol, bs, depth, u=view.u))
 
 
-class DepthView:
+class DepthView(DerivedStream):
     """A Bybit book of ``depth`` levels derived from a deeper recorded one: each replayed message becomes
     the difference of the top ``depth`` levels (removals as size "0"), numbered by its own ``u``, so the
     stream looks like the venue's own ``orderbook.<depth>`` topic. Depth 1 pushes snapshots only, when the
     top changes (the venue's 3 s repeat of an unchanged top is not emulated)."""
 
     def __init__(self, depth: int) -> None:
+        super().__init__()
         self.depth = depth
-        self.subs: dict[Conn, str] = {}
         self.bids: dict[float, tuple[str, str]] = {}
         self.asks: dict[float, tuple[str, str]] = {}
         self.u = 0
@@ -172,11 +174,33 @@ def parse_bybit_topic(topic: str) -> tuple[str, int] | None:
 async def read_loop(hub: VenueHub, conn: Conn) -> None:
     async for msg in conn.ws:
         if msg.type == WSMsgType.TEXT:
-            reply = _bybit_op(hub, conn, msg.data)
+            try:
+                reply = _bybit_op(hub, conn, msg.data)
+            except Exception as e:  # answered as the venue answers a request it cannot serve
+                report_handler_error(hub.stats, hub.venue, "ws_op", e)
+                reply = _internal_error(conn, msg.data)
             if reply is not None:
                 conn.send(reply, control=True)
         elif msg.type == WSMsgType.PING:
-            await conn.ws.pong(msg.data)
+            await conn.ws.pong(bytes(msg.data))
+
+
+def _internal_error(conn: Conn, text: str) -> str:
+    """``{"success":false,"ret_msg":"error:internal error",...}``, with the request's op and req_id when
+    they can be read."""
+    op: Any = ""
+    req_id: Any = None
+    try:
+        req = orjson.loads(text)
+        if isinstance(req, dict):
+            op, req_id = req.get("op", ""), req.get("req_id")
+    except orjson.JSONDecodeError:
+        pass
+    out: dict[str, Any] = {"success": False, "ret_msg": "error:internal error", "conn_id": conn.conn_id}
+    if req_id is not None:
+        out["req_id"] = req_id
+    out["op"] = str(op)
+    return orjson.dumps(out).decode()
 
 
 def _bybit_ack(hub: VenueHub, conn: Conn, op: str, ok: bool, msg: str, req_id: Any) -> str:

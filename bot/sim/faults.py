@@ -3,7 +3,7 @@
 A spec is a comma-separated list of ``kind=probability[:parameter]``::
 
     drop=0.01,dup=0.01,reorder=0.01,malformed=0.005,stall=0.002:3,disconnect=0.001,
-    rest429=0.2:1,snapshot_fail=0.2,bybit_reset=0.002
+    rest429=0.2:1,snapshot_fail=0.2,bybit_reset=0.002,restart=0.5
 
 Stream kinds are rolled once per **book diff message** sent on a connection (Binance ``depthUpdate``
 diffs, Bybit ``orderbook`` deltas); trades, klines, tickers and synthesized snapshots are never touched,
@@ -31,8 +31,18 @@ rest429:R      Binance: HTTP 429 with ``Retry-After: R`` (default 1 s). A client
                Bybit: HTTP 200 with ``retCode`` 10006 ("Too many visits!").
 =============  ==================================================================================
 
+The venue kind is rolled once per **end of the recording** of each venue (``bot.sim.replay``):
+
+=============  ==================================================================================
+restart        instead of the seamless wrap, the venue restarts: every connection of that venue is
+               closed with 1001 "going away", the replay starts over with fresh books, the first
+               recording's update ids and timestamps (ids go back: every client must resync).
+               ``restart=1`` restarts at every end, as the sim did before the seamless loop.
+=============  ==================================================================================
+
 Dice are deterministic: a connection's generator is seeded from ``(seed, venue, connection index)``
-(the n-th websocket accepted by that venue), REST dice from ``(seed, venue)``, and exactly one number is
+(the n-th websocket accepted by that venue), REST dice from ``(seed, venue)``, restart dice from
+``(seed, venue, "restart")``, and exactly one number is
 drawn per diff message, so the same seed and the same client behaviour give the same faults.
 """
 
@@ -45,7 +55,8 @@ from bot.errors import ConfigError
 
 STREAM_KINDS = ("drop", "dup", "reorder", "malformed", "stall", "disconnect", "bybit_reset")
 REST_KINDS = ("snapshot_fail", "rest429")
-KINDS = STREAM_KINDS + REST_KINDS
+VENUE_KINDS = ("restart",)
+KINDS = STREAM_KINDS + REST_KINDS + VENUE_KINDS
 _PARAM_KINDS = {"stall": "stall_s", "rest429": "retry_after_s"}
 
 
@@ -60,6 +71,7 @@ class FaultSpec:
     bybit_reset: float = 0.0
     snapshot_fail: float = 0.0
     rest429: float = 0.0
+    restart: float = 0.0
     stall_s: float = 3.0
     retry_after_s: float = 1.0
 
@@ -165,3 +177,16 @@ class RestDice:
         if r < self.spec.snapshot_fail + self.spec.rest429:
             return "rest429"
         return None
+
+
+class RestartDice:
+    """One venue's restart fault: one draw per end of its recording."""
+
+    def __init__(self, spec: FaultSpec, seed: int, venue: str) -> None:
+        self.p = spec.restart
+        self.rng = random.Random(f"{seed}/{venue}/restart")
+
+    def roll(self) -> bool:
+        if self.p <= 0:
+            return False
+        return self.p >= 1 or self.rng.random() < self.p

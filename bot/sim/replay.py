@@ -19,35 +19,27 @@ is counted in ``Timeline.load_stats`` and then, with no later snapshot to rebase
 A symbol recorded without any snapshot starts from an empty book (levels that never change stay unknown).
 Bybit books start at the first recorded snapshot; any later snapshot resets them (venue rule).
 
-``VenueReplay`` holds the runtime truth while ``VenueRunner`` plays the timeline: items are paced by the
-recorded receive-time deltas divided by ``speed``, all venues starting together. At the end, with
-``loop``, the runner calls ``on_cycle_end`` (the server closes that venue's connections with 1001 "going
-away") and starts again from the first item with fresh books, so sequence ids restart and every client
-must resync, exactly as after a venue restart.
+``VenueReplay`` holds the runtime truth while ``bot.sim.loop.VenueRunner`` plays the timeline: items are
+paced by the recorded receive-time deltas divided by ``speed``, all venues starting together; at the end
+the recording loops seamlessly, ids and times continuing (``bot.sim.loop``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import statistics
-import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
-import structlog
 
 from bot.errors import RecordingError
 from bot.events import Venue
 from bot.recording import MANIFEST, iter_records
 from bot.sim.klines import TradeCandles
 from bot.sim.truth import Level, RefBook, SimBook
-
-log = structlog.get_logger(__name__)
 
 APPLY, REBASE, SKIP = 0, 1, 2
 BINANCE = (Venue.BINANCE_SPOT, Venue.BINANCE_USDM)
@@ -125,6 +117,7 @@ class Timeline:
     offset_ms: int = 0  # exchange time - recorded receive time
     t0_ns: int = 0  # receive time of the first item
     load_stats: Counter[str] = field(default_factory=Counter)
+    loop_plan: Any = None  # bot.sim.loop.LoopPlan, built on first use and kept with the cached timeline
 
     @property
     def symbols(self) -> list[str]:
@@ -539,86 +532,3 @@ def bybit_snapshot_text(
     bids, asks = st.book.top(depth)
     msg = bybit_book_msg(venue, topic, "snapshot", symbol, bids, asks, st, st.u if u is None else u)
     return orjson.dumps(msg).decode()
-
-
-# -- pacing ----------------------------------------------------------------------------------------
-
-
-@dataclass
-class RunnerStats:
-    sent_items: int = 0
-    cycles: int = 0
-    max_lag_ms: float = 0.0
-    late_items: int = 0  # replayed more than 100 ms after their due time
-
-
-class VenueRunner:
-    """Plays one venue's timeline in real time / ``speed``; calls ``on_item`` after updating the truth."""
-
-    YIELD_EVERY = 64  # items processed back to back before letting the writers run
-
-    def __init__(
-        self,
-        replay: VenueReplay,
-        speed: float,
-        loop: bool,
-        on_item: Callable[[Item, Any], None],
-        on_cycle_end: Callable[[], Awaitable[None]],
-    ) -> None:
-        self.replay = replay
-        self.speed = speed
-        self.loop = loop
-        self.on_item = on_item
-        self.on_cycle_end = on_cycle_end
-        self.pos = 0
-        self.cycle = 0
-        self.finished = False
-        self.start_mono = time.monotonic()
-        self.stats = RunnerStats()
-
-    @property
-    def total(self) -> int:
-        return len(self.replay.tl.items)
-
-    def now_ms(self) -> int:
-        """The venue's clock: recorded exchange time at the current replay position."""
-        tl = self.replay.tl
-        rec_ns = tl.t0_ns + int((time.monotonic() - self.start_mono) * self.speed * 1e9)
-        return rec_ns // 1_000_000 + tl.offset_ms
-
-    async def run(self) -> None:
-        items = self.replay.tl.items
-        while True:
-            self.replay.reset()
-            self.pos = 0
-            self.start_mono = start = time.monotonic()
-            scale = 1.0 / (self.speed * 1e9)
-            burst = 0
-            while self.pos < len(items):
-                item = items[self.pos]
-                delay = start + item.t * scale - time.monotonic()
-                if delay > 0.0005:
-                    burst = 0
-                    await asyncio.sleep(delay)
-                    continue
-                if delay < 0:
-                    lag = -delay * 1000
-                    if lag > self.stats.max_lag_ms:
-                        self.stats.max_lag_ms = lag
-                    if lag > 100:
-                        self.stats.late_items += 1
-                parsed = self.replay.apply(item)
-                self.pos += 1
-                self.stats.sent_items += 1
-                self.on_item(item, parsed)
-                burst += 1
-                if burst >= self.YIELD_EVERY:
-                    burst = 0
-                    await asyncio.sleep(0)
-            self.cycle += 1
-            self.stats.cycles += 1
-            if not self.loop:
-                self.finished = True
-                log.info("sim_recording_finished", venue=self.replay.tl.venue.value)
-                return
-            await self.on_cycle_end()

@@ -12,6 +12,11 @@ Bybit answers HTTP 200 with ``retCode``/``retMsg`` as the venue does; depth faul
 transaction time). Time endpoints answer the venue's replay clock (``VenueRunner.now_ms``), not the wall
 clock, so a client sees the recording's dates. Klines come from CSV files (``klines.py``); their dates
 differ from the order-book sessions.
+
+A handler that fails unexpectedly (``error_middleware``) is answered as the venue answers an internal
+error, Binance HTTP 500 ``{"code":-1000,"msg":"An unknown error occurred while processing the request."}``,
+Bybit ``{"retCode":10016,"retMsg":"Internal server error.",...}``, counted (``handler_errors``) and
+logged once as a warning, without traceback.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -30,9 +35,35 @@ from bot.sim.faults import RestDice
 from bot.sim.instruments import binance_exchange_info, binance_symbol_entry, bybit_static_entry
 from bot.sim.klines import BINANCE_INTERVALS, BYBIT_INTERVALS, KlineStore
 from bot.sim.replay import BbBook, VenueReplay
-from bot.sim.ws import SimStats
+from bot.sim.ws import SimStats, report_handler_error
 
 JSON = "application/json"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_middleware(venue: Venue | None, stats: SimStats, clock_ms: Callable[[], int]) -> Any:
+    """An aiohttp middleware for one venue host (``venue`` None: the Bybit host, the venue read from
+    ``category``): an unexpected exception becomes the venue's internal-error answer."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise  # aiohttp's own answers (404, 405 ...)
+        except Exception as e:
+            if venue is not None:
+                report_handler_error(stats, venue, "rest", e)
+                body = {"code": -1000, "msg": "An unknown error occurred while processing the request."}
+                return web.Response(body=orjson.dumps(body), status=500, content_type=JSON)
+            v = Venue.BYBIT_SPOT if request.query.get("category") == "spot" else Venue.BYBIT_LINEAR
+            report_handler_error(stats, v, "rest", e)
+            body_bb = {"retCode": 10016, "retMsg": "Internal server error.", "result": {}, "retExtInfo": {},
+                       "time": clock_ms()}  # fmt: skip
+            return web.Response(body=orjson.dumps(body_bb), content_type=JSON)
+
+    return guard
 
 
 def _spot_depth_weight(limit: int) -> int:

@@ -37,16 +37,18 @@ from aiohttp import web
 from bot.errors import ConfigError
 from bot.events import Venue
 from bot.sim import binance, bybit
-from bot.sim.faults import FaultSpec, RestDice
+from bot.sim.faults import FaultSpec, RestartDice, RestDice
 from bot.sim.klines import KlineStore
-from bot.sim.replay import BINANCE, Timeline, VenueReplay, VenueRunner, load_timelines
-from bot.sim.rest import BinanceRest, BybitRest
+from bot.sim.loop import VenueRunner
+from bot.sim.replay import BINANCE, Timeline, VenueReplay, load_timelines
+from bot.sim.rest import BinanceRest, BybitRest, error_middleware
 from bot.sim.truth import RefBook
-from bot.sim.ws import SimStats, SimTimings, VenueHub
+from bot.sim.ws import SimStats, SimTimings, VenueHub, report_handler_error
 
 log = structlog.get_logger(__name__)
 
 GOING_AWAY = 1001
+INTERNAL_ERROR = 1011
 
 
 class MarketUrls(NamedTuple):
@@ -55,6 +57,19 @@ class MarketUrls(NamedTuple):
 
 
 _USDM_WS_PREFIXES = ("", "/public", "/market")
+
+
+def _unexpected(e: Exception) -> BaseException | None:
+    """``e`` (or the part of a task group's errors) that is not a peer going away."""
+    gone = (ConnectionError, RuntimeError)
+    if isinstance(e, ExceptionGroup):
+        rest = e.subgroup(lambda x: not isinstance(x, (*gone, ExceptionGroup)))
+        if rest is None:
+            return None
+        while isinstance(rest, ExceptionGroup) and len(rest.exceptions) == 1:
+            rest = rest.exceptions[0]
+        return rest
+    return None if isinstance(e, gone) else e
 
 
 class LoopbackExchange:
@@ -112,7 +127,8 @@ class LoopbackExchange:
             fanout = binance.publish if venue in BINANCE else bybit.publish
             hub = VenueHub(venue, replay, faults=self.faults, seed=self.seed, timings=self.timings,
                            stats=self.sim_stats, fanout=fanout)  # fmt: skip
-            runner = VenueRunner(replay, self.speed, self.loop, hub.publish, self._cycle_end(hub))
+            dice = RestartDice(self.faults, self.seed, venue.value)
+            runner = VenueRunner(replay, self.speed, self.loop, hub.publish, self._restart(hub), dice.roll)
             hub.clock_ms = runner.now_ms
             self.replays[venue], self.hubs[venue], self.runners[venue] = replay, hub, runner
         ports = {}
@@ -168,9 +184,11 @@ class LoopbackExchange:
             await r.cleanup()
         self._app_runners.clear()
 
-    def _cycle_end(self, hub: VenueHub) -> Callable[[], Awaitable[None]]:
+    def _restart(self, hub: VenueHub) -> Callable[[], Awaitable[None]]:
+        """The ``restart`` fault at the end of the recording: every connection of the venue goes away."""
+
         async def end() -> None:
-            log.debug("sim_recording_restarts", venue=hub.venue.value, connections=len(hub.conns))
+            log.info("sim_venue_restarts", venue=hub.venue.value, connections=len(hub.conns))
             hub.close_all(GOING_AWAY, "going away")
             hub.count("loop_restarts")
             await asyncio.sleep(0)
@@ -179,7 +197,8 @@ class LoopbackExchange:
 
     # -- apps --------------------------------------------------------------------------------------
     def _bybit_app(self) -> web.Application:
-        app = web.Application()
+        guard = error_middleware(None, self.sim_stats, self.runners[Venue.BYBIT_LINEAR].now_ms)
+        app = web.Application(middlewares=[guard])
         for venue, path in ((Venue.BYBIT_SPOT, "/v5/public/spot"), (Venue.BYBIT_LINEAR, "/v5/public/linear")):
             app.router.add_get(path, self._ws_route(venue, combined=True, streams=False))
         bybit = [Venue.BYBIT_SPOT, Venue.BYBIT_LINEAR]
@@ -194,7 +213,7 @@ class LoopbackExchange:
         return app
 
     def _binance_app(self, venue: Venue) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[error_middleware(venue, self.sim_stats, self.runners[venue].now_ms)])
         prefixes = _USDM_WS_PREFIXES if venue is Venue.BINANCE_USDM else ("",)
         for prefix in prefixes:
             app.router.add_get(f"{prefix}/ws", self._ws_route(venue, combined=False, streams=False))
@@ -241,9 +260,9 @@ class LoopbackExchange:
         me = asyncio.current_task()
         if me is not None:
             self._handlers.add(me)
-        if is_binance and names:
-            binance.subscribe(hub, conn, names)  # malformed names in the URL are ignored
         try:
+            if is_binance and names:
+                binance.subscribe(hub, conn, names)  # malformed names in the URL are ignored
             async with asyncio.TaskGroup() as tg:
                 writer = tg.create_task(conn.write_loop())
                 pinger = tg.create_task(binance.ping_loop(hub, conn)) if is_binance else None
@@ -257,8 +276,12 @@ class LoopbackExchange:
                     writer.cancel()
                     if pinger is not None:
                         pinger.cancel()
-        except (ConnectionError, RuntimeError):
-            pass
+        except Exception as e:
+            bug = _unexpected(e)
+            if bug is not None:  # a bug of ours: counted, logged once, and a clean close, never a 1006
+                report_handler_error(self.sim_stats, venue, "ws_connection", bug)
+                with contextlib.suppress(Exception):
+                    await ws.close(code=INTERNAL_ERROR, message=b"internal error")
         finally:
             hub.unregister(conn)
             if me is not None:
@@ -334,6 +357,7 @@ class LoopbackExchange:
                 "items_replayed": r.stats.sent_items,
                 "position": r.pos,
                 "cycles": r.stats.cycles,
+                "loop_wraps": r.stats.wraps,
                 "max_lag_ms": round(r.stats.max_lag_ms, 1),
                 "late_items": r.stats.late_items,
                 "open_connections": len(self.hubs[venue].conns),

@@ -6,7 +6,11 @@ subscribed connections synchronously and in order (so fault dice are drawn in a 
 A client that does not read fast enough fills its queue (``SimTimings.send_queue`` frames) and is cut,
 counted as ``slow_client_disconnects``, as real venues cut slow consumers.
 
-The venue specifics live in ``bot.sim.binance`` and ``bot.sim.bybit``.
+The venue specifics live in ``bot.sim.binance`` and ``bot.sim.bybit``, which import this module (never
+the other way round): a venue's derived streams (Bybit's shallower books) are ``DerivedStream``s here,
+subclassed there. ``report_handler_error`` is the one place a handler's unexpected exception is turned
+into a counter and a single structured warning (no traceback); the caller answers the client in the
+venue's own error shape and keeps the connection.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -27,9 +31,6 @@ from bot.events import Venue
 from bot.sim.faults import ConnDice, FaultSpec
 from bot.sim.replay import BINANCE, Item, VenueReplay
 
-if TYPE_CHECKING:
-    from bot.sim.bybit import DepthView
-
 log = structlog.get_logger(__name__)
 
 
@@ -37,7 +38,7 @@ log = structlog.get_logger(__name__)
 class SimTimings:
     """Protocol timings and limits; the defaults are the venues' documented ones."""
 
-    binance_spot_ping_s: float = 20.0
+    binance_spot_ping_s: float = 20.0  # the server's ping interval (tests shorten it)
     binance_spot_pong_timeout_s: float = 60.0
     binance_usdm_ping_s: float = 180.0
     binance_usdm_pong_timeout_s: float = 600.0
@@ -56,6 +57,18 @@ class SimStats:
     faults: Counter[tuple[Venue, str]] = field(default_factory=Counter)
     # (venue, connection index, diff number on that connection, kind); the last 100 000 faults
     fault_log: deque[tuple[str, int, int, str]] = field(default_factory=lambda: deque(maxlen=100_000))
+    errors_logged: set[tuple[Venue, str, str]] = field(default_factory=set)  # (venue, where, error type)
+
+
+def report_handler_error(stats: SimStats, venue: Venue, where: str, exc: BaseException) -> None:
+    """Count an unexpected exception of a handler (``handler_errors`` and ``handler_errors_<where>``) and
+    log it once per (venue, where, type) as a warning without traceback; later ones are only counted."""
+    stats.counts[(venue, "handler_errors")] += 1
+    stats.counts[(venue, f"handler_errors_{where}")] += 1
+    key = (venue, where, type(exc).__name__)
+    if key not in stats.errors_logged:
+        stats.errors_logged.add(key)
+        log.warning("sim_handler_error", venue=venue.value, where=where, error=f"{type(exc).__name__}: {exc}")
 
 
 WRITE_HIGH = 256 * 1024  # bytes buffered in the transport before the writer waits
@@ -208,6 +221,14 @@ class Conn:
             self.send(held)
 
 
+class DerivedStream:
+    """A stream the venue module derives from the replayed one (Bybit's shallower books): its subscribers,
+    which the hub drops with their connection or subscription."""
+
+    def __init__(self) -> None:
+        self.subs: dict[Conn, str] = {}
+
+
 class VenueHub:
     """Subscriptions and fan-out of one venue."""
 
@@ -233,7 +254,7 @@ class VenueHub:
         self.next_index = 0
         self.topic_subs: dict[str, dict[Conn, str]] = {}  # recorded topic -> {conn: client name}
         self.partial_subs: dict[str, dict[Conn, dict[str, int]]] = {}  # symbol -> {conn: {name: levels}}
-        self.views: dict[tuple[str, int], DepthView] = {}  # Bybit (symbol, depth) -> derived book
+        self.views: dict[tuple[str, int], DerivedStream] = {}  # Bybit (symbol, depth) -> derived book
         self.clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)  # set to the runner's clock
 
     # -- bookkeeping -------------------------------------------------------------------------------
@@ -294,5 +315,11 @@ class VenueHub:
 
     # -- fan-out -----------------------------------------------------------------------------------
     def publish(self, item: Item, parsed: Any) -> None:
-        """Fan one replayed item out to the subscribed connections (the venue module's ``publish``)."""
-        self.fanout(self, item, parsed)
+        """Fan one replayed item out to the subscribed connections (the venue module's ``publish``).
+
+        An exception here would end the replay of the whole venue: it is counted and reported instead
+        (``handler_errors_publish``) and the replay goes on with the next item."""
+        try:
+            self.fanout(self, item, parsed)
+        except Exception as e:  # reported once, counted; the replay goes on
+            report_handler_error(self.stats, self.venue, "publish", e)

@@ -357,6 +357,8 @@ def test_fault_spec_parses_probabilities_and_parameters_and_rejects_bad_specs() 
         0.01, 0.002, 3.0, 0.2, 2.0, 0.002
     )  # fmt: skip
     assert str(spec) == "drop=0.01,stall=0.002:3,bybit_reset=0.002,rest429=0.2:2"
+    venue_level = FaultSpec.parse("drop=0.6,restart=0.6")  # a venue kind: not part of the per-message dice
+    assert (venue_level.restart, venue_level.streams_active, str(venue_level)) == (0.6, True, "drop=0.6,restart=0.6")
     for bad, words in [
         ("drp=0.1", "unknown fault kind 'drp'"),
         ("drop", "not kind=probability"),
@@ -911,10 +913,10 @@ async def test_faults_are_deterministic_for_a_seed(make_sim: SimFactory, sim_rec
 # -- loop, slow clients, sessions, CLI -------------------------------------------------------------
 
 
-async def test_end_of_recording_closes_clients_with_1001_and_restarts_the_sequence(
+async def test_restart_fault_at_the_end_of_the_recording_closes_clients_with_1001_and_restarts_the_sequence(
     make_sim: SimFactory, sim_recording_short: Path
 ) -> None:
-    async with make_sim(data=sim_recording_short, speed=20, loop=True) as sim:
+    async with make_sim(data=sim_recording_short, speed=20, loop=True, faults="restart=1") as sim:
         base = sim.urls[SPOT].ws_url
         first_cycle: list[int] = []
         async with connect(f"{base}/ws/btcusdt@depth", max_queue=None) as ws:
@@ -926,6 +928,7 @@ async def test_end_of_recording_closes_clients_with_1001_and_restarts_the_sequen
             restarted = json.loads(await ws.recv())["u"]
         assert restarted < first_cycle[-1]
         assert sim.stats["binance_spot"]["loop_restarts"] >= 1
+        assert sim.stats["binance_spot"]["loop_wraps"] == 0
 
 
 async def test_a_client_that_does_not_read_is_cut_and_counted(make_sim: SimFactory) -> None:
