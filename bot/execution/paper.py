@@ -36,6 +36,10 @@ their shortest repr (``Decimal(repr(px))``), never by their binary expansion.
 Every fill is followed by an ``OrderUpdate`` (NEW -> ACCEPTED -> PARTIALLY_FILLED -> FILLED / CANCELLED /
 EXPIRED / REJECTED) with ``filled_qty`` and the volume-weighted ``avg_price``; fill ids are
 ``f"{client_order_id}-{n}"``. Events carry the event-clock time at which they happened (both timestamps).
+A cancel that arrives before its order cancels it in flight (``cancelled_before_arrival``).
+
+Not modelled: ``reduce_only`` (the risk gate enforces it; paper knows no positions), our own orders
+matching each other, and any effect of our fills on what other traders do.
 """
 
 from __future__ import annotations
