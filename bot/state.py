@@ -166,23 +166,6 @@ def _dec(x: Decimal | None) -> str | None:
     return None if x is None else str(x)
 
 
-def connect_sync(path: Path, *, create: bool) -> sqlite3.Connection:
-    """A plain sqlite3 connection for the CLI (busy timeout, WAL); ``create``: make the file and schema."""
-    if path.exists() and not path.is_file():
-        raise ConfigError(f"state database {path} is not a file")
-    try:
-        if create:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
-        if create:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(SCHEMA)
-            check_version(conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone(), path)
-        return conn
-    except (sqlite3.Error, OSError) as e:
-        raise ConfigError(f"cannot open state database {path}: {e}") from None
-
-
 def check_version(row: Any, path: Path) -> None:
     if row is not None and int(row[0]) > SCHEMA_VERSION:
         raise ConfigError(f"state database {path} has schema version {row[0]}; this build knows {SCHEMA_VERSION}")
@@ -311,6 +294,10 @@ class StateStore:
             await db.commit()
             check_version(next(iter(await db.execute_fetchall(
                 "SELECT value FROM meta WHERE key = 'schema_version'")), None), self.path)
+            other = next(iter(await db.execute_fetchall("SELECT value FROM meta WHERE key = 'writer_pid'")), None)
+            if other is not None and str(other[0]).isdigit() and int(other[0]) != os.getpid() and pid_alive(
+                    int(other[0])):  # a warning, not a refusal: after a kill -9 the pid may belong to another process
+                log.warning("state_db_in_use", db=str(self.path), pid=int(other[0]))
             await db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('writer_pid', ?)", (str(os.getpid()),))
             await db.commit()
             state = await self._load(db)

@@ -31,9 +31,26 @@ from typing import Any
 from bot.clock import LiveClock
 from bot.config import load_settings
 from bot.errors import ConfigError
-from bot.state import CONTROL_STATES, OPEN_STATUSES, connect_sync, pid_alive
+from bot.state import BUSY_TIMEOUT_S, CONTROL_STATES, OPEN_STATUSES, SCHEMA, check_version, pid_alive
 
 NS_PER_S = 1_000_000_000
+
+
+def connect_sync(path: Path, *, create: bool) -> sqlite3.Connection:
+    """A plain sqlite3 connection for the CLI (busy timeout, WAL); ``create``: make the file and schema."""
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"state database {path} is not a file")
+    try:
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
+        if create:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(SCHEMA)
+            check_version(conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone(), path)
+        return conn
+    except (sqlite3.Error, OSError) as e:
+        raise ConfigError(f"cannot open state database {path}: {e}") from None
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
