@@ -206,6 +206,11 @@ class ModelsConfig(Section):
     # "trained": each model predicts the instrument(s) it was trained on; "all": per-instrument models
     # (tabl, multiscale) also predict every configured symbol, batched in one forward pass
     serve: Literal["trained", "all"] = "trained"
+    # Model family ("tabl" also covers mhtabl) or checkpoint file stem -> venues where it also predicts its
+    # trained symbol(s) (not lobforecast: its venues are its input). Default: the cross-asset model (trained
+    # on Binance spot, evaluated on Bybit linear 2025 too, models/checkpoints/README.md) also serves Bybit
+    # linear, the one venue of config.toml and the embedded demo that trades all of BTC, ETH and SOL.
+    serve_on: dict[str, tuple[Venue, ...]] = {"crossasset": (Venue.BYBIT_LINEAR,)}
 
 
 class SignalLogConfig(Section):

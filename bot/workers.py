@@ -1,14 +1,19 @@
-"""Model workers: ring-buffer windows in, ``Signal`` events out, inference off the event loop.
+"""Model workers: one per checkpoint, each building inputs on the loop and running its model on its own thread.
 
     grid timer (loop) ─► WorkerSet.on_tick(ts) ─► ModelWorker.on_tick(ts)                         [loop thread]
         for each target instrument whose book is LIVE: models.inputs.build_input(spec, RingWindowSource)
         (copies of the newest rows); inputs unchanged since the last tick or older than max_input_age_s
-        are dropped (every drop counted by reason) ─► one job into a one-slot handoff; if the previous
-        job is still queued or running the tick is skipped and counted, never queued
+        are dropped (every drop counted by reason; a missing input also says which, ``stats()["waiting"]``)
+        ─► one job into a one-slot handoff; if the previous job is still queued or running the tick is
+        skipped and counted, never queued
     ModelWorker.run() (a task) ─► run_in_executor(its own single thread):                         [model thread]
         collate the samples into batches (by input shape), model under torch.inference_mode() on CUDA
-        when available else CPU, decode to plain floats (models.inputs.decode_output)
+        when available else CPU, decode to plain floats (bot.heads)
     ─► back on the loop: one Signal per (venue, symbol) ─► bus.publish                            [loop thread]
+
+This module is the scheduling: loading checkpoints, the tick/handoff/thread machinery, counters and the
+WorkerSet. What a model reads from the rings (and why it waits) is bot/model_inputs.py; what each family's
+output means is bot/heads.py. Their public names are re-exported here.
 
 Why this shape. Reading the rings and building inputs is cheap numpy work and must see a consistent ring
 (the rings are written on the loop), so it happens on the loop and hands over copies. The forward pass is
@@ -19,51 +24,86 @@ worker thread never publishes: the task that awaited the executor publishes, on 
 
 Data time. ``Signal.ts_event`` and the input age use the local receive clock: the grid time of the newest
 LOB row (rows are stamped with receive time, see bot/ring.py), or the receive time of the newest closed bar
-(``KlineClosed.ts_recv``, tracked here; its close time if it came without an event, e.g. a backfill). The
-venue clock is not used: in replay and sim it is another day, and a venue's clock skew is not staleness.
+(``KlineClosed.ts_recv``; its close time if it came without an event, e.g. a backfill). The venue clock is
+not used: in replay and sim it is another day, and a venue's clock skew is not staleness.
 
 Which instruments a worker serves: ``serve="trained"`` (default) the instrument(s) in the checkpoint's input
 spec (tabl/multiscale: its venue and symbol; crossasset: its assets on its venue; lobforecast: its target);
 ``serve="all"`` additionally every configured (venue, symbol) for the per-instrument families (tabl,
 multiscale; their inputs are relative prices and returns, so they travel, but the normalisation statistics
-are the trained instrument's) and every configured venue holding all assets for crossasset. Instruments
-that are not configured are left out with a warning.
+are the trained instrument's) and every configured venue holding all assets for crossasset. ``serve_on``
+(``models.serve_on``: family or checkpoint name -> venues) adds the trained symbol(s) on the venues named;
+the default serves crossasset on bybit_linear as well, the one venue of the embedded demo that trades BTC,
+ETH and SOL (see ModelsConfig). Instruments that are not configured are left out with a warning.
+
+The checkpoint directory: ``models.dir`` left at its default (``models/checkpoints``) is the package's
+shipped checkpoints (``SHIPPED_DIR``), wherever the bot runs from; any other value is used as given. A file
+that is not a loadable checkpoint is skipped with one warning line naming it and what is wrong.
 
 Wiring (bot/app.py)::
 
     workers = await load_workers(settings, rings, klines, bus, clock)   # before the TaskGroup; may be empty
-    signal_log = SignalLog.from_config(settings.signal_log)             # bot.signal_log; if .enabled
-    signal_log.attach(bus)
-    ... in the TaskGroup: tg.create_task(workers.run()); tg.create_task(signal_log.run())
+    ... in the TaskGroup: tg.create_task(workers.run())
     ... in grid_timer, right after rings.on_time(now): workers.on_tick(now)
-    ... in the status: workers.stats(), signal_log.stats()
+    ... in the status: workers.stats() (JSON), workers.status_lines() (one line per worker, for a terminal)
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import structlog
 import torch
-from numpy.typing import NDArray
 
+import models
 from bot.bus import BoundedQueue, EventBus
 from bot.clock import Clock
-from bot.config import BotSettings
-from bot.events import BookHealth, BookState, KlineClosed, Signal, Venue
+from bot.config import BotSettings, ModelsConfig
+from bot.events import BookHealth, BookState, Signal, Venue
+from bot.heads import (
+    HEADS,
+    Head,
+    SignalFields,
+    Target,
+    batch_signature,
+    collate,
+    duration_label,
+    split_output,
+    to_device,
+)
 from bot.klines import KlineStore
+from bot.model_inputs import RingWindowSource, check_capacity, explain_wait, streams
 from bot.ring import RingSet
 from models import inputs as model_inputs
 from models.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint
+
+__all__ = [
+    "HEADS",
+    "SHIPPED_DIR",
+    "Head",
+    "LoadedCheckpoint",
+    "ModelWorker",
+    "RingWindowSource",
+    "SignalFields",
+    "Target",
+    "WorkerSet",
+    "checkpoint_dir",
+    "collate",
+    "duration_label",
+    "explain_wait",
+    "load_checkpoint_file",
+    "load_workers",
+    "pick_device",
+    "split_output",
+    "to_device",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -71,335 +111,19 @@ NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 REASONS = ("unchanged", "no_input", "input_error", "not_live", "stale")
+SHIPPED_DIR = Path(models.__file__).resolve().parent / "checkpoints"
+DEFAULT_DIR = ModelsConfig.model_fields["dir"].default
 
 Serve = Literal["trained", "all"]
-InputBuilder = Callable[..., Any]  # models.inputs.build_input's signature
+InputBuilder = Any  # models.inputs.build_input's signature
 Key = tuple[Venue, str]
 
 
-# -- windows from the live rings ------------------------------------------------------------------------
-
-
-class RingWindowSource:
-    """``models.inputs.WindowSource`` over the live rings and kline store.
-
-    Returns COPIES of the newest rows (the rings are overwritten in place by later appends, and the copy
-    outlives the tick: it is read on the model thread). Remembers the newest local data time of every
-    window it returned since ``reset()`` (``newest_ns``): that is the signal's data time. Call ``attach``
-    so bars' receive times are known (otherwise a bar's data time is its close time).
-    """
-
-    def __init__(self, rings: RingSet, klines: KlineStore) -> None:
-        self.rings = rings
-        self.klines_store = klines
-        self._keys = set(rings.keys())
-        self._kline_recv: dict[tuple[str, str, int], tuple[int, int]] = {}  # -> (open_time_ms, ts_recv)
-        self.newest_ns = 0
-
-    def attach(self, bus: EventBus) -> None:
-        bus.subscribe(KlineClosed, self.on_kline)
-
-    def on_kline(self, k: KlineClosed) -> None:
-        key = (k.venue.value, k.symbol, k.interval_s)
-        seen = self._kline_recv.get(key)
-        if seen is None or k.open_time_ms >= seen[0]:
-            self._kline_recv[key] = (k.open_time_ms, k.ts_recv)
-
-    def reset(self) -> None:
-        self.newest_ns = 0
-
-    def stamp(self, stream: tuple[Any, ...]) -> tuple[Any, ...]:
-        """A cheap fingerprint of one stream (``("lob", venue, symbol, grid)`` or ``("klines", venue, symbol,
-        interval_s)``): it changes whenever a window read from the stream could. Lets a worker skip building
-        an input that would be the one it built last tick (a kline model between bars, a coarse grid
-        between rows) without reading or copying anything."""
-        kind, venue, symbol, which = stream
-        if kind == "lob":
-            key = (Venue(venue), symbol)
-            if key not in self._keys:
-                return ()
-            ring = (self.rings.fine(*key) if which == "fine" else self.rings.coarse(*key)).ring
-            return (ring.appended, ring.latest_time() if len(ring) else 0)
-        kring = self.klines_store.ring(Venue(venue), symbol, which)
-        if kring is None:
-            return ()
-        # appended: new bars, backfill merges (clear + extend); receive time: a bar replaced by a newer copy
-        return (kring.appended, kring.latest_time() if len(kring) else 0, self._kline_recv.get((venue, symbol, which)))
-
-    def _note(self, ts_ns: int) -> None:
-        if ts_ns > self.newest_ns:
-            self.newest_ns = ts_ns
-
-    def lob(self, venue: str, symbol: str, grid: str, n: int) -> tuple[NDArray[np.int64], NDArray[Any]] | None:
-        key = (Venue(venue), symbol)
-        if key not in self._keys or n < 1:
-            return None
-        if grid == "fine":
-            g = self.rings.fine(*key)
-        elif grid == "coarse":
-            g = self.rings.coarse(*key)
-        else:
-            raise ValueError(f"unknown LOB grid {grid!r}; expected 'fine' or 'coarse'")
-        if len(g) < n:
-            return None
-        times = np.array(g.times(n))
-        rows = np.array(g.window(n))
-        self._note(int(times[-1]))
-        return times, rows
-
-    def klines(self, venue: str, symbol: str, interval_s: int, n: int) -> tuple[NDArray[np.int64], NDArray[Any]] | None:
-        ring = self.klines_store.ring(Venue(venue), symbol, interval_s)
-        if ring is None or n < 1 or len(ring) < n:
-            return None
-        opens = np.array(ring.times(n))
-        bars = np.array(ring.window(n))
-        newest = int(opens[-1])
-        recv = self._kline_recv.get((venue, symbol, interval_s))
-        self._note(recv[1] if recv is not None and recv[0] == newest else (newest + interval_s * 1000) * NS_PER_MS)
-        return opens, bars
-
-
-# -- what each family's output means ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    """One ``build_input`` call per tick: the instrument passed to it and the signals its sample yields."""
-
-    venue: Venue
-    symbol: str
-    symbols: tuple[str, ...]  # crossasset: every asset; otherwise (symbol,)
-
-
-@dataclass(frozen=True)
-class SignalFields:
-    symbol: str
-    classes: tuple[str, ...] = ()
-    probabilities: tuple[float, ...] = ()
-    value_names: tuple[str, ...] = ()
-    values: tuple[float, ...] = ()
-    confidence: float | None = None
-    attention: str = ""
-
-
-def duration_label(seconds: float) -> str:
-    """60 -> "1m", 5 -> "5s", 5400 -> "90m", 86400 -> "1d": the shortest exact unit."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
-
-
-def _floats(a: Any) -> tuple[float, ...]:
-    return tuple(float(v) for v in np.asarray(a, dtype=np.float64).ravel())
-
-
-def _top(weights: Sequence[float], labels: Sequence[str], k: int = 3) -> str:
-    order = sorted(range(len(weights)), key=lambda i: -weights[i])[:k]
-    return " ".join(f"{labels[i]} {weights[i]:.2f}" for i in order)
-
-
-class Head:
-    """Per-family glue: the targets, the forward call (with attention) and the decoding of one sample."""
-
-    def __init__(self, spec: Mapping[str, Any], config: Any) -> None:
-        self.spec = spec
-        self.config = config
-        self.horizon = ""
-
-    def trained_targets(self) -> list[Target]:
-        raise NotImplementedError
-
-    def all_targets(self, keys: Sequence[Key]) -> list[Target]:
-        return [Target(v, s, (s,)) for v, s in keys]
-
-    def book_keys(self, target: Target) -> list[Key]:
-        """The books that must be LIVE, one per signal symbol."""
-        return [(target.venue, s) for s in target.symbols]
-
-    def prepare(self, source: RingWindowSource, target: Target) -> Any:
-        """Anything decoding needs from the windows, read on the loop right after the input (default none)."""
-        return None
-
-    def forward(self, model: torch.nn.Module, x: Any) -> Any:
-        return model(x)
-
-    def decode(self, out: Any, target: Target, prepared: Any) -> list[SignalFields]:
-        raise NotImplementedError
-
-
-class TablHead(Head):
-    """Per-horizon class probabilities; attention: the top-3 time steps of the last TABL layer (t-0 newest)."""
-
-    def __init__(self, spec: Mapping[str, Any], config: Any) -> None:
-        super().__init__(spec, config)
-        step_s = spec["interval_ms"] / 1000
-        self.horizon = ",".join(duration_label(h * step_s) for h in spec["labels"]["horizons"])
-        self.classes = tuple(spec["labels"].get("classes", model_inputs.CLASSES))
-
-    def trained_targets(self) -> list[Target]:
-        return [Target(Venue(self.spec["venue"]), self.spec["symbol"], (self.spec["symbol"],))]
-
-    def forward(self, model: torch.nn.Module, x: Any) -> Any:
-        return model(x, return_attention=True)  # (logits (B, H, C), attention (B, heads, H*C, T_last))
-
-    def decode(self, out: Any, target: Target, prepared: Any) -> list[SignalFields]:
-        d = model_inputs.decode_output(dict(self.spec), out)
-        probs = np.asarray(d["probs"])  # (H, C)
-        attn = out[1].float()[0].mean(dim=(0, 1)).cpu().numpy()  # (T_last,), oldest first
-        steps = len(attn)
-        return [SignalFields(
-            symbol=target.symbol,
-            classes=self.classes,
-            probabilities=_floats(probs),
-            confidence=float(probs[0].max()),
-            attention=_top(list(attn[::-1]), [f"t-{i}" for i in range(steps)]),
-        )]
-
-
-class MultiScaleHead(Head):
-    """Direction probabilities and returns per horizon; attention: the top-3 scale importances."""
-
-    def __init__(self, spec: Mapping[str, Any], config: Any) -> None:
-        super().__init__(spec, config)
-        labels = spec["labels"]
-        base_s = spec["intervals_s"][0]
-        self.horizon = duration_label(labels["direction_horizon"] * base_s)
-        self.value_names = tuple(f"ret_{duration_label(h * base_s)}" for h in labels["return_horizons"])
-
-    def trained_targets(self) -> list[Target]:
-        return [Target(Venue(self.spec["venue"]), self.spec["symbol"], (self.spec["symbol"],))]
-
-    def forward(self, model: torch.nn.Module, x: Any) -> Any:
-        return model(x, need_weights=False)
-
-    def decode(self, out: Any, target: Target, prepared: Any) -> list[SignalFields]:
-        d = model_inputs.decode_output(dict(self.spec), out)
-        probs = np.asarray(d["probs"])
-        return [SignalFields(
-            symbol=target.symbol,
-            classes=tuple(model_inputs.CLASSES),
-            probabilities=_floats(probs),
-            value_names=self.value_names,
-            values=_floats(d["returns"]),
-            confidence=float(probs.max()),
-            attention=_top(_floats(d["scale_importance"]), list(self.spec["scales"])),
-        )]
-
-
-class CrossAssetHead(Head):
-    """One sample per venue, one signal per asset; attention: the other assets it attended most."""
-
-    def __init__(self, spec: Mapping[str, Any], config: Any) -> None:
-        super().__init__(spec, config)
-        self.assets = tuple(spec["assets"])
-        self.horizon = duration_label(spec["labels"]["horizon"] * spec["interval_s"])
-
-    def trained_targets(self) -> list[Target]:
-        return [Target(Venue(self.spec["venue"]), self.assets[0], self.assets)]
-
-    def all_targets(self, keys: Sequence[Key]) -> list[Target]:
-        have = set(keys)
-        venues = sorted({v for v, _ in keys if all((v, a) in have for a in self.assets)})
-        return [Target(v, self.assets[0], self.assets) for v in venues]
-
-    def forward(self, model: torch.nn.Module, x: Any) -> Any:
-        return model(x, need_weights=True)
-
-    def decode(self, out: Any, target: Target, prepared: Any) -> list[SignalFields]:
-        d = model_inputs.decode_output(dict(self.spec), out)
-        probs = np.asarray(d["probs"])  # (A, C)
-        cross = out["cross_attention"].float()[0].mean(dim=0).cpu().numpy()  # (A, A): query asset x key asset
-        res = []
-        for a, asset in enumerate(self.assets):
-            others = [j for j in range(len(self.assets)) if j != a] or [a]
-            res.append(SignalFields(
-                symbol=asset,
-                classes=tuple(model_inputs.CLASSES),
-                probabilities=_floats(probs[a]),
-                value_names=(f"ret_{self.horizon}", "weight"),
-                values=(float(d["returns"][a]), float(d["portfolio_weights"][a])),
-                confidence=float(probs[a].max()),
-                attention=_top([float(cross[a, j]) for j in others], [self.assets[j] for j in others], k=2),
-            ))
-        return res
-
-
-class LobForecastHead(Head):
-    """The target book's predicted mid move and spread per horizon, in bps of the mid now; no attention."""
-
-    def __init__(self, spec: Mapping[str, Any], config: Any) -> None:
-        super().__init__(spec, config)
-        step_s = spec["interval_ms"] / 1000
-        labels = [duration_label(h * step_s) for h in spec["labels"]["horizons"]]
-        self.horizon = ",".join(labels)
-        self.value_names = tuple(f"mid_bps_{h}" for h in labels) + tuple(f"spread_bps_{h}" for h in labels)
-        self.levels = int(spec["levels"])
-
-    def trained_targets(self) -> list[Target]:
-        venue, pair = self.spec["target"]
-        return [Target(Venue(venue), pair, (pair,))]
-
-    def all_targets(self, keys: Sequence[Key]) -> list[Target]:
-        return self.trained_targets()  # the target is part of the architecture
-
-    def prepare(self, source: RingWindowSource, target: Target) -> Any:
-        got = source.lob(target.venue.value, target.symbol, self.spec["grid"], 1)
-        if got is None:
-            return math.nan
-        row = got[1][-1]
-        return 0.5 * (float(row[0]) + float(row[2 * (len(row) // 4)]))  # (best bid + best ask) / 2
-
-    def decode(self, out: Any, target: Target, prepared: Any) -> list[SignalFields]:
-        mid_now = float(prepared)
-        book = model_inputs.decode_book(dict(self.spec), out, mid_now)  # (H, 4L) prices and sizes
-        bid1, ask1 = book[:, 0], book[:, 2 * self.levels]
-        mid = 0.5 * (bid1 + ask1)
-        mid_bps = (mid / mid_now - 1.0) * 1e4
-        spread_bps = (ask1 - bid1) / mid * 1e4
-        return [SignalFields(symbol=target.symbol, value_names=self.value_names,
-                             values=_floats(mid_bps) + _floats(spread_bps))]
-
-
-HEADS: dict[str, type[Head]] = {
-    "tabl": TablHead,
-    "multiscale": MultiScaleHead,
-    "crossasset": CrossAssetHead,
-    "lobforecast": LobForecastHead,
-}
-
-
-# -- batching ------------------------------------------------------------------------------------------
-
-
-def _signature(x: Any) -> tuple[Any, ...]:
-    if isinstance(x, Mapping):
-        return tuple((k, tuple(v.shape)) for k, v in sorted(x.items()))
-    return (tuple(x.shape),)
-
-
-def collate(xs: Sequence[Any]) -> Any:
-    """Samples of batch dim 1 (tensors, or dicts of tensors) -> one batch, concatenated on dim 0."""
-    if isinstance(xs[0], Mapping):
-        return {k: torch.cat([x[k] for x in xs]) for k in xs[0]}
-    return torch.cat(list(xs))
-
-
-def split_output(out: Any, i: int) -> Any:
-    """Sample ``i`` of a batched output, keeping batch dim 1 (what decode_output expects)."""
-    if isinstance(out, torch.Tensor):
-        return out[i : i + 1]
-    if isinstance(out, Mapping):
-        return {k: split_output(v, i) for k, v in out.items()}
-    if isinstance(out, tuple | list):
-        return type(out)(split_output(v, i) for v in out)
-    return out
-
-
-def to_device(x: Any, device: torch.device) -> Any:
-    if isinstance(x, Mapping):
-        return {k: v.to(device) for k, v in x.items()}
-    return x.to(device)
+def checkpoint_dir(configured: str | Path | None) -> Path:
+    """The checkpoint directory: the shipped checkpoints for None or the config's default, else as given."""
+    if configured is None or Path(configured) == DEFAULT_DIR:
+        return SHIPPED_DIR
+    return Path(configured)
 
 
 def pick_device(device: str) -> torch.device:
@@ -412,7 +136,6 @@ def pick_device(device: str) -> torch.device:
 
 
 # -- one worker per checkpoint -------------------------------------------------------------------------
-
 
 @dataclass
 class LoadedCheckpoint:
@@ -494,6 +217,7 @@ class ModelWorker:
         max_input_age_s: float,
         device: str = "auto",
         serve: Serve = "trained",
+        serve_on: Mapping[str, Sequence[Venue]] | None = None,
         source: RingWindowSource | None = None,
         loaded: LoadedCheckpoint | None = None,
         input_builder: InputBuilder | None = None,
@@ -516,16 +240,29 @@ class ModelWorker:
         try:
             self.head = head_cls(self.spec, ck.meta.config)
             targets = self.head.trained_targets()
+            extra_venues = [*(serve_on or {}).get(self.family, ()), *(serve_on or {}).get(self.name, ())]
+            for venue in extra_venues:
+                more = self.head.venue_targets(Venue(venue))
+                if not more:
+                    log.warning("model_serve_on_ignored", model=self.name, venue=str(venue),
+                                reason=f"a {self.family} model predicts only its trained target")
+                targets += more
             if serve == "all":
-                targets = _unique(targets + self.head.all_targets(rings.keys()))
+                targets += self.head.all_targets(rings.keys())
+            targets = _unique(targets)
         except (KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"{self.path}: input spec unusable for {self.family}: {e!r}") from e
-        _check_capacity(self.path, self.spec, rings, klines)
+        check_capacity(self.path, self.spec, rings, klines)
         configured = set(rings.keys())
         self.targets = [t for t in targets if all(k in configured for k in self.head.book_keys(t))]
-        left_out = [f"{t.venue.value}/{s}" for t in targets if t not in self.targets for s in t.symbols]
+        left_out = [f"{t.venue.value}/{s}" for t in targets if t not in self.targets for s in t.symbols
+                    if (t.venue, s) not in configured]
+        self._no_target = ""
         if left_out:
             log.warning("model_instruments_not_configured", model=self.name, left_out=left_out)
+            if not self.targets:
+                self._no_target = (f"nothing to serve: {', '.join(left_out)} not configured "
+                                   "(models.serve_on adds venues for a family)")
         self.rings = rings
         self.bus = bus
         self.clock = clock
@@ -537,12 +274,14 @@ class ModelWorker:
         self._build = input_builder or model_inputs.build_input
         self._health: dict[Key, BookState] = {}
         try:
-            self._streams = {t: _streams(self.spec, t) for t in self.targets}
+            self._streams = {t: streams(self.spec, t.venue, t.symbol) for t in self.targets}
         except (KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"{self.path}: input spec unusable for {self.family}: {e!r}") from e
-        self._last_seen: dict[Target, tuple[tuple[Any, ...], str]] = {}  # stamp at the last build, its outcome
+        # stamp at the last build, its outcome ("" when it built), what the target then waited for
+        self._last_seen: dict[Target, tuple[tuple[Any, ...], str, str | None]] = {}
         self._last_data: dict[Target, int] = {}
         self._last_error: dict[Target, str] = {}
+        self._waiting: dict[Target, str] = {}  # what a target's next signal waits for, in words
         self._busy = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -552,7 +291,7 @@ class ModelWorker:
         bus.subscribe(BookHealth, self._on_health)
         log.info("model_worker_ready", model=self.name, family=self.family, version=self.version,
                  device=str(self.device), horizon=self.head.horizon,
-                 targets=[f"{t.venue.value}/{'+'.join(t.symbols)}" for t in self.targets])
+                 targets=[_label(t) for t in self.targets])
 
     # -- loop side ------------------------------------------------------------------------------------
     def _on_health(self, ev: BookHealth) -> None:
@@ -561,6 +300,13 @@ class ModelWorker:
     def _skip(self, reason: str, n: int = 1) -> None:
         self._stats.not_published[reason] += n
 
+    def _not_live(self, target: Target) -> str:
+        down = [(s, self._health.get((target.venue, s))) for s in target.symbols
+                if self._health.get((target.venue, s)) is not BookState.LIVE]
+        return "waiting for " + ", ".join(
+            f"the {target.venue.value}/{s} book to be LIVE (it is {st.value if st else 'not reported yet'})"
+            for s, st in down)
+
     def on_tick(self, ts_ns: int) -> None:
         """Grid tick (loop thread, after the rings were written up to ``ts_ns``). Never blocks.
 
@@ -568,7 +314,8 @@ class ModelWorker:
         under one reason, checked in this order: ``not_live`` (its book is not LIVE), ``input_error`` (the
         spec cannot be served), ``no_input`` (not enough history, or a gap in a window), ``unchanged`` (the
         newest input row is the one already used: a coarse grid or a kline between rows), ``stale`` (the
-        newest input row is older than max_input_age_s at ``ts_ns``).
+        newest input row is older than max_input_age_s at ``ts_ns``). Every outcome but a published or
+        unchanged one also says, in ``waiting()``, what the target waits for.
         """
         st = self._stats
         st.ticks += 1
@@ -581,42 +328,59 @@ class ModelWorker:
             if len(live) < len(target.symbols):
                 self._skip("not_live", len(target.symbols) - len(live))
             if not live:
+                self._waiting[target] = self._not_live(target)
                 continue
-            stamp: tuple[Any, ...] = ()
-            try:
-                stamp = tuple(self.source.stamp(s) for s in self._streams[target])
-                seen = self._last_seen.get(target)
-                if seen is not None and seen[0] == stamp:  # nothing new: the build would repeat the last one
-                    self._skip(seen[1] or "unchanged", len(live))
-                    continue
-                self.source.reset()
-                x = self._build(self.spec, self.source, venue=target.venue.value, symbol=target.symbol)
-            except Exception as e:  # a spec this code cannot serve: counted, logged once per message
-                self._skip("input_error", len(live))
-                self._last_seen[target] = (stamp, "input_error")
-                if self._last_error.get(target) != str(e):
-                    self._last_error[target] = str(e)
-                    log.error("model_input_failed", model=self.name, venue=target.venue.value,
-                              symbol=target.symbol, error=repr(e))
-                continue
-            if x is None:
-                self._skip("no_input", len(live))
-                self._last_seen[target] = (stamp, "no_input")
-                continue
-            self._last_seen[target] = (stamp, "")
-            data_ns = self.source.newest_ns
-            if self._last_data.get(target) == data_ns:
-                self._skip("unchanged", len(live))
-                continue
-            self._last_data[target] = data_ns
-            if ts_ns - data_ns > self.max_age_ns:
-                self._skip("stale", len(live))
-                continue
-            samples.append(_Sample(target, live, x, data_ns, self.head.prepare(self.source, target)))
+            sample, reason, wait = self._sample(target, live, ts_ns)
+            if sample is not None:
+                samples.append(sample)
+            else:
+                self._skip(reason, len(live))
+            if wait is None and len(live) < len(target.symbols):
+                wait = self._not_live(target)
+            if wait is None:
+                self._waiting.pop(target, None)
+            else:
+                self._waiting[target] = wait
         if samples:
             self._busy = True
             self._idle.clear()
             self._handoff.put_nowait(_Job(ts_ns, tuple(samples)))
+
+    def _sample(self, target: Target, live: tuple[str, ...], ts_ns: int) -> tuple[_Sample | None, str, str | None]:
+        """(the sample to run, or None with the reason it is not published, and what it waits for)."""
+        stamp: tuple[Any, ...] = ()
+        try:
+            stamp = tuple(self.source.stamp(s) for s in self._streams[target])
+            seen = self._last_seen.get(target)
+            if seen is not None and seen[0] == stamp:  # nothing new: the build would repeat the last one
+                return None, seen[1] or "unchanged", seen[2]
+            self.source.reset()
+            x = self._build(self.spec, self.source, venue=target.venue.value, symbol=target.symbol)
+        except Exception as e:  # a spec this code cannot serve: counted, logged once per message
+            wait = f"input error: {e}"
+            self._last_seen[target] = (stamp, "input_error", wait)
+            if self._last_error.get(target) != str(e):
+                self._last_error[target] = str(e)
+                log.error("model_input_failed", model=self.name, venue=target.venue.value,
+                          symbol=target.symbol, error=repr(e))
+            return None, "input_error", wait
+        if x is None:
+            wait = explain_wait(self.spec, self.source, target.venue, target.symbol)
+            self._last_seen[target] = (stamp, "no_input", wait)
+            return None, "no_input", wait
+        data_ns = self.source.newest_ns
+        if self._last_data.get(target) == data_ns:
+            self._last_seen[target] = (stamp, "", None)
+            return None, "unchanged", None
+        self._last_data[target] = data_ns
+        age_ns = ts_ns - data_ns
+        if age_ns > self.max_age_ns:
+            wait = (f"waiting for a newer input: the newest was {age_ns / NS_PER_S:.1f} s old "
+                    f"(max_input_age_s {self.max_age_ns / NS_PER_S:g})")
+            self._last_seen[target] = (stamp, "", wait)
+            return None, "stale", wait
+        self._last_seen[target] = (stamp, "", None)
+        return _Sample(target, live, x, data_ns, self.head.prepare(self.source, target)), "", None
 
     async def wait_idle(self) -> None:
         """Return once no job is queued or running (tests, and replay drivers that must not skip ticks)."""
@@ -680,7 +444,7 @@ class ModelWorker:
         start = self.clock.now_ns()
         groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
         for i, s in enumerate(job.samples):
-            groups[_signature(s.x)].append(i)  # start-up windows may be shorter: same shapes batch together
+            groups[batch_signature(s.x)].append(i)  # start-up windows may be shorter: same shapes batch together
         fields: list[tuple[SignalFields, ...]] = [() for _ in job.samples]
         with torch.inference_mode():
             for idx in groups.values():
@@ -711,7 +475,26 @@ class ModelWorker:
             "inference_ms_last": round(st.inference_ms_last, 3),
             "inference_ms_max": round(st.inference_ms_max, 3),
             "inference_ms_mean": round(st.inference_ms_total / st.batches, 3) if st.batches else 0.0,
+            "waiting": self.waiting(),
         }
+
+    def waiting(self) -> dict[str, str]:
+        """What each target's next signal waits for (targets with nothing missing are left out)."""
+        if self._no_target:
+            return {"-": self._no_target}
+        return {_label(t): msg for t, msg in self._waiting.items()}
+
+    def status_line(self) -> str:
+        """One line for a terminal: what it published, and the first thing it waits for."""
+        st = self._stats
+        line = f"{self.name} ({self.family}): published {st.published}"
+        waits = self.waiting()
+        if waits:
+            (where, why), *more = waits.items()
+            line += f"; {why}" if where == "-" else f"; {where}: {why}"
+            if more:
+                line += f" (+{len(more)} more)"
+        return line
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -721,40 +504,8 @@ def _unique(targets: Iterable[Target]) -> list[Target]:
     return list(dict.fromkeys(targets))
 
 
-def _streams(spec: Mapping[str, Any], target: Target) -> tuple[tuple[Any, ...], ...]:
-    """The streams ``build_input`` reads for ``target`` (``RingWindowSource.stamp`` keys)."""
-    out = []
-    for need in model_inputs.required_history(dict(spec)):
-        venue = Venue(need["venue"] or target.venue).value  # ValueError for a venue this bot does not know
-        symbol = need["symbol"] or target.symbol
-        which = need["grid"] if need["stream"] == "lob" else need["interval_s"]
-        out.append((need["stream"], venue, symbol, which))
-    return tuple(out)
-
-
-def _check_capacity(path: Path, spec: Mapping[str, Any], rings: RingSet, klines: KlineStore) -> None:
-    """Refuse a model this configuration can never feed (grid interval, levels or ring sizes too small)."""
-    cfg = rings.cfg
-    try:
-        needs = model_inputs.required_history(dict(spec))
-    except (KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{path}: input spec unusable: {e!r}") from e
-    for need in needs:
-        if need["stream"] == "lob":
-            grid = need["grid"]
-            interval, levels, capacity = (
-                (cfg.fine_interval_ms, cfg.fine_levels, cfg.fine_capacity) if grid == "fine"
-                else (cfg.lob_interval_ms, cfg.lob_levels, cfg.lob_capacity)
-            )
-            if need["interval_ms"] != interval or spec["levels"] > levels or need["n"] > capacity:
-                raise CheckpointError(
-                    f"{path}: needs a {grid} grid of {need['interval_ms']} ms x {spec['levels']} levels x "
-                    f"{need['n']} rows; this configuration has {interval} ms x {levels} levels x {capacity} rows"
-                )
-        elif need["n"] > klines.capacity:
-            raise CheckpointError(
-                f"{path}: needs {need['n']} bars of {need['interval_s']} s; ring.kline_capacity is {klines.capacity}"
-            )
+def _label(t: Target) -> str:
+    return f"{t.venue.value}/{'+'.join(t.symbols)}"
 
 
 # -- every checkpoint in a directory -------------------------------------------------------------------
@@ -788,6 +539,7 @@ class WorkerSet:
         max_input_age_s: float,
         device: str = "auto",
         serve: Serve = "trained",
+        serve_on: Mapping[str, Sequence[Venue]] | None = None,
         loaded: Mapping[Path, LoadedCheckpoint | CheckpointError] | None = None,
     ) -> WorkerSet:
         """One ModelWorker per checkpoint file (*.pt, *.pth, *.ckpt) in ``models_dir``, sorted by name.
@@ -808,11 +560,12 @@ class WorkerSet:
                 if isinstance(pre, CheckpointError):
                     raise pre
                 workers.append(ModelWorker(path, rings, klines, bus, clock, max_input_age_s=max_input_age_s,
-                                           device=device, serve=serve, source=source, loaded=pre))
+                                           device=device, serve=serve, serve_on=serve_on, source=source,
+                                           loaded=pre))
             except Exception as e:  # CheckpointError, or whatever a corrupt file raises: skip that worker
-                msg = str(e) if isinstance(e, CheckpointError) else f"{path}: cannot load: {e!r}"
-                failed[path.name] = msg
-                log.error("model_checkpoint_skipped", path=str(path), error=msg)
+                msg = str(e) if isinstance(e, CheckpointError) else f"{path}: cannot load: {type(e).__name__}: {e}"
+                failed[path.name] = msg.splitlines()[0] if msg.strip() else f"{path}: cannot load"
+                log.warning("model_checkpoint_skipped", path=str(path), error=failed[path.name])
         return cls(workers, failed, source)
 
     def on_tick(self, ts_ns: int) -> None:
@@ -830,6 +583,10 @@ class WorkerSet:
     def stats(self) -> dict[str, Any]:
         return {"workers": [w.stats() for w in self.workers], "failed": dict(self.failed)}
 
+    def status_lines(self) -> list[str]:
+        """One line per worker (what it published, what it waits for), then one per skipped checkpoint."""
+        return [w.status_line() for w in self.workers] + [f"skipped: {why}" for why in self.failed.values()]
+
     def close(self) -> None:
         for w in self.workers:
             w.close()
@@ -846,7 +603,8 @@ async def load_workers(
     clock: Clock,
     models_dir: str | Path | None = None,
 ) -> WorkerSet:
-    """The app's entry point: a WorkerSet for ``models_dir`` (default ``settings.models.dir``).
+    """The app's entry point: a WorkerSet for ``models_dir`` (default ``settings.models.dir``; its own default
+    is the shipped checkpoints, ``SHIPPED_DIR``, see ``checkpoint_dir()``).
 
     Checkpoints are read and deserialised on a thread (torch.load of a large model takes a while); the
     workers are then built here, on the loop. ``settings.models.enabled = false`` gives an empty set.
@@ -856,7 +614,7 @@ async def load_workers(
     if not cfg.enabled:
         return WorkerSet([])
     torch.set_num_threads(cfg.torch_threads)
-    directory = Path(models_dir) if models_dir is not None else cfg.dir
+    directory = Path(models_dir) if models_dir is not None else checkpoint_dir(cfg.dir)
     files = WorkerSet.checkpoint_files(directory)
 
     def load_all() -> dict[Path, LoadedCheckpoint | CheckpointError]:
@@ -867,12 +625,12 @@ async def load_workers(
             except CheckpointError as e:
                 out[p] = e
             except Exception as e:  # whatever a corrupt file raises: that worker is skipped, not the bot
-                out[p] = CheckpointError(f"{p}: cannot load: {e!r}")
+                out[p] = CheckpointError(f"{p}: cannot load: {type(e).__name__}: {e}")
         return out
 
     loaded = await asyncio.to_thread(load_all)
     workers = WorkerSet.from_dir(directory, rings, klines, bus, clock, max_input_age_s=cfg.max_input_age_s,
-                                 device=cfg.device, serve=cfg.serve, loaded=loaded)
+                                 device=cfg.device, serve=cfg.serve, serve_on=cfg.serve_on, loaded=loaded)
     log.info("model_workers_loaded", models_dir=str(directory), workers=len(workers), failed=len(workers.failed),
              threads=cfg.torch_threads)
     return workers

@@ -12,8 +12,9 @@ training and the tensor a worker feeds the model at the same market state are th
         grid "fine" (TABL: 1 s x 10 levels) or "coarse" (forecaster: 5 s x 5 levels), rows oldest first,
         columns of ``bot.ring.lob_columns``: bid_px_1, bid_sz_1, .., bid_px_N, bid_sz_N, ask_px_1, ask_sz_1, ..
         (the CSV columns of ``python -m bot books``); NaN for missing levels.
-    klines(venue, symbol, interval_s, n) -> (open_time_ms (n,) int64, ohlcv (n, 5) float) | None
-        closed bars only, oldest first.
+    klines(venue, symbol, interval_s, n, end_ms=None) -> (open_time_ms (n,) int64, ohlcv (n, 5) float) | None
+        closed bars only, oldest first; with ``end_ms`` the last ``n`` bars opened at or before it (crossasset
+        reads an asset that is ahead of the others up to their common newest bar; only then is it passed).
 
 Either returns None when it holds fewer than ``n`` rows. A source may have more levels than a spec reads
 (the first ``levels`` of each side are used).
@@ -37,9 +38,12 @@ Either returns None when it holds fewer than ``n`` rows. A source may have more 
     lobforecast: horizons (grid steps); prices of the target book as bps from its mid at the newest step
 
 **Windows are strict.** A window whose times are not evenly spaced at the spec's interval (a gap: the book
-was invalid, a kline is missing), or books/assets whose newest times differ, gives None: a plausible but
-wrong input is worse than no prediction. Features use only the window (the past, up to the newest row);
-the first ``history`` bars of a kline window only warm the features up and are cut off afterwards.
+was invalid, a kline is missing), or books whose newest times differ, gives None: a plausible but wrong
+input is worse than no prediction. Assets whose newest bars differ are read up to their common newest bar
+(every asset's window then ends at the same bar time, as in training, where sample times are the bar
+times all assets share); an asset lacking that bar gives None. Features use only the window (the past, up
+to the newest row); the first ``history`` bars of a kline window only warm the features up and are cut off
+afterwards.
 """
 
 from __future__ import annotations
@@ -87,7 +91,9 @@ class WindowSource(Protocol):
     def lob(self, venue: str, symbol: str, grid: Grid, n: int) -> tuple[NDArray[np.int64], NDArray[Any]] | None:
         ...
 
-    def klines(self, venue: str, symbol: str, interval_s: int, n: int) -> tuple[NDArray[np.int64], NDArray[Any]] | None:
+    def klines(
+        self, venue: str, symbol: str, interval_s: int, n: int, end_ms: int | None = None
+    ) -> tuple[NDArray[np.int64], NDArray[Any]] | None:
         ...
 
 
@@ -312,13 +318,18 @@ class ArrayWindowSource:
             return None
         return times[end - n : end], rows[end - n : end]
 
-    def klines(self, venue: str, symbol: str, interval_s: int, n: int) -> tuple[NDArray[np.int64], NDArray[Any]] | None:
+    def klines(
+        self, venue: str, symbol: str, interval_s: int, n: int, end_ms: int | None = None
+    ) -> tuple[NDArray[np.int64], NDArray[Any]] | None:
         entry = self._klines.get((venue, symbol, interval_s))
         if entry is None:
             return None
         opens, bars = entry
         # visible: open + interval <= now  <=>  open <= now - interval (all in ms)
-        end = int(np.searchsorted(opens, self.now_ns // NS_PER_MS - interval_s * 1000, side="right"))
+        last_open = self.now_ns // NS_PER_MS - interval_s * 1000
+        if end_ms is not None:
+            last_open = min(last_open, int(end_ms))
+        end = int(np.searchsorted(opens, last_open, side="right"))
         if end < n or n < 1:
             return None
         return opens[end - n : end], bars[end - n : end]
@@ -390,16 +401,20 @@ def _multiscale_raw(spec: InputSpec, source: WindowSource, venue: str, symbol: s
 def _crossasset_raw(spec: InputSpec, source: WindowSource, venue: str) -> F64 | None:
     cfg = feature_config(spec)
     iv, window, history = spec["interval_s"], spec["window"], spec["history"]
-    per_asset = []
-    newest = None
+    n = window + history
+    windows = []
     for asset in spec["assets"]:
-        got = source.klines(venue, asset, iv, window + history)
+        got = source.klines(venue, asset, iv, n)
         if got is None:
             return None
-        if newest is None:
-            newest = int(got[0][-1])
-        elif int(got[0][-1]) != newest:  # assets not on a common clock yet: one is a bar behind
-            return None
+        windows.append(got)
+    common = min(int(got[0][-1]) for got in windows)  # the newest bar every asset has closed
+    per_asset = []
+    for asset, got in zip(spec["assets"], windows, strict=True):
+        if int(got[0][-1]) != common:  # this asset is ahead: its window up to the common bar
+            got = source.klines(venue, asset, iv, n, end_ms=common)
+            if got is None or int(got[0][-1]) != common:  # it lacks the common bar: no common clock
+                return None
         feats = _kline_features_checked(got, iv, window, cfg)
         if feats is None:
             return None
