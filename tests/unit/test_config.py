@@ -16,7 +16,7 @@ from bot.errors import ConfigError
 from bot.events import Signal, Venue
 from bot.signal_log import SignalLog
 from bot.signals_cli import main as signals_main
-from bot.state import connect_sync
+from bot.state import StateStore
 
 pytestmark = pytest.mark.unit
 
@@ -277,7 +277,9 @@ async def test_the_bot_and_the_signals_command_use_one_state_database_from_any_f
     settings = load_settings(cfg)
     db = etc.resolve() / "out" / "state.sqlite"
     assert settings.signal_log.db == settings.state.db == db
-    connect_sync(settings.state.db, create=True).close()
+    failures: list[Exception] = []
+    store = StateStore(settings.state, on_failure=failures.append)
+    await store.open()  # the state tables, and the state store's connection stays open beside the signal log's
     with sqlite3.connect(db) as conn:
         state_tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     signal = Signal(
@@ -295,7 +297,8 @@ async def test_the_bot_and_the_signals_command_use_one_state_database_from_any_f
     writer.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await writer
-
+    await store.close()
+    assert failures == []
     capsys.readouterr()  # the signal log's own log lines
 
     # Act: the signals command from another folder, with the same config
@@ -316,11 +319,13 @@ async def test_the_bot_and_the_signals_command_use_one_state_database_from_any_f
     assert not (other / "out").exists()
 
 
-def test_the_signals_command_on_a_state_database_without_signals_says_so(
+async def test_the_signals_command_on_a_state_database_without_signals_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    connect_sync(load_settings().state.db, create=True).close()
+    store = StateStore(load_settings().state, on_failure=lambda e: None)
+    await store.open()
+    await store.close()
     assert signals_main([]) == 2
     err = capsys.readouterr().err
     assert "state.sqlite is not a signal database yet: no signal has been logged there" in err
