@@ -73,16 +73,18 @@ class MultiHorizonConfig(_Strategy):
     threshold: Probability
     min_agreement: Fraction = 1.0
     sizing: Literal["fixed", "confidence", "kelly"] = "fixed"
-    notional: Notional
+    notional: Notional | None = None  # fixed / confidence
     kelly_fraction: Fraction = 0.5
     capital: Notional | None = None  # kelly's bankroll
     max_notional: Notional | None = None
     hold_s: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
-    def _kelly_needs_capital(self) -> MultiHorizonConfig:
+    def _sizing_inputs(self) -> MultiHorizonConfig:
         if self.sizing == "kelly" and self.capital is None:
             raise ValueError("sizing = \"kelly\" needs capital (the bankroll the Kelly fraction is of)")
+        if self.sizing != "kelly" and self.notional is None:
+            raise ValueError(f"sizing = \"{self.sizing}\" needs notional")
         return self
 
 

@@ -100,14 +100,15 @@ class MultiHorizonStrategy(Directional):
 
     def _notional(self, p_dir: float, p_opp: float, agree: Sequence[float], disagree: Sequence[float]) -> Decimal:
         cfg = self.cfg
-        if cfg.sizing == "fixed":
-            n = cfg.notional
-        elif cfg.sizing == "confidence":
-            n = cfg.notional * Decimal(repr(max(0.0, p_dir - p_opp)))
-        else:
+        if cfg.sizing == "kelly":
             f = kelly_fraction(p_dir, p_opp, agree, disagree)
             assert cfg.capital is not None  # the config refuses kelly without capital
             n = cfg.capital * Decimal(repr(cfg.kelly_fraction * f)) if f > 0 else Decimal(0)
+        else:
+            assert cfg.notional is not None  # the config refuses fixed / confidence without notional
+            n = cfg.notional
+            if cfg.sizing == "confidence":
+                n = n * Decimal(repr(max(0.0, p_dir - p_opp)))
         if cfg.max_notional is not None and n > cfg.max_notional:
             n = cfg.max_notional
         return n
