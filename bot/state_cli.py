@@ -204,10 +204,24 @@ def collect(conn: sqlite3.Connection, path: Path) -> dict[str, Any]:
     return report
 
 
+def _show(value: Any) -> str:
+    """A stored Decimal for people: ``0E-13`` -> ``0``, ``10000.000`` -> ``10000`` (--json keeps it exact)."""
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        try:
+            d = Decimal(value)
+        except InvalidOperation:
+            return value
+        if d.is_finite() and any(ch.isdigit() for ch in value):
+            return format(d.normalize(), "f")
+    return str(value)
+
+
 def _table(title: str, rows: Sequence[Sequence[Any]], header: Sequence[str]) -> list[str]:
     if not rows:
         return [f"{title}: none"]
-    cells = [[str(h) for h in header]] + [["-" if c is None else str(c) for c in r] for r in rows]
+    cells = [[str(h) for h in header]] + [[_show(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     lines = [f"{title}:"]
     for r in cells:
@@ -237,7 +251,7 @@ def render(r: dict[str, Any]) -> str:
                                  for a in r["accounts"]], ("venue", "quote", "cash", "equity", "fees", "funding",
                                                            "as of (UTC)"))
     if r["total_equity"] is not None:
-        lines.append(f"  total equity: {r['total_equity']}")
+        lines.append(f"  total equity: {_show(r['total_equity'])}")
     lines += _table("positions", [(p["venue"], p["symbol"], p["qty"], p["avg_price"], p["mark"], p["unrealized_pnl"],
                                    p["realized_pnl"]) for p in r["positions"]],
                     ("venue", "symbol", "qty", "avg entry", "mark", "unrealised", "realised"))

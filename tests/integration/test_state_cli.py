@@ -293,7 +293,7 @@ async def test_status_shows_positions_accounts_orders_risk_and_counts_as_a_table
     out = done.stdout
     assert "risk state: ACTIVE" in out
     assert "total equity: 15005.400499" in out
-    assert any(line.split()[:3] == ["binance_spot", "BTCUSDT", "0.0100"] for line in out.splitlines())
+    assert any(line.split()[:3] == ["binance_spot", "BTCUSDT", "0.01"] for line in out.splitlines())
     assert any(line.split()[:2] == ["mm-2", "mm"] for line in out.splitlines())
     assert "counts: signals 3, orders 2 (1 open), fills 1, denials 3" in out
     assert "denied max_order_notional: 2" in out
