@@ -1,5 +1,6 @@
 """What every strategy needs and none should re-derive: mids from book events, quantities from notionals,
-and the model horizon in seconds from a Signal's label.
+the model horizon in seconds from a Signal's label, and (``Directional``) the per-symbol direction, entry
+time and time exit that the single-instrument kinds (threshold, multihorizon, forecaster) share.
 
 A Signal's ``horizon`` is the workers' label (``bot.workers.duration_label``): ``"10s"``, ``"60m"``,
 ``"5s,10s,15s,20s"``. Parsing it here keeps strategies from hard-coding a checkpoint's horizon.

@@ -11,6 +11,7 @@ import pytest
 from bot.events import BookUpdate, KlineClosed, Side, Signal, Venue
 from bot.orders import Fill, Liquidity, TargetPosition
 from strategies import build_strategies
+from strategies.common import Mids, horizon_seconds, qty_for
 from strategies.config import ForecasterConfig, MultiHorizonConfig, PortfolioConfig, ThresholdConfig
 from strategies.forecaster import ForecasterStrategy
 from strategies.multihorizon import MultiHorizonStrategy, kelly_fraction
@@ -60,6 +61,32 @@ def threshold(**kw: Any) -> ThresholdStrategy:
     s = ThresholdStrategy(ThresholdConfig(**base))
     s.on_book(book(T0, 49_999.0, 50_001.0, venue=base["venue"]))  # mid 50,000
     return s
+
+
+# -- helpers --------------------------------------------------------------------------------------------
+
+
+def test_horizon_labels_parse_to_seconds() -> None:
+    assert horizon_seconds("10s") == (10.0,)
+    assert horizon_seconds("5s,10s,15s,20s") == (5.0, 10.0, 15.0, 20.0)
+    assert horizon_seconds("60m") == (3600.0,)
+    assert horizon_seconds("1h,1d") == (3600.0, 86400.0)
+    assert horizon_seconds("10 steps of 1s") == ()
+
+
+def test_qty_rounds_toward_zero_and_needs_a_mid() -> None:
+    assert qty_for(Decimal(100), 61_829.765) == Decimal("0.00161734")  # 0.001617345...
+    assert qty_for(Decimal(100), 61_829.765, -1) == Decimal("-0.00161734")
+    assert qty_for(Decimal(100), 0.0) == 0
+
+
+def test_mids_ignore_one_sided_and_crossed_tops() -> None:
+    m = Mids()
+    m.on_book(book(T0, 100.0, 102.0))
+    m.on_book(book(T0, 0.0, 101.0))
+    m.on_book(book(T0, 103.0, 102.0))
+    assert m.mid(SPOT, "BTCUSDT") == 101.0
+    assert m.spread_bps(SPOT, "BTCUSDT") == pytest.approx(2 / 101 * 1e4)
 
 
 # -- threshold -------------------------------------------------------------------------------------------
