@@ -17,9 +17,14 @@ In a test or in ``bot run --paper --sim``::
         await sim.wait_position(Venue.BINANCE_SPOT, 0.5)         # half-way through the recording
         sim.fault_counts[(Venue.BINANCE_SPOT, "drop")], sim.stats
 
+At the end of the recording it loops seamlessly (``bot.sim.loop``): clients stay connected and their books
+valid, ids and timestamps keep increasing; ``faults="restart=1"`` restarts the venue instead (every
+connection closed with 1001, ids from the start). Handler errors are answered in the venue's error shape
+and counted (``sim.stats[venue]["handler_errors"]``), never a traceback or an abnormal close.
+
 See ``bot.sim.server`` for the programmatic use, ``bot.sim.cli`` for the command line, ``bot.sim.ws`` and
-``bot.sim.rest`` for the wire behaviour, ``bot.sim.faults`` for fault injection and ``bot.sim.replay`` for
-how a recording becomes a paced timeline and the truth books.
+``bot.sim.rest`` for the wire behaviour, ``bot.sim.faults`` for fault injection, ``bot.sim.replay`` for
+how a recording becomes a timeline and the truth books, and ``bot.sim.loop`` for pacing and the loop.
 """
 
 from bot.sim.faults import FaultSpec

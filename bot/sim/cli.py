@@ -46,9 +46,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, default=None, help="native recording dir (default: the embedded demo)")
     p.add_argument("--speed", type=float, default=None, help="replay speed factor (default 1)")
     p.add_argument("--seed", type=int, default=None, help="fault dice seed (default 0)")
-    p.add_argument("--faults", default=None, help='fault spec, e.g. "drop=0.01,stall=0.002:3,rest429=0.2"')
+    p.add_argument("--faults", default=None, help='fault spec, e.g. "drop=0.01,stall=0.002:3,rest429=0.2,restart=1"')
     p.add_argument("--print-urls", action="store_true", help="print one JSON line per market, then serve")
-    p.add_argument("--no-loop", action="store_true", help="stop replaying at the end (default: start over)")
+    p.add_argument(
+        "--no-loop",
+        action="store_true",
+        help="stop replaying at the end (default: loop seamlessly, ids and times continuing; "
+        "the restart=P fault restarts the venue instead)",
+    )
     p.add_argument("--klines-dir", type=Path, default=None, help="CSV klines for the REST klines endpoints")
     p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
 

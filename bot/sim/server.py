@@ -8,8 +8,11 @@
 Three servers on ephemeral ports (one per venue host): Bybit (``/v5/public/spot``, ``/v5/public/linear`` and
 ``/v5/market/*``), Binance spot (``/ws``, ``/stream``, ``/api/v3/*``) and Binance USD-M (``/ws``,
 ``/stream``, ``/public/...``, ``/market/...``, ``/fapi/v1/*``). Every venue's timeline starts when the sim
-starts and is paced by the recorded receive times / ``speed`` (``replay.py``); the wire behaviour is in
-``ws.py`` (connections, fan-out), ``binance.py``, ``bybit.py`` and ``rest.py``, the faults in ``faults.py``.
+starts and is paced by the recorded receive times / ``speed`` and loops seamlessly (``loop.py``); the
+wire behaviour is in ``ws.py`` (connections, fan-out), ``binance.py``, ``bybit.py`` and ``rest.py``, the
+faults in ``faults.py``. Handler errors never escape: REST through ``rest.error_middleware``, websocket
+frames in the venue modules' read loops, anything else around a connection here (a clean 1011 close),
+each counted in ``stats[venue]["handler_errors"]``.
 All four venues are always served; a venue the recording does not hold answers REST with no symbols and
 keeps its sockets silent, and ``venue_overrides()`` disables it.
 
