@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
+from bot.bus import EventBus
+from bot.engine import Engine
 from bot.events import BookUpdate, KlineClosed, Side, Signal, Venue
-from bot.orders import Fill, Liquidity, TargetPosition
+from bot.orders import Fill, Liquidity, OrderRequest, TargetPosition
 from strategies import build_strategies
 from strategies.common import Mids, horizon_seconds, qty_for
 from strategies.config import ForecasterConfig, MultiHorizonConfig, PortfolioConfig, ThresholdConfig
@@ -483,3 +485,64 @@ def test_build_strategies_maps_kinds_and_skips_disabled() -> None:
     assert got[0].wants_signal(sig(T0, model="m"))
     assert not got[0].wants_signal(sig(T0, model="other"))
     assert not got[0].wants_signal(sig(T0, model="m", venue=USDM))
+
+
+# -- through the real engine -----------------------------------------------------------------------------
+
+
+class _Gate:
+    """Accepts everything (the risk gate's own rules are tested in test_risk.py)."""
+
+    def check(self, intent: Any, client_order_id: str, now_ns: int) -> OrderRequest:
+        return OrderRequest(client_order_id=client_order_id, strategy=intent.strategy, venue=intent.venue,
+                            symbol=intent.symbol, side=intent.side, qty=intent.qty, order_type=intent.order_type,
+                            price=intent.price, tif=intent.tif, reduce_only=intent.reduce_only, ts_decision=now_ns)
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *a, **k: None
+
+
+class _Exec:
+    """Fills every order at once at 50,000."""
+
+    def __init__(self, bus: Any) -> None:
+        self.bus = bus
+        self.submitted: list[Any] = []
+
+    def submit(self, r: Any) -> None:
+        self.submitted.append(r)
+        t = r.ts_decision
+        self.bus.publish(Fill(ts_event=t, ts_recv=t, client_order_id=r.client_order_id, strategy=r.strategy,
+                              venue=r.venue, symbol=r.symbol, side=r.side, qty=r.qty, price=Decimal(50_000),
+                              fee=Decimal(0), fee_asset="USDT", liquidity=Liquidity.TAKER, trade_id=r.client_order_id))
+
+    def cancel(self, client_order_id: str, ts_ns: int) -> None:
+        pass
+
+    def on_time(self, ts_ns: int) -> None:
+        pass
+
+    def open_orders(self) -> list[Any]:
+        return []
+
+
+class _Ledger:
+    def __getattr__(self, name: str) -> Any:
+        return lambda *a, **k: None
+
+
+def test_threshold_targets_become_an_entry_and_a_reducing_exit_through_the_engine() -> None:
+    bus = EventBus()
+    s = ThresholdStrategy(ThresholdConfig(name="t", kind="threshold", model="m", venue=SPOT, symbols=("BTCUSDT",),
+                                          threshold=0.4, notional=Decimal(100)))
+    ex = _Exec(bus)
+    engine = Engine([s], _Gate(), ex, _Ledger(), accounts=[SPOT], snapshot_every_ns=3600 * S)  # type: ignore[arg-type]
+    engine.attach(bus)
+    bus.publish(book(T0, 49_999.0, 50_001.0))
+    bus.publish(sig(T0 + S, model="m", probs=(0.1, 0.1, 0.8)))
+    bus.publish(sig(T0 + 2 * S, model="m", probs=(0.1, 0.1, 0.8)))  # same direction: no second order
+    assert [(r.side, r.qty, r.reduce_only) for r in ex.submitted] == [(Side.BUY, Decimal("0.002"), False)]
+    assert s.position(SPOT, "BTCUSDT") == Decimal("0.002")
+    engine.on_time(T0 + 11 * S)  # the 10 s horizon has passed
+    assert [(r.side, r.qty, r.reduce_only) for r in ex.submitted[1:]] == [(Side.SELL, Decimal("0.002"), True)]
+    assert s.position(SPOT, "BTCUSDT") == 0
