@@ -41,9 +41,10 @@ class _Strategy(BaseModel):
         bad = [s for s in v if not s.isalnum()]
         if bad:
             raise ValueError(f"symbols must be like BTCUSDT (no separators): {bad}")
-        if len(set(v)) != len(v):
-            raise ValueError(f"symbols listed twice: {v}")
-        return tuple(s.upper() for s in v)
+        up = tuple(s.upper() for s in v)
+        if len(set(up)) != len(up):
+            raise ValueError(f"symbols listed twice: {list(v)}")
+        return up
 
     @model_validator(mode="after")
     def _no_short_on_spot(self) -> _Strategy:

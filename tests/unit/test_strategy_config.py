@@ -148,6 +148,8 @@ def test_kind_specific_rules(tmp_path: Path) -> None:
     fc = tables[3].replace("taker_fee_bps = 5.0\n", "")
     assert "strategies.0.forecaster.taker_fee_bps: Field required" in refused(tmp_path, fc)
     assert "strategies.0.threshold.venue:" in refused(tmp_path, THRESHOLD.replace("binance_spot", "kraken"))
+    twice = THRESHOLD.replace('symbols = ["btcusdt"]', 'symbols = ["btcusdt", "BTCUSDT"]')
+    assert "strategies.0.threshold.symbols: symbols listed twice" in refused(tmp_path, twice)
 
 
 def test_the_shipped_config_validates_and_fits_the_checkpoints_and_risk_limits() -> None:
