@@ -23,6 +23,10 @@ Operator requests (``python -m bot halt|resume``, ``bot.state_cli``) arrive as r
 engine calls ``poll_control()`` every 0.5 s. The CLI also writes the latched state (``risk_latch``) itself,
 so it holds across restarts; while a request is pending the writer leaves the latch to it.
 
+One writer per database: ``open()`` takes an OS lock (flock) on ``<db>.lock`` and a second bot on the same
+file is refused (it would reuse client order ids); the lock dies with its process, kill -9 included, and
+tells the CLI whether a bot is running.
+
 The file is shared with the signal log (``bot.signal_log``: table ``signals`` and its ``ix_signals_*``
 indexes); no name here clashes with those. Decimals are stored as TEXT (exact); every event is also kept
 whole as msgspec JSON in ``event`` (restored from that, exactly).
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import re
 import sqlite3
@@ -171,14 +176,44 @@ def check_version(row: Any, path: Path) -> None:
         raise ConfigError(f"state database {path} has schema version {row[0]}; this build knows {SCHEMA_VERSION}")
 
 
-def pid_alive(pid: int) -> bool:
+def lock_path(db: Path) -> Path:
+    return db.with_name(db.name + ".lock")
+
+
+def writer_pid(db: Path) -> int | None:
+    """The pid of the process holding ``db``'s writer lock (a running bot), or None. The lock is the OS's
+    (flock): it goes with the process, so a kill -9 never leaves a stale one."""
+    path = lock_path(db)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 32).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _take_lock(db: Path) -> int:
+    """One writer per database: two bots on one ledger would reuse client order ids and drop each other's
+    fills as duplicates."""
+    fd = os.open(lock_path(db), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.read(fd, 32).decode(errors="replace").strip()
+        os.close(fd)
+        raise ConfigError(f"state database {db} is in use by another running bot (pid {text or '?'}); "
+                          "stop it or give this one another [state] db") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
 
 
 @dataclass(frozen=True)
@@ -262,6 +297,7 @@ class StateStore:
         self.on_failure = on_failure
         self.batch_max = batch_max
         self._db: aiosqlite.Connection | None = None
+        self._lock_fd: int | None = None
         self._queue: deque[Event] = deque()
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
@@ -282,8 +318,10 @@ class StateStore:
             raise ConfigError(f"state database {self.path} is not a file")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = _take_lock(self.path)
             db = await aiosqlite.connect(self.path, timeout=BUSY_TIMEOUT_S)
         except (sqlite3.Error, OSError) as e:
+            self._release()
             raise ConfigError(f"cannot open state database {self.path}: {e}") from None
         try:
             mode = await db.execute_fetchall("PRAGMA journal_mode=WAL")
@@ -294,15 +332,10 @@ class StateStore:
             await db.commit()
             check_version(next(iter(await db.execute_fetchall(
                 "SELECT value FROM meta WHERE key = 'schema_version'")), None), self.path)
-            other = next(iter(await db.execute_fetchall("SELECT value FROM meta WHERE key = 'writer_pid'")), None)
-            if other is not None and str(other[0]).isdigit() and int(other[0]) != os.getpid() and pid_alive(
-                    int(other[0])):  # a warning, not a refusal: after a kill -9 the pid may belong to another process
-                log.warning("state_db_in_use", db=str(self.path), pid=int(other[0]))
-            await db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('writer_pid', ?)", (str(os.getpid()),))
-            await db.commit()
             state = await self._load(db)
         except (sqlite3.Error, OSError, ConfigError) as e:
             await db.close()
+            self._release()
             if isinstance(e, ConfigError):
                 raise
             raise ConfigError(f"cannot open state database {self.path}: {e}") from None
@@ -370,12 +403,15 @@ class StateStore:
     async def close(self) -> None:
         if self._db is None:
             return
-        with contextlib.suppress(sqlite3.Error):
-            await self._db.execute("DELETE FROM meta WHERE key = 'writer_pid' AND value = ?", (str(os.getpid()),))
-            await self._db.commit()
         await self._db.close()
         self._db = None
+        self._release()
         log.info("state_closed", **self.stats())
+
+    def _release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the file releases the flock
+            self._lock_fd = None
 
     async def wait_idle(self) -> None:
         """Return once everything received so far is committed (tests, shutdown)."""

@@ -31,7 +31,7 @@ from typing import Any
 from bot.clock import LiveClock
 from bot.config import load_settings
 from bot.errors import ConfigError
-from bot.state import BUSY_TIMEOUT_S, CONTROL_STATES, OPEN_STATUSES, SCHEMA, check_version, pid_alive
+from bot.state import BUSY_TIMEOUT_S, CONTROL_STATES, OPEN_STATUSES, SCHEMA, check_version, writer_pid
 
 NS_PER_S = 1_000_000_000
 
@@ -89,13 +89,12 @@ def control_handler(args: argparse.Namespace, action: str) -> int:
             conn.execute("INSERT INTO control (ts_ns, action, reason) VALUES (?, ?, ?)", (now, action, reason))
             conn.execute("UPDATE risk_latch SET state = ?, reason = ?, ts_ns = ?, source = 'cli' WHERE id = 1",
                          (state.value, reason if action != "resume" else "", now))
-        row = conn.execute("SELECT value FROM meta WHERE key = 'writer_pid'").fetchone()
     except sqlite3.Error as e:
         raise ConfigError(f"cannot write to state database {path}: {e}") from None
     finally:
         conn.close()
-    pid = int(row[0]) if row is not None and str(row[0]).isdigit() else None
-    when = (f"the running bot (pid {pid}) applies it within a second" if pid is not None and pid_alive(pid)
+    pid = writer_pid(path)
+    when = (f"the running bot (pid {pid}) applies it within a second" if pid is not None
             else "no bot is running with this database; it applies at its next start")
     _out(f"{state.value.upper()}: {when} ({path})")
     return 0
@@ -153,7 +152,7 @@ def _sum(values: Sequence[str | None]) -> str:
 def collect(conn: sqlite3.Connection, path: Path) -> dict[str, Any]:
     """Everything ``status`` shows, as plain JSON-able values (Decimals stay exact strings)."""
     tables = _tables(conn)
-    report: dict[str, Any] = {"db": str(path)}
+    report: dict[str, Any] = {"db": str(path), "bot_pid": writer_pid(path)}
     counts: dict[str, Any] = {"signals": None}
     if "signals" in tables:
         counts["signals"] = int(conn.execute("SELECT COUNT(*) FROM signals").fetchone()[0])
@@ -233,7 +232,8 @@ def _table(title: str, rows: Sequence[Sequence[Any]], header: Sequence[str]) -> 
 def render(r: dict[str, Any]) -> str:
     """The report as readable tables."""
     risk = r["risk"]
-    lines = [f"state database: {r['db']}"]
+    running = f"a bot is running on it (pid {r['bot_pid']})" if r["bot_pid"] is not None else "no bot running on it"
+    lines = [f"state database: {r['db']} ({running})"]
     if "latched" in risk:
         line = f"risk state: {str(risk['latched']).upper()}"
         if risk["latched_reason"]:

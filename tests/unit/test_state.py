@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -222,7 +223,8 @@ async def test_the_latch_follows_the_real_risk_gate_operator_and_alarms(tmp_path
         gate.on_skew(ClockSkew(ts_event=BASE + 1, ts_recv=BASE + 1, venue=SPOT, offset_ms=2500.0, round_trip_ms=3.0))
         gate.halt("operator", BASE + 2)
         await store.wait_idle()
-        assert (await reopen(db)).trading_state is TradingState.HALTED
+        assert sqlite3.connect(db).execute("SELECT state, source FROM risk_latch").fetchone() == ("halted",
+                                                                                                 "risk_gate")
         gate.resume(BASE + 3)  # the effective state stays REDUCING (skew alarm); the latch is cleared
     state = await reopen(db)
     assert gate.state is TradingState.REDUCING
@@ -351,3 +353,13 @@ async def test_poll_control_hands_each_request_over_once_and_survives_a_locked_d
             bot.state.ControlAction(id=1, action="reduce", state=TradingState.REDUCING, reason="operator", ts_ns=BASE)]
         assert await store.poll_control() == []
         assert store.stats()["control_errors"] == 1
+
+
+async def test_a_second_writer_on_the_same_database_is_refused_until_the_first_closes(tmp_path: Path) -> None:
+    db = tmp_path / "state.sqlite"
+    async with session(db):
+        assert bot.state.writer_pid(db) == os.getpid()
+        with pytest.raises(ConfigError, match=rf"in use by another running bot \(pid {os.getpid()}\)"):
+            await reopen(db)
+    assert bot.state.writer_pid(db) is None
+    assert (await reopen(db)).next_order_seq == 1
