@@ -128,6 +128,47 @@ async def test_after_a_wrap_ids_and_times_continue_and_rest_depth_chains_with_th
         assert nxt["pu"] == snap["lastUpdateId"]  # the first diff after it continues the snapshot
 
 
+async def test_bybit_books_and_trades_continue_across_wraps_with_one_snapshot_and_contiguous_u(
+    make_sim: SimFactory,
+) -> None:
+    async with make_sim(speed=SPEED, loop=True) as sim:
+        got: dict[str, list[dict[str, Any]]] = {"orderbook.200.BTCUSDT": [], "orderbook.50.BTCUSDT": []}
+        trades: dict[str, list[tuple[int, int]]] = {"BTCUSDT": [], "ETHUSDT": []}  # spot: (numeric id, T)
+        async with (
+            websockets.connect(sim.urls[BY_LINEAR].ws_url, max_queue=None, max_size=None) as lin,
+            websockets.connect(sim.urls[BY_SPOT].ws_url, max_queue=None, max_size=None) as spot,
+        ):
+            await lin.send(json.dumps({"op": "subscribe", "args": list(got)}))
+            await spot.send(json.dumps({"op": "subscribe", "args": ["publicTrade.BTCUSDT", "publicTrade.ETHUSDT"]}))
+
+            async def read_spot() -> None:
+                async for text in spot:
+                    m = json.loads(text)
+                    if str(m.get("topic", "")).startswith("publicTrade."):
+                        for t in m["data"]:
+                            trades[t["s"]].append((int(t["i"]), t["T"]))
+
+            reader = asyncio.create_task(read_spot())
+            while min(sim.position(BY_LINEAR)[0], sim.position(BY_SPOT)[0]) < 2:
+                m = json.loads(await asyncio.wait_for(lin.recv(), 5))
+                if m.get("topic") in got:
+                    got[m["topic"]].append(m)
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        for topic, msgs in got.items():
+            assert [m["type"] for m in msgs].count("snapshot") == 1, topic  # the subscription's only
+            us = [m["data"]["u"] for m in msgs]
+            assert all(b == a + 1 for a, b in itertools_pairs(us)), topic  # no gap through two wraps
+            assert all(b["ts"] >= a["ts"] for a, b in itertools_pairs(msgs)), topic
+        seqs = [m["data"]["seq"] for m in got["orderbook.200.BTCUSDT"]]
+        assert all(b > a for a, b in itertools_pairs(seqs))
+        for symbol, ts in trades.items():
+            assert len(ts) >= 4, symbol
+            assert all(b[0] > a[0] and b[1] >= a[1] for a, b in itertools_pairs(ts)), symbol
+        assert sim.stats["bybit_linear"]["loop_wraps"] >= 2
+        assert sim.stats["bybit_spot"]["loop_wraps"] >= 2
+
+
 def itertools_pairs(xs: list[Any]) -> list[tuple[Any, Any]]:
     return list(itertools.pairwise(xs))
 
