@@ -232,7 +232,7 @@ def _table(title: str, rows: Sequence[Sequence[Any]], header: Sequence[str]) -> 
 def render(r: dict[str, Any]) -> str:
     """The report as readable tables."""
     risk = r["risk"]
-    running = f"a bot is running on it (pid {r['bot_pid']})" if r["bot_pid"] is not None else "no bot running on it"
+    running = f"a bot is running on it, pid {r['bot_pid']}" if r["bot_pid"] is not None else "no bot running on it"
     lines = [f"state database: {r['db']} ({running})"]
     if "latched" in risk:
         line = f"risk state: {str(risk['latched']).upper()}"
