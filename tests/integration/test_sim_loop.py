@@ -29,8 +29,10 @@ from bot.config import BotSettings
 from bot.events import BookState, Venue
 from bot.feed import Collector
 from bot.sim import LoopbackExchange, SimTimings
+from bot.sim.loop import book_diff
 from bot.sim.replay import VenueReplay
 from bot.sim.rest import BybitRest
+from bot.sim.truth import SimBook
 from tests.integration.conftest import SimFactory
 from tests.integration.test_collectors import ALL, Run, books_match_truth, until
 
@@ -171,6 +173,24 @@ async def test_bybit_books_and_trades_continue_across_wraps_with_one_snapshot_an
 
 def itertools_pairs(xs: list[Any]) -> list[tuple[Any, Any]]:
     return list(itertools.pairwise(xs))
+
+
+def test_the_wrap_diff_turns_the_last_book_into_the_start_book_without_crossing_it() -> None:
+    # Arrange: the market ended lower than it started: the start's best bid (101) is above the last ask (100.5)
+    last = SimBook.from_levels([("100.0", "1"), ("99.0", "2")], [("100.5", "3"), ("102.0", "4")])
+    start_bids, start_asks = [("101.0", "5"), ("99.0", "2")], [("102.0", "6"), ("103.0", "7")]
+    # Act
+    (rm_b, rm_a), (set_b, set_a) = book_diff(last, start_bids, start_asks, "0")
+    # Assert: first every level the start lacks goes, then the start's levels that differ are set
+    assert (rm_b, rm_a) == ([("100.0", "0")], [("100.5", "0")])
+    assert (set_b, set_a) == ([("101.0", "5")], [("102.0", "6"), ("103.0", "7")])
+    last.apply(rm_b, rm_a)
+    last.apply(set_b, set_a)
+    assert last.top() == (start_bids, start_asks)
+    assert last.healed == 0  # no intermediate book was crossed
+    one_message = SimBook.from_levels([("100.0", "1"), ("99.0", "2")], [("100.5", "3"), ("102.0", "4")])
+    one_message.apply(rm_b + set_b, rm_a + set_a)  # the same levels in one message would heal 100.5 away first
+    assert one_message.healed == 1
 
 
 # -- (c) the restart fault -------------------------------------------------------------------------
