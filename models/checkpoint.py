@@ -29,8 +29,10 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import pickle
 import tempfile
 import typing
+import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -145,15 +147,11 @@ def load_checkpoint(
     CheckpointError naming what disagrees.
     """
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint not found: {p}")
-    try:
-        payload = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as e:  # unpickling errors come in many types; all mean "not a checkpoint"
-        raise CheckpointError(f"{p} is not a readable checkpoint: {e}") from e
+    payload = _read_payload(p, map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{p} is not a {FORMAT} checkpoint (format: {found!r})")
+    _check_payload(p, payload)
 
     family = payload["family"]
     _import_family(family, payload.get("module", ""))
@@ -204,6 +202,87 @@ def config_from_dict(config_cls: type[Any], data: Mapping[str, Any], *, where: s
 
 
 # -- internals ---------------------------------------------------------------------------------------
+
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive (stored members, each with its CRC-32)
+
+
+def _read_payload(p: Path, map_location: str | torch.device) -> Any:
+    """``torch.load(p, weights_only=True)``, with one clear line for every way the file can be unreadable.
+
+    torch's own messages are several lines of advice (or, for some damaged files, a bare number), so
+    the file is checked first: present, not empty, a zip archive whose central directory is there (a
+    truncated file loses it) and whose members pass their CRC-32 (torch does not check it, so a damaged
+    weight would load silently), with a ``data.pkl``. Only then is it unpickled, by the weights-only
+    unpickler, which refuses anything but plain data.
+    """
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    size = p.stat().st_size
+    where = f"{p} is not a readable checkpoint"
+    if size == 0:
+        raise CheckpointError(f"{where}: the file is empty (0 bytes)")
+    try:
+        with p.open("rb") as f:
+            head = f.read(len(ZIP_MAGIC))
+        if head != ZIP_MAGIC:
+            raise CheckpointError(f"{where}: not a zip archive as torch.save writes (the file starts {head!r})")
+        with zipfile.ZipFile(p) as z:
+            names = z.namelist()
+            bad = z.testzip()
+    except zipfile.BadZipFile as e:
+        why = "its end (the zip directory) is missing" if str(e) == "File is not a zip file" else _one_line(e)
+        raise CheckpointError(f"{where}: truncated or damaged ({size} bytes): {why}") from e
+    except (OSError, EOFError, ValueError, RuntimeError) as e:  # zlib/struct errors of a mangled archive
+        raise CheckpointError(f"{where}: damaged zip archive ({size} bytes): {_one_line(e)}") from e
+    if bad is not None:
+        raise CheckpointError(f"{where}: damaged: member {bad!r} fails its CRC-32 check")
+    if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+        raise CheckpointError(f"{where}: a zip archive without data.pkl, not a torch.save file")
+    try:
+        return torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:  # the weights-only unpickler refused something
+        raise CheckpointError(f"{where}: it holds objects a weights-only load refuses ({_one_line(e)})") from e
+    except Exception as e:  # unpickling errors come in many types; all mean "not a checkpoint"
+        raise CheckpointError(f"{where}: {_one_line(e)}") from e
+
+
+def _one_line(e: BaseException) -> str:
+    """The informative line of an exception's message: torch's ``WeightsUnpickler error: ...`` line, else
+    the first non-empty one, prefixed with the exception type when it says little on its own (``101``)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith("WeightsUnpickler error:"):
+            rest = ln.partition(":")[2].strip()
+            i = lines.index(ln)
+            return _first_sentence(rest or (lines[i + 1] if i + 1 < len(lines) else ln))[:300]
+    text = lines[0] if lines else ""
+    if len(text) < 12 or not any(c.isalpha() for c in text):
+        text = f"{type(e).__name__}: {text}".rstrip(": ")
+    return text[:300]
+
+
+def _first_sentence(text: str) -> str:
+    """torch appends advice after the first sentence ("... by default. Please use ..."): keep the first."""
+    head, sep, _ = text.partition(". ")
+    return head + "." if sep else text
+
+
+def _check_payload(p: Path, payload: Mapping[str, Any]) -> None:
+    """The fields every reader below indexes: present and of the right type, else one clear line."""
+    problems = []
+    if not isinstance(payload.get("family"), str) or not payload.get("family"):
+        problems.append("no family name")
+    if not isinstance(payload.get("config"), Mapping):
+        problems.append("no config dict")
+    state = payload.get("state_dict")
+    if not isinstance(state, Mapping):
+        problems.append("no state_dict")
+    elif not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        problems.append("a state_dict entry that is not a named tensor")
+    if not isinstance(payload.get("extra", {}), dict):
+        problems.append("extra is not a dict")
+    if problems:
+        raise CheckpointError(f"{p}: damaged {FORMAT} checkpoint: {', '.join(problems)}")
 
 _SAFE_SCALARS = (str, int, float, bool, type(None))
 

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
-from models.checkpoint import load_checkpoint
+from models.checkpoint import CheckpointError, load_checkpoint
 from models.datasets import SampleSet, collect, finalize, load_data
 from models.inputs import CLASSES, _target_block
 from models.train import predict
@@ -191,7 +191,9 @@ def evaluate_checkpoint(
 ) -> tuple[dict[str, Any], Any, SampleSet]:
     """The evaluation report (a JSON-able dict), the model and the scored samples (for plots)."""
     model, meta = load_checkpoint(path)
-    spec = meta.extra["inputs"]
+    spec = meta.extra.get("inputs")
+    if not isinstance(spec, dict):
+        raise CheckpointError(f"{path}: no input spec (extra['inputs']); it cannot be evaluated")
     data_meta = meta.extra.get("data", {})
     if venue is None and spec["kind"] == "klines":
         venue = spec["venue"]

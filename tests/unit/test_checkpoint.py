@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import struct
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -262,3 +264,95 @@ def test_loading_imports_the_family_module_when_it_is_not_registered_yet(tmp_pat
     assert type(loaded).__name__ == "TABL"
     x = torch.randn(2, 40, 10)
     assert torch.equal(loaded(x), model(x))
+
+
+# -- damaged files: one line naming the file and what is wrong ------------------------------------------
+
+
+def _damaged(kind: str, good: Path, tmp_path: Path) -> Path:
+    data = good.read_bytes()
+    out = tmp_path / f"{kind}.pt"
+    if kind == "empty":
+        out.write_bytes(b"")
+    elif kind == "truncated":
+        out.write_bytes(data[: len(data) // 2])
+    elif kind == "bit_flips":  # inside the largest stored member (a weight tensor), zip directory intact
+        import zipfile
+
+        with zipfile.ZipFile(good) as z:
+            info = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+        name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
+        start = info.header_offset + 30 + name_len + extra_len  # the member's stored bytes
+        flipped = bytearray(data)
+        for i in range(start, start + 4):  # the first float of that tensor
+            flipped[i] ^= 0xFF
+        out.write_bytes(bytes(flipped))
+    elif kind == "text":
+        out.write_text("hello\n")
+    elif kind == "number":
+        out.write_text("12345")
+    return out
+
+
+@pytest.mark.parametrize(("kind", "why"), [
+    ("empty", r"the file is empty \(0 bytes\)"),
+    ("truncated", r"truncated or damaged \(\d+ bytes\): its end \(the zip directory\) is missing"),
+    ("bit_flips", r"damaged: member '[^']+/data/\d+' fails its CRC-32 check"),
+    ("text", r"not a zip archive as torch\.save writes \(the file starts b'hell'\)"),
+    ("number", r"not a zip archive as torch\.save writes \(the file starts b'1234'\)"),
+])  # fmt: skip
+def test_a_damaged_file_gives_one_line_naming_the_file_and_what_is_wrong(
+    toy_family: None, tmp_path: Path, kind: str, why: str
+) -> None:
+    # Arrange: a good checkpoint, then a damaged copy of it
+    good = save_checkpoint(tmp_path / "good.pt", _toy(), family="toy", config=_toy().config, extra={})
+    bad = _damaged(kind, good, tmp_path)
+    # Act
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(bad)
+    # Assert: one line, the file first, torch's advice nowhere
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"{bad} is not a readable checkpoint: ")
+    assert re.search(why, msg), msg
+    assert "weights_only" not in msg
+    assert "Please" not in msg
+    load_checkpoint(good)  # the original still loads
+
+
+def test_a_flipped_weight_would_otherwise_load_silently(toy_family: None, tmp_path: Path) -> None:
+    """Why the CRC check is there: torch.load itself does not verify it."""
+    good = save_checkpoint(tmp_path / "good.pt", _toy(), family="toy", config=_toy().config, extra={})
+    bad = _damaged("bit_flips", good, tmp_path)
+    raw = torch.load(bad, weights_only=True)  # no error from torch
+    assert not all(torch.equal(raw["state_dict"][k], v) for k, v in _toy().state_dict().items())
+
+
+def test_a_pickled_object_is_refused_with_the_first_sentence_of_the_reason_only(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "bot.models/1", "obj": Head()}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    msg = str(info.value)
+    assert msg == (f"{path} is not a readable checkpoint: it holds objects a weights-only load refuses "
+                   f"(Unsupported global: GLOBAL {Head.__module__}.Head was not an allowed global by default.)")
+
+
+def test_a_checkpoint_dict_without_its_fields_names_what_is_missing(tmp_path: Path) -> None:
+    path = tmp_path / "hollow.pt"
+    torch.save({"format": "bot.models/1", "state_dict": {"w": [1.0]}}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert str(info.value) == (f"{path}: damaged bot.models/1 checkpoint: no family name, no config dict, "
+                               "a state_dict entry that is not a named tensor")
+
+
+def test_a_zip_archive_that_is_not_a_torch_file_is_named_as_such(tmp_path: Path) -> None:
+    import zipfile
+
+    path = tmp_path / "notes.pt"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("notes.txt", "hello")
+    with pytest.raises(CheckpointError, match=r"notes\.pt is not a readable checkpoint: a zip archive without "
+                                              r"data\.pkl, not a torch\.save file$"):
+        load_checkpoint(path)

@@ -237,3 +237,41 @@ def test_models_checkpoints_readme_gives_the_command_of_every_shipped_checkpoint
     readme = (CHECKPOINTS / "README.md").read_text()
     for path in SHIPPED:
         assert f"--out models/checkpoints/{path.name}" in readme
+
+
+# -- damaged checkpoints: one line, exit 2 ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["truncated", "empty", "text", "no_spec"])
+def test_evaluate_on_a_damaged_checkpoint_prints_one_line_naming_it_and_exits_2(kind: str, tmp_path: Path) -> None:
+    # Arrange: a copy of a shipped checkpoint, damaged
+    good = CHECKPOINTS / "tabl_binance-spot-btcusdt_h10.pt"
+    bad = tmp_path / f"{kind}.pt"
+    data = good.read_bytes()
+    if kind == "truncated":
+        bad.write_bytes(data[: len(data) * 2 // 3])
+    elif kind == "empty":
+        bad.write_bytes(b"")
+    elif kind == "text":
+        bad.write_text("12345\n")
+    else:
+        raw = torch.load(good, weights_only=True)
+        del raw["extra"]["inputs"]
+        torch.save(raw, bad)
+    books = tmp_path / "books.csv"
+    books.write_text("ts\n")
+    # Act
+    code, out, err = _cli("evaluate", str(bad), "--data", str(books))
+    # Assert
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1, err
+    expected = {
+        "truncated": f"error: {bad} is not a readable checkpoint: truncated or damaged ({bad.stat().st_size} bytes): "
+                     "its end (the zip directory) is missing\n",
+        "empty": f"error: {bad} is not a readable checkpoint: the file is empty (0 bytes)\n",
+        "text": f"error: {bad} is not a readable checkpoint: not a zip archive as torch.save writes "
+                "(the file starts b'1234')\n",
+        "no_spec": f"error: {bad}: no input spec (extra['inputs']); it cannot be evaluated\n",
+    }[kind]
+    assert err == expected
