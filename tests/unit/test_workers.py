@@ -18,20 +18,26 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
+import bot.demo as bot_demo  # noqa: E402
 from bot.bus import EventBus  # noqa: E402
 from bot.config import BotSettings, ModelsConfig, RingConfig  # noqa: E402
 from bot.events import BookHealth, BookState, KlineClosed, Signal, Venue  # noqa: E402
-from bot.klines import KlineStore  # noqa: E402
+from bot.export import OfflineFeed  # noqa: E402
+from bot.klines import KlineStore, load_kline_csv, resample  # noqa: E402
+from bot.recording import iter_rows  # noqa: E402
 from bot.ring import RingSet  # noqa: E402
 from bot.workers import (  # noqa: E402
+    SHIPPED_DIR,
     ModelWorker,
     RingWindowSource,
     WorkerSet,
+    checkpoint_dir,
     duration_label,
     load_workers,
 )
@@ -733,3 +739,216 @@ async def test_load_workers_with_an_empty_or_missing_directory_gives_an_empty_se
                                                 (86400, "1d"), (0.5, "0.5s")])
 def test_duration_labels_use_the_largest_exact_unit(seconds: float, label: str) -> None:
     assert duration_label(seconds) == label
+
+
+# -- what a target waits for, in the status --------------------------------------------------------------
+
+
+async def test_the_status_says_what_each_target_waits_for_until_it_publishes(tmp_path: Path) -> None:
+    # Arrange: a 5-step TABL on BTCUSDT whose book is not reported yet
+    m = Market(("BTCUSDT",))
+    w = worker_for(m, save_tabl(tmp_path / "t.pt", window=5))
+    seen = []
+    # Act
+    async with running(w):
+        await tick(w, m.advance())
+        seen.append(w.waiting())
+        m.all_live()
+        for _ in range(3):
+            await tick(w, m.advance())
+        seen.append(w.waiting())
+        for _ in range(3):
+            await tick(w, m.advance())
+        seen.append(w.waiting())
+    # Assert
+    assert seen[0] == {"bybit_linear/BTCUSDT": "waiting for the bybit_linear/BTCUSDT book to be LIVE "
+                                               "(it is not reported yet)"}
+    assert seen[1] == {"bybit_linear/BTCUSDT": "waiting for 5 rows of the 1s fine book grid of "
+                                               "bybit_linear/BTCUSDT, have 4"}  # rows from the LIVE time on
+    assert seen[2] == {}
+    assert w.stats()["waiting"] == {}
+    assert w.stats()["published"] == 3
+    assert w.status_line() == "t (tabl): published 3"
+
+
+async def test_a_stale_input_says_how_old_it_was(tmp_path: Path) -> None:
+    m = Market(("BTCUSDT",))
+    w = worker_for(m, save_tabl(tmp_path / "t.pt"), max_input_age_s=5.0)
+    m.all_live()
+    for _ in range(5):
+        m.advance()
+    async with running(w):
+        await tick(w, m.advance() + 6 * NS)
+    assert w.waiting() == {"bybit_linear/BTCUSDT": "waiting for a newer input: the newest was 6.0 s old "
+                                                   "(max_input_age_s 5)"}
+
+
+async def test_serve_on_adds_the_trained_symbol_on_another_venue(tmp_path: Path) -> None:
+    # Arrange: a TABL trained on Binance spot BTCUSDT; the market trades Bybit linear only
+    m = Market(("BTCUSDT",))
+    path = save_tabl(tmp_path / "t.pt", venue=Venue.BINANCE_SPOT.value)
+    plain = worker_for(m, path)
+    moved = worker_for(m, path, serve_on={"tabl": (V,)})
+    got = collect(m.bus)
+    m.all_live()
+    for _ in range(5):
+        m.advance()
+    # Act
+    async with running(plain, moved):
+        ts = m.advance()
+        await tick(plain, ts)
+        await tick(moved, ts)
+    # Assert
+    assert plain.targets == []
+    assert plain.waiting() == {"-": "nothing to serve: binance_spot/BTCUSDT not configured "
+                                    "(models.serve_on adds venues for a family)"}
+    assert plain.status_line() == ("t (tabl): published 0; nothing to serve: binance_spot/BTCUSDT not configured "
+                                   "(models.serve_on adds venues for a family)")
+    assert [(t.venue, t.symbol) for t in moved.targets] == [(V, "BTCUSDT")]
+    assert [(s.venue, s.symbol) for s in got] == [(V, "BTCUSDT")]
+
+
+def test_serve_on_by_checkpoint_name_and_never_for_a_forecaster(tmp_path: Path) -> None:
+    m = Market()
+    ca = worker_for(m, save_crossasset(tmp_path / "ca.pt"), serve_on={"ca": (Venue.BINANCE_USDM,)})
+    lob = worker_for(m, save_lobforecast(tmp_path / "lob.pt"), serve_on={"lobforecast": (Venue.BINANCE_USDM,)})
+    assert [(t.venue, t.symbols) for t in ca.targets] == [(V, SYMS)]  # binance_usdm is not configured here
+    assert ca.waiting() == {}
+    assert [(t.venue, t.symbol) for t in lob.targets] == [(V, "BTCUSDT")]
+
+
+# -- the checkpoint directory -------------------------------------------------------------------------------
+
+
+def test_the_default_models_dir_is_the_packages_shipped_checkpoints(tmp_path: Path) -> None:
+    assert checkpoint_dir(ModelsConfig().dir) == SHIPPED_DIR
+    assert checkpoint_dir(None) == SHIPPED_DIR
+    assert checkpoint_dir(tmp_path) == tmp_path
+    assert Path(__file__).resolve().parents[2] / "models" / "checkpoints" == SHIPPED_DIR
+
+
+async def test_load_workers_finds_the_shipped_checkpoints_from_any_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    m = Market()
+    ws = await load_workers(BotSettings(models=ModelsConfig(device="cpu")), m.rings, m.klines, m.bus, m.clock)
+    assert sorted(w.name for w in ws.workers) == sorted(p.stem for p in SHIPPED_DIR.glob("*.pt"))
+    assert len(ws) == 5
+    assert ws.failed == {}
+    ws.close()
+
+
+async def test_a_truncated_checkpoint_is_skipped_with_one_line_and_the_rest_load(tmp_path: Path) -> None:
+    # Arrange: a good checkpoint and a truncated copy of it
+    m = Market()
+    good = save_tabl(tmp_path / "a.pt")
+    data = good.read_bytes()
+    (tmp_path / "b.pt").write_bytes(data[: len(data) // 2])
+    settings = BotSettings(models=ModelsConfig(dir=tmp_path, device="cpu"))
+    # Act
+    ws = await load_workers(settings, m.rings, m.klines, m.bus, m.clock)
+    # Assert
+    assert [w.name for w in ws.workers] == ["a"]
+    assert ws.failed == {"b.pt": f"{tmp_path / 'b.pt'} is not a readable checkpoint: truncated or damaged "
+                                 f"({len(data) // 2} bytes): its end (the zip directory) is missing"}
+    assert ws.status_lines()[-1] == f"skipped: {ws.failed['b.pt']}"
+    ws.close()
+
+
+# -- the shipped checkpoints on the embedded demo data ---------------------------------------------------
+
+DEMO = Path(bot_demo.__file__).resolve().parent
+# config.toml's instruments (what `python -m bot run --paper --sim` trades on the demo)
+CONFIGURED = {
+    Venue.BYBIT_SPOT: ("BTCUSDT", "ETHUSDT"),
+    Venue.BYBIT_LINEAR: ("BTCUSDT", "ETHUSDT", "SOLUSDT"),
+    Venue.BINANCE_SPOT: ("BTCUSDT",),
+    Venue.BINANCE_USDM: ("BTCUSDT", "ETHUSDT"),
+}
+KLINE_FOLDER = {Venue.BINANCE_SPOT: "binance_spot", Venue.BINANCE_USDM: "binance_spot",
+                Venue.BYBIT_LINEAR: "bybit_linear", Venue.BYBIT_SPOT: "bybit_linear"}  # as the sim serves them
+
+
+def demo_backfill(venue: Venue, symbol: str, ts_recv: int, limit: int = 500) -> list[KlineClosed]:
+    """What the feed's REST backfill gets from the loopback exchange on the demo: the last ``limit`` closed
+    bars of each resolution of config.toml ([klines] 1m, 5m, 15m, 1h), the coarser ones complete buckets of
+    the demo's 1500 one-minute bars, all received at ``ts_recv`` (when the collector connects)."""
+    base = load_kline_csv(DEMO / "klines" / KLINE_FOLDER[venue] / f"{symbol}_1m.csv", venue=venue)
+    out: list[KlineClosed] = []
+    for iv in (60, 300, 900, 3600):
+        bars = base if iv == 60 else resample(base, iv)
+        out += [msgspec.structs.replace(k, ts_recv=ts_recv) for k in bars[-limit:]]
+    return out
+
+
+class ReplayTime:
+    def __init__(self) -> None:
+        self.t = 0
+
+    def now_ns(self) -> int:
+        return self.t
+
+    def monotonic_ns(self) -> int:
+        return self.t
+
+
+async def test_every_shipped_family_publishes_finite_signals_on_the_embedded_demo_data() -> None:
+    """The demo recording through the real venue adapters (bot.export.OfflineFeed) into the rings, the demo
+    klines as the backfill the sim serves (received when a venue's first record arrives, as the collector
+    backfills on connecting), the shipped checkpoints with the default models section, a tick per second."""
+    # Arrange
+    settings = BotSettings()
+    bus = EventBus()
+    feed = OfflineFeed(settings, CONFIGURED, bus.publish)
+    rings = RingSet(settings.ring, feed.book, [(v, s) for v, ss in CONFIGURED.items() for s in ss])
+    rings.attach(bus)
+    klines = KlineStore(settings.ring.kline_capacity)
+    klines.attach(bus)
+    clock = ReplayTime()
+    workers = WorkerSet.from_dir(SHIPPED_DIR, rings, klines, bus, clock, max_input_age_s=10.0,
+                                 serve_on=ModelsConfig().serve_on)
+    got = collect(bus)
+    connected: set[str] = set()
+    # Act
+    async with running(*workers.workers):
+        for sec, group in itertools.groupby(iter_rows(DEMO / "recording"), key=lambda r: r[0] // NS):
+            rows = list(group)
+            for venue in sorted({r[1] for r in rows} - connected):
+                connected.add(venue)
+                for symbol in CONFIGURED.get(Venue(venue), ()):
+                    for k in demo_backfill(Venue(venue), symbol, rows[0][0]):
+                        bus.publish(k)
+            feed.run(rows, clock=rings)
+            clock.t = (sec + 1) * NS + 100_000
+            rings.on_time(clock.t)
+            workers.on_tick(clock.t)
+            await asyncio.wait_for(asyncio.gather(*(w.wait_idle() for w in workers.workers)), 30)
+    # Assert: every checkpoint published, every number finite
+    by_model: dict[str, list[Signal]] = {}
+    for s in got:
+        by_model.setdefault(s.model, []).append(s)
+    assert sorted(by_model) == sorted(w.name for w in workers.workers)
+    assert len(workers.workers) == 5
+    assert {s.family for s in got} == {"tabl", "multiscale", "crossasset", "lobforecast"}
+    for s in got:
+        assert all(np.isfinite(s.probabilities)), s
+        assert all(np.isfinite(s.values)), s
+        if s.probabilities:
+            assert sum(s.probabilities) == pytest.approx(1.0, abs=1e-5)
+    multiscale = by_model["multiscale_btcusdt_h60"]
+    assert [(s.venue, s.symbol) for s in multiscale] == [(Venue.BINANCE_SPOT, "BTCUSDT")]  # one backfill window
+    assert multiscale[0].value_names == ("ret_5m", "ret_1h", "ret_4h")
+    cross = by_model["crossasset_btcusdt-ethusdt-solusdt_h15"]
+    assert [(s.venue, s.symbol) for s in cross] == [(Venue.BYBIT_LINEAR, a) for a in ("BTCUSDT", "ETHUSDT", "SOLUSDT")]
+    assert sum(s.values[1] for s in cross) == pytest.approx(1.0, abs=1e-5)  # long-only portfolio weights
+    assert {s.ts_event for s in cross} == {cross[0].ts_event}  # one sample, the three assets at one bar
+    forecasts = by_model["lobforecast_binance-usdm-btcusdt_h5-10-15-20"]
+    assert {(s.venue, s.symbol) for s in forecasts} == {(Venue.BINANCE_USDM, "BTCUSDT")}
+    assert len(forecasts) > 100
+    # the live Bybit bar (another date than the demo's REST history) ends the cross-asset window, and says so
+    stats = {w["model"]: w for w in workers.stats()["workers"]}
+    assert stats["crossasset_btcusdt-ethusdt-solusdt_h15"]["waiting"] == {
+        "bybit_linear/BTCUSDT+ETHUSDT+SOLUSDT": "waiting for 123 bars of 1m bybit_linear/BTCUSDT up to "
+        "2026-08-09 21:26 UTC, have 1 since a gap after 2025-06-29 16:38 UTC"}
+    workers.close()
