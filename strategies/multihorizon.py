@@ -11,9 +11,11 @@ Sizing (quote notional, then / mid):
 * ``fixed``: ``notional``.
 * ``confidence``: ``notional * (P(d) - P(opposite))``, the probability edge over the opposite class.
 * ``kelly``: a binary bet where the stationary class is a push: p = P(d) / (P(d) + P(opposite)); the payoff
-  ratio b = W / L with W the mean |predicted return| of the horizons that agree with d and L the mean of
-  those that disagree (none disagree: b = 1, the model implies no asymmetry). Kelly f = p - (1 - p) / b; a
-  non-positive f does not trade. Notional = ``kelly_fraction * f * capital``.
+  ratio b = W / L, with W (the gain if right) the mean |predicted return| of the horizons that agree with d
+  and L (the loss if wrong) the mean |predicted return| of all horizons, the model's own scale of a move: all
+  agreeing gives b = 1, strong disagreeing horizons lower it, weak ones raise it only a little (b <= N / k
+  for k of N agreeing). Kelly f = p - (1 - p) / b; a non-positive f does not trade. Notional =
+  ``kelly_fraction * f * capital``.
 Every mode is capped by ``max_notional``.
 """
 
@@ -36,7 +38,7 @@ def kelly_fraction(p_dir: float, p_opp: float, agree: Sequence[float], disagree:
         return 0.0
     p = p_dir / (p_dir + p_opp)
     win = sum(abs(r) for r in agree) / len(agree)
-    loss = sum(abs(r) for r in disagree) / len(disagree) if disagree else win
+    loss = (sum(abs(r) for r in agree) + sum(abs(r) for r in disagree)) / (len(agree) + len(disagree))
     if win <= 0 or loss <= 0:
         return 0.0
     b = win / loss

@@ -224,8 +224,11 @@ def test_multihorizon_confidence_sizing_scales_by_the_edge_over_the_opposite_cla
 
 
 def test_kelly_fraction_by_hand() -> None:
-    # p = 0.5 / (0.5 + 0.2) = 5/7; W = mean(0.002, 0.006) = 0.004, L = 0.002, b = 2; f = 5/7 - (2/7) / 2 = 4/7
-    assert kelly_fraction(0.5, 0.2, [0.002, 0.006], [-0.002]) == pytest.approx(4 / 7, rel=1e-12)
+    # p = 0.5 / (0.5 + 0.2) = 5/7; W = mean(0.002, 0.006) = 0.004, L = mean(0.002, 0.006, 0.002) = 0.01/3,
+    # b = 1.2; f = 5/7 - (2/7) / 1.2 = 15/21 - 5/21 = 10/21
+    assert kelly_fraction(0.5, 0.2, [0.002, 0.006], [-0.002]) == pytest.approx(10 / 21, rel=1e-12)
+    # a near-zero disagreeing horizon hardly matters: b -> 0.004 / (0.008 / 3) = 1.5, f -> 5/7 - (2/7) / 1.5 = 11/21
+    assert kelly_fraction(0.5, 0.2, [0.002, 0.006], [-1e-12]) == pytest.approx(11 / 21, rel=1e-6)
     # nothing disagrees: b = 1, f = 2p - 1 = 3/7
     assert kelly_fraction(0.5, 0.2, [0.002, 0.006], []) == pytest.approx(3 / 7, rel=1e-12)
 
@@ -233,14 +236,14 @@ def test_kelly_fraction_by_hand() -> None:
 def test_multihorizon_kelly_sizing_is_fractional_kelly_of_capital() -> None:
     s = multi(sizing="kelly", min_agreement=0.6, capital=1000, kelly_fraction=0.5)
     t = only_target(s.on_signal(msig(T0 + S, (0.2, 0.3, 0.5), (0.002, 0.006, -0.002))))
-    # 0.5 * 4/7 * 1000 = 285.714285... USDT / 50,000 = 0.00571428 (rounded toward zero)
-    assert t.qty == Decimal("0.00571428")
+    # 0.5 * 10/21 * 1000 = 238.095238... USDT / 50,000 = 0.00476190 (rounded toward zero)
+    assert t.qty == Decimal("0.00476190")
 
 
 def test_multihorizon_kelly_without_edge_does_not_trade() -> None:
     s = multi(sizing="kelly", min_agreement=0.6, capital=1000)
-    # p = 5/7, W = 0.001, L = 0.004, b = 1/4: f = 5/7 - (2/7) * 4 < 0
-    assert list(s.on_signal(msig(T0 + S, (0.2, 0.3, 0.5), (0.001, 0.001, -0.004)))) == []
+    # p = 5/7, W = 0.001, L = mean(0.001, 0.001, 0.01) = 0.004, b = 1/4: f = 5/7 - (2/7) * 4 < 0
+    assert list(s.on_signal(msig(T0 + S, (0.2, 0.3, 0.5), (0.001, 0.001, -0.01)))) == []
     assert s.counts["kelly_no_bet"] == 1
 
 
