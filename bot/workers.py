@@ -15,11 +15,10 @@ This module is the scheduling: loading checkpoints, the tick/handoff/thread mach
 WorkerSet. What a model reads from the rings (and why it waits) is bot/model_inputs.py; what each family's
 output means is bot/heads.py. Their public names are re-exported here.
 
-Why this shape. Reading the rings and building inputs is cheap numpy work and must see a consistent ring
-(the rings are written on the loop), so it happens on the loop and hands over copies. The forward pass is
-the slow part (milliseconds on a CPU, more for the forecaster), so it runs on one dedicated thread per
-model: torch releases the GIL inside its kernels, the loop keeps dispatching market data, and one thread
-per model keeps a model's batches in order. The bus is synchronous and single-threaded by design, so a
+Why this shape. Reading the rings is cheap numpy work that must see a consistent ring (they are written
+on the loop), so it happens on the loop and hands over copies. The forward pass is the slow part, so it
+runs on one thread per model: torch releases the GIL inside its kernels, the loop keeps dispatching market
+data, and a model's batches stay in order. The bus is synchronous and single-threaded by design, so a
 worker thread never publishes: the task that awaited the executor publishes, on the loop.
 
 Data time. ``Signal.ts_event`` and the input age use the local receive clock: the grid time of the newest
@@ -84,26 +83,11 @@ from bot.ring import RingSet
 from models import inputs as model_inputs
 from models.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint
 
-__all__ = [
-    "HEADS",
-    "SHIPPED_DIR",
-    "Head",
-    "LoadedCheckpoint",
-    "ModelWorker",
-    "RingWindowSource",
-    "SignalFields",
-    "Target",
-    "WorkerSet",
-    "checkpoint_dir",
-    "collate",
-    "duration_label",
-    "explain_wait",
-    "load_checkpoint_file",
-    "load_workers",
-    "pick_device",
-    "split_output",
-    "to_device",
-]
+__all__ = [  # the public names of the three modules, importable from here as before the split
+    "HEADS", "SHIPPED_DIR", "Head", "LoadedCheckpoint", "ModelWorker", "RingWindowSource", "SignalFields", "Target",
+    "WorkerSet", "checkpoint_dir", "collate", "duration_label", "explain_wait", "load_checkpoint_file",
+    "load_workers", "pick_device", "split_output", "to_device",
+]  # fmt: skip
 
 log = structlog.get_logger(__name__)
 
