@@ -1,8 +1,11 @@
 """``python -m bot run --paper [--sim]``: the bot's main job.
 
-At this stage it starts the collectors (and, with ``--sim``, the loopback exchange in the same process),
-the ring buffers and the kline store on one event bus, and shows a live status (books, health, message
-rates) until Ctrl-C or ``--duration``. Models, strategies and execution plug into the same bus later.
+It starts the collectors (and, with ``--sim``, the loopback exchange in the same process), the ring
+buffers and the kline store, the model workers and the signal log, the venues' reference data (instrument
+rules, server time) and paper trading (``bot.trading``: strategies, risk gate, paper matcher, ledger, state
+database) on one event bus, and shows a live status (books and health, signals, positions, PnL, risk
+state, orders and fills) until Ctrl-C, SIGTERM or ``--duration``. On the way out it cancels open orders
+and writes a last equity snapshot.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ log = structlog.get_logger(__name__)
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run the bot (paper trading; --sim: against the loopback exchange)")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--paper", action="store_true", help="paper trading: orders are simulated (default)")
+    mode.add_argument("--paper", action="store_true",
+                      help="paper trading (default): orders are simulated against the live books, no keys needed")
     mode.add_argument("--live", action="store_true", help="live trading (needs BOT_LIVE_TRADING=yes as well)")
     p.add_argument("--sim", action="store_true", help="start the loopback exchange and use it instead of the venues")
     p.add_argument("--sim-data", type=Path, default=None, help="native recording for --sim (default: embedded demo)")
@@ -79,8 +83,10 @@ async def run_bot(
     from bot.feed import Collector
     from bot.klines import KlineStore, Resampler
     from bot.record import select, start_sim
+    from bot.reference import ReferenceData
     from bot.ring import RingSet
     from bot.signal_log import SignalLog
+    from bot.trading import start_paper_trading
     from bot.workers import load_workers
 
     bus = EventBus()
@@ -109,6 +115,8 @@ async def run_bot(
         slog = SignalLog.from_config(settings.signal_log) if settings.signal_log.enabled else None
         if slog is not None:
             slog.attach(bus)
+        reference = ReferenceData(settings, bus, clock, measure_skew=not sim)
+        trading = await start_paper_trading(stack, settings, bus, clock, collector.get_book)
         log.info("bot_started", mode="paper", sim=sim, venues=sorted(v.value for v in settings.enabled_venues()))
         status: dict[str, Any] = {}
         started = time.monotonic()
@@ -130,6 +138,7 @@ async def run_bot(
             st["signals"] = signals.summary()
             if slog is not None:
                 st["signal_log"] = slog.stats()
+            st["trading"] = trading.status()
             return st
 
         async def report() -> None:
@@ -141,11 +150,16 @@ async def run_bot(
 
         async with asyncio.TaskGroup() as tg:
             run_task = tg.create_task(collector.run())
-            helpers = [tg.create_task(report()), tg.create_task(grid_timer()), tg.create_task(workers.run())]
+            helpers = [tg.create_task(report()), tg.create_task(grid_timer()), tg.create_task(workers.run()),
+                       tg.create_task(reference.run())]
+            trading_tasks = await trading.run_tasks(tg)
             log_task = tg.create_task(slog.run()) if slog is not None else None
             waiter = tg.create_task(stop.wait())
             await asyncio.wait({run_task, waiter}, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
-            for t in (run_task, waiter, *helpers):
+            # Stop trading first, while the books still flow: cancel open orders and let the cancel latency
+            # pass, then a last snapshot; the state writer flushes what is queued when cancelled.
+            await trading.stop(cancel_open=True)
+            for t in (run_task, waiter, *helpers, *trading_tasks):
                 t.cancel()
             if log_task is not None:
                 log_task.cancel()  # the signal log writes what is still queued when cancelled
@@ -192,9 +206,20 @@ def _fmt(x: float | None, nd: int = 2) -> str:
     return f"{x:,.{nd}f}"
 
 
+def _finite(x: Any) -> Any:
+    """The status as strict JSON: NaN and infinities become null (``json`` would write ``NaN``)."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x
+
+
 def _render(status: dict[str, Any], tty: bool, final: bool = False) -> None:
     if not tty:
-        print(json.dumps({"status": status}, default=str), flush=True)
+        print(json.dumps({"status": _finite(status)}, default=str, allow_nan=False), flush=True)
         return
     mb = status.get("ring_bytes", 0) / 1e6
     lines = [f"bot run --paper   uptime {status.get('uptime_s', 0)} s   rings {mb:.1f} MB"]
@@ -215,7 +240,32 @@ def _render(status: dict[str, Any], tty: bool, final: bool = False) -> None:
     for x in sig.get("latest", []):
         probs = " ".join(f"{p:.2f}" for p in x["probabilities"]) or " ".join(f"{v:+.4g}" for v in x["values"])
         lines.append(f"  {x['model']:<22} {x['venue']:<13} {x['symbol']:<9} {x['horizon']:<16} {probs}")
+    lines.extend(_trading_lines(status.get("trading") or {}))
     if not final:
         sys.stdout.write("\x1b[H\x1b[2J")
     sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
+
+
+def _trading_lines(t: dict[str, Any]) -> list[str]:
+    if not t:
+        return []
+    risk = t.get("risk") or {}
+    alarms = risk.get("alarms") or {}
+    reason = f" (latched {risk.get('latched')}; alarms: {', '.join(alarms) or 'none'})" if risk.get("latched") else ""
+    lines = [
+        f"paper trading   state {t.get('state', '?').upper()}{reason}   equity {t.get('equity', '-')} USDT   "
+        f"orders {t.get('orders', 0)}  fills {t.get('fills', 0)}  denied {t.get('denied', 0)}  "
+        f"open {t.get('open_orders', 0)}"
+    ]
+    for venue, a in (t.get("accounts") or {}).items():
+        lines.append(f"  account {venue:<14} cash {a['cash']:>16}  equity {a['equity']:>16}  fees {a['fees']}")
+    for p in t.get("positions") or []:
+        if p["qty"] in ("0", "0E-8") and p["realized_pnl"] in ("0", "0E-8"):
+            continue
+        lines.append(f"  pos {p['venue']:<14}{p['symbol']:<10} qty {p['qty']:>12}  avg {p['avg_price']:>12}  "
+                     f"mark {p['mark'] or '-':>12}  upnl {p['unrealized_pnl']:>10}  rpnl {p['realized_pnl']:>10}")
+    denials = risk.get("denied_by_reason") or {}
+    if denials:
+        lines.append("  denied by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(denials.items())))
+    return lines

@@ -179,8 +179,8 @@ class Engine:
     def on_book(self, ev: BookUpdate) -> None:
         self._enter(ev.ts_recv)
         try:
-            if ev.bid_px > 0 and ev.ask_px > 0:
-                self.ledger.on_mark(ev.venue, ev.symbol, (ev.bid_px + ev.ask_px) / 2)
+            if ev.bid_px > 0 and ev.ask_px > 0:  # the exact mid of the two printed prices
+                self.ledger.on_mark(ev.venue, ev.symbol, (Decimal(repr(ev.bid_px)) + Decimal(repr(ev.ask_px))) / 2)
             self.gate.on_book(ev)
             if self._matcher is not None:
                 self._matcher.on_book(ev)

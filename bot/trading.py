@@ -1,0 +1,169 @@
+"""Paper trading, assembled: state database, ledger, risk gate, paper matcher, strategies and the engine.
+
+    start_paper_trading(stack, settings, bus, clock, books)      # in run_bot, after the collector exists
+      StateStore.open() ─► PersistedState (fills, open orders, latched trading state, next order id)
+      Ledger ◄─ persisted fills           RiskGate(state=persisted)        PaperExecution(books, live)
+      Engine(strategies, gate, paper, ledger).restore(...) ─► attach(bus)
+    tasks (run_tasks, inside the app's TaskGroup):
+      the state writer; a timer driving engine.on_time(now) (latency, exits, snapshots); the operator's
+      halt/reduce/resume from the state database every 0.5 s.
+
+This is the async edge of the order path: everything it wires is synchronous. A failed write to the state
+database halts trading (``RiskGate.halt("state_db_write_failed")``) instead of trading without a ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from bot.bus import EventBus
+from bot.clock import Clock
+from bot.config import BotSettings
+from bot.engine import Engine
+from bot.events import BookHealth, BookState, Venue
+from bot.execution.paper import BookView, PaperExecution
+from bot.ledger import Ledger
+from bot.risk import RiskGate
+from bot.state import StateStore
+from strategies import build_strategies
+
+log = structlog.get_logger(__name__)
+
+NS_PER_MS = 1_000_000
+TIMER_S = 0.02  # the paper latency is in the event clock; this is how finely live time reaches it
+CONTROL_POLL_S = 0.5
+
+
+class BookHealthView:
+    """Which books are LIVE, from ``BookHealth`` events (a book never reported is not LIVE)."""
+
+    def __init__(self) -> None:
+        self._state: dict[tuple[Venue, str], BookState] = {}
+
+    def on_health(self, ev: BookHealth) -> None:
+        self._state[(ev.venue, ev.symbol)] = ev.state
+
+    def live(self, venue: Venue, symbol: str) -> bool:
+        return self._state.get((venue, symbol)) is BookState.LIVE
+
+
+@dataclass
+class PaperTrading:
+    engine: Engine
+    ledger: Ledger
+    gate: RiskGate
+    paper: PaperExecution
+    store: StateStore
+    health: BookHealthView
+    clock: Clock
+    cancel_latency_s: float = 0.0
+
+    async def run_tasks(self, tg: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
+        """Start the writer, the timer and the control poll in ``tg``; returns them (cancel to stop)."""
+        return [
+            tg.create_task(self.store.run()),
+            tg.create_task(self._timer()),
+            tg.create_task(self._control()),
+        ]
+
+    async def _timer(self) -> None:
+        while True:
+            await asyncio.sleep(TIMER_S)
+            self.engine.on_time(self.clock.now_ns())
+
+    async def _control(self) -> None:
+        while True:
+            await asyncio.sleep(CONTROL_POLL_S)
+            for action in await self.store.poll_control():
+                self.apply(action.action)
+
+    def apply(self, action: str) -> None:
+        now = self.clock.now_ns()
+        if action == "halt":
+            self.engine.halt("operator", now)
+        elif action == "reduce":
+            self.engine.halt("operator", now, reduce=True)
+        elif action == "resume":
+            self.engine.resume(now)
+        else:
+            log.warning("control_action_unknown", action=action)
+
+    def status(self) -> dict[str, Any]:
+        positions = [
+            {"venue": p.venue.value, "symbol": p.symbol, "qty": str(p.qty), "avg_price": str(p.avg_price),
+             "mark": None if p.mark is None else str(p.mark), "unrealized_pnl": str(p.unrealized_pnl),
+             "realized_pnl": str(p.realized_pnl)}
+            for p in self.ledger.positions()
+        ]
+        accounts = {}
+        for venue in self.engine.accounts:
+            snap = self.ledger.snapshot(venue, self.clock.now_ns())
+            accounts[venue.value] = {"cash": str(snap.cash), "equity": str(snap.equity), "fees": str(snap.fees)}
+        return {
+            **self.engine.summary(),
+            "equity": str(self.ledger.equity()),
+            "accounts": accounts,
+            "positions": positions,
+            "risk": dict(self.gate.stats()),
+            "state_db": self.store.stats(),
+        }
+
+    async def stop(self, cancel_open: bool = True) -> None:
+        """Cancel open orders and wait out the cancel latency (the timer still runs), then a last snapshot."""
+        if cancel_open and self.engine.cancel_all(self.clock.now_ns(), reason="stop"):
+            await asyncio.sleep(self.cancel_latency_s + 3 * TIMER_S)
+        now = self.clock.now_ns()
+        self.engine.on_time(now)
+        self.engine.snapshot(now)
+
+
+async def start_paper_trading(
+    stack: contextlib.AsyncExitStack,
+    settings: BotSettings,
+    bus: EventBus,
+    clock: Clock,
+    books: Callable[[Venue, str], BookView | None],
+) -> PaperTrading:
+    """Open the state database, rebuild what it holds and wire the order path onto ``bus``."""
+    enabled = settings.enabled_venues()
+    engine_ref: list[Engine] = []
+
+    def on_store_failure(exc: Exception) -> None:
+        log.error("state_db_write_failed", error=str(exc) or type(exc).__name__, action="trading halted")
+        if engine_ref:
+            engine_ref[0].halt("state_db_write_failed", clock.now_ns())
+
+    store = StateStore(settings.state, on_failure=on_store_failure)
+    persisted = await store.open()
+    stack.push_async_callback(store.close)
+    accounts = [v for v in settings.paper.venues if v in enabled]
+    ledger = Ledger({v: settings.paper.venues[v].balances for v in accounts})
+    gate = RiskGate(settings.risk, ledger, bus.publish, state=persisted.trading_state)
+    gate.restore_equity(persisted.peak_equity, persisted.day_start_equity, persisted.day_start_ns)
+    health = BookHealthView()
+    bus.subscribe(BookHealth, health.on_health)
+    paper = PaperExecution(settings.paper, books, bus.publish, live=health.live)
+    strategies = build_strategies(settings.strategies)
+    engine = Engine(
+        strategies, gate, paper, ledger, accounts=accounts,
+        snapshot_every_ns=int(settings.state.snapshot_every_s * 1e9), next_seq=persisted.next_order_seq,
+    )
+    engine_ref.append(engine)
+    now = clock.now_ns()
+    engine.restore(persisted.fills, persisted.orders, now)
+    store.attach(bus)
+    engine.attach(bus)
+    log.info(
+        "paper_trading_ready", strategies=[s.name for s in strategies], accounts=[v.value for v in accounts],
+        restored_fills=len(persisted.fills), restored_open_orders=len(persisted.orders),
+        trading_state=gate.state.value, state_db=str(settings.state.db),
+    )
+    cancel_s = max((settings.paper.venues[v].cancel_latency_ms for v in accounts), default=0.0) / 1e3
+    return PaperTrading(engine=engine, ledger=ledger, gate=gate, paper=paper, store=store, health=health,
+                        clock=clock, cancel_latency_s=cancel_s)
