@@ -52,7 +52,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,7 +99,7 @@ SHIPPED_DIR = Path(models.__file__).resolve().parent / "checkpoints"
 DEFAULT_DIR = ModelsConfig.model_fields["dir"].default
 
 Serve = Literal["trained", "all"]
-InputBuilder = Any  # models.inputs.build_input's signature
+InputBuilder = Callable[..., Any]  # models.inputs.build_input's signature
 Key = tuple[Venue, str]
 
 
