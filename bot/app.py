@@ -100,8 +100,9 @@ async def run_bot(
     if warm_s > 1.0:
         log.info("kernels_compiled", seconds=round(warm_s, 1), note="first start after an install only")
     async with contextlib.AsyncExitStack() as stack:
+        exchange = None
         if sim:
-            settings, available = await start_sim(stack, settings, sim_data, speed)
+            settings, available, exchange = await start_sim(stack, settings, sim_data, speed)
             settings = select(settings, None, None, available=available)
         collector = Collector(settings, bus, clock)
         rings = RingSet.from_settings(settings, collector.get_book)
@@ -139,6 +140,9 @@ async def run_bot(
             if slog is not None:
                 st["signal_log"] = slog.stats()
             st["trading"] = trading.status()
+            st["model_status"] = workers.status_lines()
+            if exchange is not None:
+                st["sim"] = exchange.stats
             return st
 
         async def report() -> None:
@@ -240,6 +244,7 @@ def _render(status: dict[str, Any], tty: bool, final: bool = False) -> None:
     for x in sig.get("latest", []):
         probs = " ".join(f"{p:.2f}" for p in x["probabilities"]) or " ".join(f"{v:+.4g}" for v in x["values"])
         lines.append(f"  {x['model']:<22} {x['venue']:<13} {x['symbol']:<9} {x['horizon']:<16} {probs}")
+    lines.extend(f"  model {m}" for m in status.get("model_status", []))
     lines.extend(_trading_lines(status.get("trading") or {}))
     if not final:
         sys.stdout.write("\x1b[H\x1b[2J")

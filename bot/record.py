@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -40,6 +40,9 @@ from bot.errors import ConfigError, RecordingError
 from bot.events import Venue
 from bot.logs import setup_logging
 from bot.recording import MANIFEST, Record, RecordingWriter
+
+if TYPE_CHECKING:
+    from bot.sim.server import LoopbackExchange
 
 log = structlog.get_logger(__name__)
 
@@ -293,7 +296,7 @@ async def record(
     try:
         async with contextlib.AsyncExitStack() as stack:
             if sim:
-                settings, available = await start_sim(stack, settings, sim_data, speed)
+                settings, available, _ = await start_sim(stack, settings, sim_data, speed)
                 settings = select(settings, venues, symbols, available=available)
             enabled = settings.enabled_venues()
             try:
@@ -355,7 +358,7 @@ async def record(
 
 async def start_sim(
     stack: contextlib.AsyncExitStack, settings: BotSettings, sim_data: Path | None, speed: float | None
-) -> tuple[BotSettings, dict[Venue, tuple[str, ...]]]:
+) -> tuple[BotSettings, dict[Venue, tuple[str, ...]], LoopbackExchange]:
     """Start the loopback exchange in this process; every venue points at it (its URLs and depth).
 
     Returns the settings and the symbols the exchange serves per venue (venues it lacks: none).
@@ -395,4 +398,4 @@ async def start_sim(
         ov.pop("enabled", None)
         ov.pop("symbols", None)
         venues[venue] = cfg.model_copy(update=ov)
-    return settings.model_copy(update={"venues": venues}), available
+    return settings.model_copy(update={"venues": venues}), available, exchange

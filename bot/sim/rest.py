@@ -48,6 +48,9 @@ def error_middleware(venue: Venue | None, stats: SimStats, clock_ms: Callable[[]
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if _is_signed(request):  # counted, so a test can prove that paper mode never sends one
+            v = venue or (Venue.BYBIT_SPOT if request.query.get("category") == "spot" else Venue.BYBIT_LINEAR)
+            stats.counts[(v, "signed_requests")] += 1
         try:
             return await handler(request)
         except web.HTTPException:
@@ -64,6 +67,14 @@ def error_middleware(venue: Venue | None, stats: SimStats, clock_ms: Callable[[]
             return web.Response(body=orjson.dumps(body_bb), content_type=JSON)
 
     return guard
+
+
+_KEY_HEADERS = ("X-MBX-APIKEY", "X-BAPI-API-KEY", "X-BAPI-SIGN")
+
+
+def _is_signed(request: web.Request) -> bool:
+    """A request that carries an API key or a signature (Binance ``signature``, Bybit ``X-BAPI-*``)."""
+    return "signature" in request.query or any(h in request.headers for h in _KEY_HEADERS)
 
 
 def _spot_depth_weight(limit: int) -> int:
