@@ -1,6 +1,7 @@
-"""What every strategy needs and none should re-derive: mids from book events, quantities from notionals,
-the model horizon in seconds from a Signal's label, and (``Directional``) the per-symbol direction, entry
-time and time exit that the single-instrument kinds (threshold, multihorizon, forecaster) share.
+"""What every strategy needs and none should re-derive: mids (and the top of book) from book events,
+quantities from notionals, the model horizon in seconds from a Signal's label, and (``Directional``) the
+per-symbol direction, entry time and time exit that the single-instrument kinds (threshold, multihorizon,
+forecaster) share, with their orders' style and timeout (``strategies.limit``).
 
 A Signal's ``horizon`` is the workers' label (``bot.workers.duration_label``): ``"10s"``, ``"60m"``,
 ``"5s,10s,15s,20s"``. Parsing it here keeps strategies from hard-coding a checkpoint's horizon.
@@ -15,8 +16,9 @@ from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from bot.events import BookUpdate, Venue
-from bot.orders import Intent, TargetPosition
+from bot.orders import Intent, OrderUpdate, TargetPosition
 from strategies.base import NO_INTENTS, Strategy
+from strategies.limit import LimitOrders, MarketOrders, OrderStyle
 
 QTY_QUANTUM = Decimal("1e-8")  # finer than any venue's step; the risk gate rounds to the real step
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -45,13 +47,15 @@ def qty_for(notional: Decimal, mid: float, sign: int = 1) -> Decimal:
 
 
 class Mids:
-    """The latest mid and spread (bps of the mid) per (venue, symbol), from ``BookUpdate`` top of book.
+    """The latest mid, spread (bps of the mid) and top (best bid, best ask) per (venue, symbol), from
+    ``BookUpdate`` top of book.
 
-    A one-sided or crossed top is ignored: the previous good mid stays (the book heals or resyncs)."""
+    A one-sided or crossed top is ignored: the previous good one stays (the book heals or resyncs)."""
 
     def __init__(self) -> None:
         self._mid: dict[Key, float] = {}
         self._spread_bps: dict[Key, float] = {}
+        self._top: dict[Key, tuple[float, float]] = {}
 
     def on_book(self, b: BookUpdate) -> None:
         if b.bid_px > 0 and b.ask_px >= b.bid_px:
@@ -59,6 +63,10 @@ class Mids:
             key = (b.venue, b.symbol)
             self._mid[key] = mid
             self._spread_bps[key] = (b.ask_px - b.bid_px) / mid * 1e4
+            self._top[key] = (b.bid_px, b.ask_px)
+
+    def top(self, venue: Venue, symbol: str) -> tuple[float, float] | None:
+        return self._top.get((venue, symbol))
 
     def mid(self, venue: Venue, symbol: str) -> float | None:
         return self._mid.get((venue, symbol))
@@ -78,18 +86,31 @@ class Directional(Strategy):
     The direction is what the strategy asked for (its last ``TargetPosition``), not what filled: the engine
     owns getting there, and a later target simply replaces an earlier one. After a restart (``restore``) a
     restored position is held until the opposite signal, or for ``hold_s`` (when configured) counted from
-    the first event seen after the restart: its model horizon is not known before a signal."""
+    the first event seen after the restart: its model horizon is not known before a signal.
 
-    def __init__(self, name: str, venue: Venue, symbols: Sequence[str], models: Sequence[str]) -> None:
+    Limit orders (``style.order_type = "limit"``) may end unfilled: when one ends short of the target
+    (``LimitOrders.on_order``), the direction is set to what the position really is (flat: none; a failed
+    exit: the position's, with its old entry time and hold, so a time exit fires again) and the symbol is
+    *unreached* until the next target: a subclass treats a signal in the held direction as a new entry
+    then (``unreached``), so the strategy targets again at its next decision."""
+
+    def __init__(self, name: str, venue: Venue, symbols: Sequence[str], models: Sequence[str],
+                 style: OrderStyle | None = None) -> None:
         super().__init__(name, venue, symbols, models)
         self.mids = Mids()
         self.counts: collections.Counter[str] = collections.Counter()
+        self.orders = LimitOrders(name, venue, style or MarketOrders(), self.counts)
         self._dir: dict[str, int] = {}
-        self._entry_ns: dict[str, int | None] = {}
+        self._entry_ns: dict[str, int | None] = {}  # kept after an exit: a failed limit exit holds on
         self._hold_ns: dict[str, int | None] = {}
+        self._unreached: set[str] = set()
 
     def direction(self, symbol: str) -> int:
         return self._dir.get(symbol, 0)
+
+    def unreached(self, symbol: str) -> bool:
+        """An order for the last target of ``symbol`` ended short of it (see the class docstring)."""
+        return symbol in self._unreached
 
     def enter(self, symbol: str, direction: int, notional: Decimal, ts_ns: int, signal_ts: int,
               hold_s: float | None, reason: str) -> TargetPosition | None:
@@ -105,16 +126,18 @@ class Directional(Strategy):
         self.counts["entries_long" if direction > 0 else "entries_short"] += 1
         return self._target(symbol, qty, ts_ns, signal_ts, reason)
 
-    def exit(self, symbol: str, ts_ns: int, signal_ts: int | None, reason: str) -> TargetPosition:
+    def exit(self, symbol: str, ts_ns: int, signal_ts: int | None, reason: str, *,
+             time_exit: bool = False) -> TargetPosition:
         self._dir.pop(symbol, None)
-        self._entry_ns.pop(symbol, None)
-        self._hold_ns.pop(symbol, None)
         self.counts["exits"] += 1
-        return self._target(symbol, Decimal(0), ts_ns, signal_ts, reason)
+        return self._target(symbol, Decimal(0), ts_ns, signal_ts, reason, time_exit)
 
-    def _target(self, symbol: str, qty: Decimal, ts_ns: int, signal_ts: int | None, reason: str) -> TargetPosition:
-        return TargetPosition(ts_event=ts_ns, ts_recv=ts_ns, strategy=self.name, venue=self.venue, symbol=symbol,
-                              qty=qty, signal_ts=signal_ts, reason=reason)
+    def _target(self, symbol: str, qty: Decimal, ts_ns: int, signal_ts: int | None, reason: str,
+                time_exit: bool = False) -> TargetPosition:
+        self._unreached.discard(symbol)
+        return self.orders.target(symbol=symbol, qty=qty, position=self.position(self.venue, symbol),
+                                  top=self.mids.top(self.venue, symbol), ts_ns=ts_ns, signal_ts=signal_ts,
+                                  reason=reason, time_exit=time_exit)
 
     def time_exits(self, ts_ns: int) -> list[Intent]:
         out: list[Intent] = []
@@ -126,15 +149,42 @@ class Directional(Strategy):
             hold = self._hold_ns.get(symbol)
             if hold is not None and ts_ns - entry >= hold:
                 self.counts["time_exits"] += 1
-                out.append(self.exit(symbol, ts_ns, None, f"held {hold / NS_PER_S:g}s"))
+                out.append(self.exit(symbol, ts_ns, None, f"held {hold / NS_PER_S:g}s", time_exit=True))
         return out
 
     def on_book(self, b: BookUpdate) -> Sequence[Intent]:
         self.mids.on_book(b)
-        return self.time_exits(b.ts_recv) if self._dir else NO_INTENTS
+        return self._on_tick(b.ts_recv)
 
     def on_time(self, ts_ns: int) -> Sequence[Intent]:
-        return self.time_exits(ts_ns) if self._dir else NO_INTENTS
+        return self._on_tick(ts_ns)
+
+    def _on_tick(self, ts_ns: int) -> Sequence[Intent]:
+        cancels = self.orders.expired(ts_ns)
+        exits = self.time_exits(ts_ns) if self._dir else NO_INTENTS
+        return [*cancels, *exits] if cancels else exits
+
+    def on_order(self, o: OrderUpdate) -> Sequence[Intent]:
+        symbol = self.orders.on_order(o)
+        if symbol is not None:
+            self._settle(symbol)
+        return NO_INTENTS
+
+    def _settle(self, symbol: str) -> None:
+        """An order ended short of its target: the direction becomes what the position is."""
+        self._unreached.add(symbol)
+        pos = self.position(self.venue, symbol)
+        held = 1 if pos > 0 else -1 if pos < 0 else 0
+        if held == 0:
+            if self._dir.pop(symbol, None) is not None:
+                self.counts["unfilled_flat"] += 1
+        elif self._dir.get(symbol) != held:
+            self._dir[symbol] = held
+            self._entry_ns.setdefault(symbol, None)
+            if symbol not in self._hold_ns:
+                hold_s = self.restored_hold_s()
+                self._hold_ns[symbol] = None if hold_s is None else int(hold_s * NS_PER_S)
+            self.counts["unfilled_still_held"] += 1
 
     def restore(self, positions: Mapping[Key, Decimal]) -> None:
         super().restore(positions)

@@ -9,6 +9,28 @@ Common fields: ``name`` (unique), ``kind``, ``enabled``, ``model`` (the checkpoi
 the strategy reads, e.g. ``"tabl_binance-spot-btcusdt_h10"``), ``venue``, ``symbols``. Sizing is in the
 quote asset (USDT): ``notional`` per position for the single-instrument kinds, ``capital`` and
 ``max_position`` for the portfolio.
+
+How orders go (common to every kind, ``strategies.limit``): ``order_type = "market"`` (the default: every
+target is a market order) or ``"limit"``: a buy rests at the last best bid x (1 - ``limit_offset_bps`` /
+1e4), a sell at the last best ask x (1 + offset), post-only (``post_only``, default) or GTC. A limit order
+still open ``limit_timeout_s`` after it was placed (event clock; ``None``: never) is cancelled and the
+strategy targets again at its next decision. Exits go the same way as entries, except a time exit, which
+goes at market while ``exit_market`` (default) so a position is never stuck::
+
+    [[strategies]]
+    name = "tabl-maker"
+    kind = "threshold"
+    model = "tabl_binance-spot-btcusdt_h10"
+    venue = "binance_spot"
+    symbols = ["BTCUSDT"]
+    threshold = 0.45
+    notional = 100
+    hold_s = 60
+    order_type = "limit"      # rest at the touch instead of taking
+    limit_offset_bps = 0.5    # 0.5 bps behind the best price
+    post_only = true          # refused by the venue rather than taking
+    limit_timeout_s = 20      # cancelled after 20 s unfilled; the next signal targets again
+    exit_market = true        # the time exit takes, so the position is never stuck
 """
 
 from __future__ import annotations
@@ -34,6 +56,12 @@ class _Strategy(BaseModel):
     venue: Venue
     symbols: tuple[str, ...] = Field(min_length=1)
     allow_short: bool = False  # never on a spot venue (there is nothing to borrow)
+    # how orders go (strategies.limit); the defaults are market orders, as before these existed
+    order_type: Literal["market", "limit"] = "market"
+    limit_offset_bps: float = Field(default=0.0, ge=0, le=1000)  # behind the touch: buy below bid, sell above ask
+    post_only: bool = True  # limit orders as TimeInForce.POST_ONLY (else GTC)
+    limit_timeout_s: float | None = Field(default=30.0, gt=0)  # an open limit order this old is cancelled
+    exit_market: bool = True  # time exits at market whatever order_type says
 
     @field_validator("symbols")
     @classmethod

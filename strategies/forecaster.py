@@ -24,7 +24,7 @@ class ForecasterStrategy(Directional):
     kind = "forecaster"
 
     def __init__(self, cfg: ForecasterConfig) -> None:
-        super().__init__(cfg.name, cfg.venue, cfg.symbols, (cfg.model,))
+        super().__init__(cfg.name, cfg.venue, cfg.symbols, (cfg.model,), cfg)
         self.cfg = cfg
 
     def restored_hold_s(self) -> float | None:
@@ -54,7 +54,7 @@ class ForecasterStrategy(Directional):
         text = f"{label} {pred:+.2f} bps vs cost {cost:.2f}"
         if have != 0 and sign_of(pred) == -have and not (d == -have and (d > 0 or self.cfg.allow_short)):
             return [*out, self.exit(s.symbol, s.ts_recv, s.ts_recv, f"reversed: {text}")]
-        if d == 0 or d == have:
+        if d == 0 or (d == have and not self.unreached(s.symbol)):
             if d == 0 and have == 0:
                 self.counts["below_cost"] += 1
             return out

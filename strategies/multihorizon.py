@@ -49,7 +49,7 @@ class MultiHorizonStrategy(Directional):
     kind = "multihorizon"
 
     def __init__(self, cfg: MultiHorizonConfig) -> None:
-        super().__init__(cfg.name, cfg.venue, cfg.symbols, (cfg.model,))
+        super().__init__(cfg.name, cfg.venue, cfg.symbols, (cfg.model,), cfg)
         self.cfg = cfg
 
     def restored_hold_s(self) -> float | None:
@@ -77,7 +77,7 @@ class MultiHorizonStrategy(Directional):
         p_dir, p_opp = (p_up, p_down) if d > 0 else (p_down, p_up)
         label = f"{'up' if d > 0 else 'down'} {p_dir:.3f} > {thr:g}, agreement {agreement:.2f}"
         qualifies = agreement >= self.cfg.min_agreement and (d > 0 or self.cfg.allow_short)
-        if have == d:
+        if have == d and not self.unreached(s.symbol):
             return out
         if not qualifies:
             if have == -d:  # the opposite direction passed the threshold: the position's premise is gone

@@ -14,6 +14,10 @@ have closed since the last rebalance (a bar = a new open time on any of the asse
 "signals"`` counts complete steps instead), or (c) some asset's target weight differs from the weight it
 holds now by more than ``drift_band``. The weight held is the last target quantity at the current mid over
 ``capital``: price moves drift it, and so do the model's new weights.
+
+Limit orders (``order_type = "limit"``, ``strategies.limit``): an asset whose order ended short of its
+target (rejected, or cancelled at ``limit_timeout_s``) holds what filled, and the next complete step
+rebalances (reason ``unfilled``) so the strategy targets again.
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ from decimal import Decimal
 from typing import Any
 
 from bot.events import BookUpdate, KlineClosed, Signal
-from bot.orders import Intent, TargetPosition
+from bot.orders import Intent, OrderUpdate
 from strategies.base import NO_INTENTS, Strategy
 from strategies.common import Mids, qty_for, sign_of
 from strategies.config import PortfolioConfig
+from strategies.limit import LimitOrders
 
 
 class PortfolioStrategy(Strategy):
@@ -40,6 +45,8 @@ class PortfolioStrategy(Strategy):
         self.cfg = cfg
         self.mids = Mids()
         self.counts: collections.Counter[str] = collections.Counter()
+        self.orders = LimitOrders(cfg.name, cfg.venue, cfg, self.counts)
+        self._unreached: set[str] = set()  # symbols whose order ended short of the target
         self._step_ts: int | None = None  # data time of the step being collected
         self._step: dict[str, Signal] = {}
         self._closes: dict[str, collections.deque[float]] = {
@@ -55,6 +62,16 @@ class PortfolioStrategy(Strategy):
 
     def on_book(self, b: BookUpdate) -> Sequence[Intent]:
         self.mids.on_book(b)
+        return self.orders.expired(b.ts_recv)
+
+    def on_time(self, ts_ns: int) -> Sequence[Intent]:
+        return self.orders.expired(ts_ns)
+
+    def on_order(self, o: OrderUpdate) -> Sequence[Intent]:
+        symbol = self.orders.on_order(o)
+        if symbol is not None:  # it holds what filled; the next step targets again
+            self._held[symbol] = self.position(self.venue, symbol)
+            self._unreached.add(symbol)
         return NO_INTENTS
 
     def on_bar(self, k: KlineClosed) -> Sequence[Intent]:
@@ -142,6 +159,8 @@ class PortfolioStrategy(Strategy):
                 if held is not None and abs(target - held) > cfg.drift_band:
                     reason = f"drift {sym} {held:.3f} -> {target:.3f}"
                     break
+        if not reason and self._unreached:
+            reason = f"unfilled {','.join(sorted(self._unreached))}"
         if not reason:
             return []
         out: list[Intent] = []
@@ -152,9 +171,10 @@ class PortfolioStrategy(Strategy):
                 continue
             qty = qty_for(abs(notional[sym]), mid, sign_of(float(notional[sym])))
             self._held[sym] = qty
-            out.append(TargetPosition(
-                ts_event=ts_ns, ts_recv=ts_ns, strategy=self.name, venue=self.venue, symbol=sym, qty=qty,
-                signal_ts=step[sym].ts_recv, reason=f"rebalance ({reason}): w {weights[sym]:.3f}",
+            self._unreached.discard(sym)
+            out.append(self.orders.target(
+                symbol=sym, qty=qty, position=self.position(self.venue, sym), top=self.mids.top(self.venue, sym),
+                ts_ns=ts_ns, signal_ts=step[sym].ts_recv, reason=f"rebalance ({reason}): w {weights[sym]:.3f}",
             ))
         if out:
             self._rebalanced = True

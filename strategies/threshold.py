@@ -22,7 +22,7 @@ class ThresholdStrategy(Directional):
     kind = "threshold"
 
     def __init__(self, cfg: ThresholdConfig) -> None:
-        super().__init__(cfg.name, cfg.venue, cfg.symbols, (cfg.model,))
+        super().__init__(cfg.name, cfg.venue, cfg.symbols, (cfg.model,), cfg)
         self.cfg = cfg
 
     def restored_hold_s(self) -> float | None:
@@ -41,7 +41,7 @@ class ThresholdStrategy(Directional):
         thr = self.cfg.threshold
         want = 1 if p_up > thr and p_up >= p_down else -1 if p_down > thr and p_down > p_up else 0
         have = self.direction(s.symbol)
-        if want == 0 or want == have:
+        if want == 0 or (want == have and not self.unreached(s.symbol)):
             return out
         label = f"{'up' if want > 0 else 'down'} {max(p_up, p_down):.3f} > {thr:g}"
         if want < 0 and not self.cfg.allow_short:
