@@ -58,6 +58,9 @@ class VenueConfig(Section):
     # Binance USD-M routes streams by family since 2026; the path for each family is configurable.
     ws_path: str = ""
     ws_kline_path: str = ""
+    # Perpetuals (bybit_linear, binance_usdm): subscribe to the funding rate (Bybit tickers, Binance
+    # markPrice@1s) and publish FundingRate for the paper ledger. Spot has no funding: ignored there.
+    funding: bool = True
     api_key: SecretStr | None = None
     api_secret: SecretStr | None = None
 

@@ -42,6 +42,8 @@ from bot.events import BookState, KlineClosed, Side, Trade, Venue
 from bot.recording_kernels import route
 from bot.venues._shared import DECODE_ERRORS, NS_PER_MS, BookAdapter
 from bot.venues.base import NO_CLOCK, ConnectionSpec, NeedSnapshot, Publish, ReplayClock
+from bot.venues.binance_funding import MARK_PRICE_STREAM, MarkPriceUpdate, funding_args
+from bot.venues.funding import FundingFilter
 from bot.venues.levels import Price, Size, WireLevels, parse_pair
 
 if TYPE_CHECKING:
@@ -262,6 +264,7 @@ class Kind(StrEnum):
     BOOK_TICKER = "book_ticker"
     TRADE = "trade"
     KLINE = "kline"
+    MARK_PRICE = "mark_price"  # USD-M funding rate (bot.venues.binance_funding)
     SHUTDOWN = "shutdown"
     RESPONSE = "response"
     UNKNOWN = "unknown"
@@ -295,6 +298,7 @@ _ENV_SNAPSHOT = msgspec.json.Decoder(Envelope[DepthSnapshot], strict=False)
 _ENV_TRADE = msgspec.json.Decoder(Envelope[WireTrade], strict=False)
 _ENV_KLINE = msgspec.json.Decoder(Envelope[WireKline], strict=False)
 _ENV_TICKER = msgspec.json.Decoder(Envelope[BookTicker], strict=False)
+_ENV_MARK = msgspec.json.Decoder(Envelope[MarkPriceUpdate], strict=False)
 _ENV_ANY = msgspec.json.Decoder(Envelope[msgspec.Raw])
 _ANY = msgspec.json.Decoder(dict[str, Any])
 _REST_KLINES = msgspec.json.Decoder(list[RestKline], strict=False)
@@ -305,6 +309,7 @@ _TYPES: dict[Kind, type] = {
     Kind.BOOK_TICKER: BookTicker,
     Kind.TRADE: WireTrade,
     Kind.KLINE: WireKline,
+    Kind.MARK_PRICE: MarkPriceUpdate,
     Kind.SHUTDOWN: ServerShutdown,
     Kind.RESPONSE: Response,
 }
@@ -323,6 +328,8 @@ def stream_kind(stream: str, futures: bool = False) -> Kind:
         return Kind.KLINE
     if rest == "bookTicker":
         return Kind.BOOK_TICKER
+    if rest in ("markPrice", "markPrice@1s"):
+        return Kind.MARK_PRICE
     return Kind.UNKNOWN
 
 
@@ -335,6 +342,8 @@ def _payload_kind(obj: dict[str, Any]) -> Kind:
         return Kind.TRADE
     if e == "kline":
         return Kind.KLINE
+    if e == "markPriceUpdate":
+        return Kind.MARK_PRICE
     if e == "bookTicker" or (e is None and {"u", "s", "b", "B", "a", "A"} <= obj.keys()):
         return Kind.BOOK_TICKER
     if e == "serverShutdown":
@@ -471,6 +480,7 @@ class _BinanceAdapter(BookAdapter):
         self._sync = {s: _SymbolSync() for s in self.symbols}
         self.partial = bool(_PARTIAL_RE.match(cfg.depth))
         self.shutdown_notices = 0
+        self.funding = FundingFilter(self.venue) if cfg.funding and self.futures else None  # spot: no funding
         # The hot path's table: the head of a combined-stream frame up to the end of the stream name
         # ('{"stream":"btcusdt@trade"') -> (handler, symbol); the handler None means "skip, no decoding".
         routes: dict[str, tuple[Handler | None, str]] = {}
@@ -482,6 +492,8 @@ class _BinanceAdapter(BookAdapter):
                 routes[f"{low}@kline_{i}"] = (self._on_kline, s)
             # Not subscribed by connections(), but present in recordings: counted as ignored, not decoded.
             routes[f"{low}@bookTicker"] = (None, s)
+            if self.funding is not None:
+                routes[f"{low}@{MARK_PRICE_STREAM}"] = (self._on_mark_price, s)
         self._routes = {f'{{"stream":"{name}"': r for name, r in routes.items()}
         self._payload_at = {s: f'{{"stream":"{s.lower()}@{cfg.depth}","data":{{'.encode() for s in self.symbols}
         self._routes_b = {k.encode(): r for k, r in self._routes.items()}
@@ -496,6 +508,7 @@ class _BinanceAdapter(BookAdapter):
 
     # -- connection plan -------------------------------------------------------------------------
     def _streams(self) -> tuple[list[str], list[str]]:
+        """(book-tier streams, market-tier streams: klines, then mark prices on USD-M with funding)."""
         cfg = self.cfg
         book: list[str] = []
         klines: list[str] = []
@@ -505,6 +518,8 @@ class _BinanceAdapter(BookAdapter):
             if cfg.trades:
                 book.append(f"{low}@trade")
             klines.extend(f"{low}@kline_{i}" for i in cfg.klines)
+        if self.funding is not None:
+            klines.extend(f"{s.lower()}@{MARK_PRICE_STREAM}" for s in self.symbols)
         return book, klines
 
     def connections(self) -> list[ConnectionSpec]:
@@ -651,6 +666,8 @@ class _BinanceAdapter(BookAdapter):
             self.publish(to_trade(self.venue, symbol, f.msg, ts_recv))
         elif f.kind is Kind.KLINE:
             self._kline(f.msg, symbol, ts_recv)
+        elif f.kind is Kind.MARK_PRICE and self.funding is not None:
+            self._mark_price(f.msg, symbol, ts_recv)
         else:  # bookTicker and unknown streams: not ours to act on
             self.ignored += 1
 
@@ -869,6 +886,18 @@ class _BinanceAdapter(BookAdapter):
         if not k.x:
             return
         ev = self._kline_closed(symbol, k.t, k.T - k.t + 1, (k.o, k.h, k.l, k.c, k.v), ts_recv, "ws")
+        if ev is not None:
+            self.publish(ev)
+
+    def _on_mark_price(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
+        self._mark_price(_ENV_MARK.decode(data).data, symbol, ts_recv)
+
+    def _mark_price(self, msg: MarkPriceUpdate, symbol: str, ts_recv: int) -> None:
+        if msg.s != symbol:
+            raise MalformedMessage(f"mark price of {msg.s} on the stream of {symbol}")
+        if self.funding is None:  # routed only with funding on
+            return
+        ev = self.funding.update(symbol, *funding_args(msg), ts_recv)
         if ev is not None:
             self.publish(ev)
 

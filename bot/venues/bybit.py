@@ -34,6 +34,7 @@ from bot.errors import MalformedMessage
 from bot.events import BookState, KlineClosed, Side, Trade, Venue
 from bot.venues._shared import DECODE_ERRORS, NS_PER_MS, BookAdapter
 from bot.venues.base import ConnectionSpec, Publish, Resubscribe
+from bot.venues.funding import FundingFilter, float_decimal
 from bot.venues.levels import Price, Size, WireLevels, parse_pair
 
 log = structlog.get_logger(__name__)
@@ -189,6 +190,8 @@ class TickerData(msgspec.Struct):
     ask1Size: float | None = None
     markPrice: float | None = None
     indexPrice: float | None = None
+    fundingRate: str | None = None  # linear only; kept as text for an exact Decimal
+    nextFundingTime: int | None = None  # ms, sent as a string
 
 
 class TickerMsg(msgspec.Struct):
@@ -196,6 +199,15 @@ class TickerMsg(msgspec.Struct):
 
         {"topic":"tickers.ETHUSDT","type":"delta","data":{"symbol":"ETHUSDT","bid1Price":"1922.49",
          "bid1Size":"153.59"},"cs":430879421964,"ts":1786310819274}
+
+    A linear snapshot carries the funding fields (cut)::
+
+        {"topic":"tickers.BTCUSDT","type":"snapshot","data":{"symbol":"BTCUSDT",...,"markPrice":"65117.44",
+         ...,"fundingIntervalHour":"8","fundingCap":"0.005",...,"nextFundingTime":"1786320000000",
+         "fundingRate":"0.0001",...},"cs":753843900397,"ts":1786310817583}
+
+    and a delta only when the rate changes: ``{"topic":"tickers.ETHUSDT","type":"delta","data":{
+    "symbol":"ETHUSDT",...,"fundingRate":"0.00004709",...},...}`` (no ``nextFundingTime``).
 
     Spot sends snapshots only, each with a subset of fields (``lastPrice``, ``usdIndexPrice``, ...).
     """
@@ -256,6 +268,26 @@ class RestKlines(msgspec.Struct):
     retCode: int
     retMsg: str = ""
     result: RestKlineResult | None = None
+
+
+class FundingView(NamedTuple):
+    """The funding fields of a linear ticker, deltas merged in (None / nan where never sent)."""
+
+    rate: str | None
+    next_funding_ms: int | None
+    mark_px: float
+
+
+def merge_funding(prev: FundingView | None, msg: TickerMsg) -> FundingView:
+    """``merge_ticker`` for the funding fields: a snapshot replaces, a delta keeps what it does not carry."""
+    d = msg.data
+    if prev is None or msg.type == "snapshot":
+        prev = FundingView(None, None, _NAN)
+    return FundingView(
+        prev.rate if d.fundingRate is None else d.fundingRate,
+        prev.next_funding_ms if d.nextFundingTime is None else d.nextFundingTime,
+        prev.mark_px if d.markPrice is None else d.markPrice,
+    )
 
 
 class Ticker(NamedTuple):
@@ -348,6 +380,11 @@ class _BybitAdapter(BookAdapter):
         super().__init__(cfg, book_cfg, publish, live=live)
         self.synced: dict[str, bool] = dict.fromkeys(self.symbols, False)
         self.tickers: dict[str, Ticker] = {}
+        # Funding (linear, cfg.funding): tickers subscribed, FundingRate published when the rate changes.
+        self.funding: FundingFilter | None = None
+        if cfg.funding and self.category == "linear":
+            self.funding = FundingFilter(self.venue)
+        self.funding_views: dict[str, FundingView] = {}
         self.subscribe_failures: list[str] = []
         self.pongs = 0
         self._waiting: dict[str, int] = dict.fromkeys(self.symbols, 0)  # deltas ignored since the last request
@@ -372,6 +409,8 @@ class _BybitAdapter(BookAdapter):
             if self.cfg.trades:
                 out.append(f"publicTrade.{s}")
             out.extend(f"kline.{INTERVAL_CODES[i]}.{s}" for i in self.cfg.klines)
+        if self.funding is not None:
+            out.extend(f"tickers.{s}" for s in self.symbols)
         return out
 
     @staticmethod
@@ -476,7 +515,7 @@ class _BybitAdapter(BookAdapter):
         elif isinstance(msg, KlineMsg):
             self._klines(msg, symbol, ts_recv)
         elif isinstance(msg, TickerMsg):
-            self.tickers[symbol] = merge_ticker(self.tickers.get(symbol), msg)
+            self._ticker(msg, symbol, ts_recv)
         else:
             self.ignored += 1
 
@@ -577,7 +616,17 @@ class _BybitAdapter(BookAdapter):
                     self.publish(ev)
 
     def _on_ticker(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
-        self.tickers[symbol] = merge_ticker(self.tickers.get(symbol), _TICKER.decode(data))
+        self._ticker(_TICKER.decode(data), symbol, ts_recv)
+
+    def _ticker(self, msg: TickerMsg, symbol: str, ts_recv: int) -> None:
+        self.tickers[symbol] = merge_ticker(self.tickers.get(symbol), msg)
+        if self.funding is None:
+            return
+        view = self.funding_views[symbol] = merge_funding(self.funding_views.get(symbol), msg)
+        mark = float_decimal(view.mark_px)
+        ev = self.funding.update(symbol, view.rate, view.next_funding_ms, mark, msg.ts * NS_PER_MS or ts_recv, ts_recv)
+        if ev is not None:
+            self.publish(ev)
 
 
 class BybitSpotAdapter(_BybitAdapter):
