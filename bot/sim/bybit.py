@@ -13,7 +13,9 @@ shallower one (``orderbook.50`` from a recorded ``orderbook.200``) is derived: e
 becomes the change of the top N levels, with removals for levels pushed out, numbered by its own ``u``
 (``DepthView``); ``orderbook.1`` pushes a snapshot whenever the top changes. An op whose handling fails
 unexpectedly is answered ``{"success":false,"ret_msg":"error:internal error",...}`` and counted
-(``handler_errors``); the connection stays open.
+(``handler_errors``); the connection stays open. A new ``tickers.SYM`` subscription gets the current
+ticker at once, as a snapshot (the last replayed snapshot with the deltas since merged in,
+``note_ticker``), then the recorded frames, as the venue sends its ticker.
 """
 
 from __future__ import annotations
@@ -31,11 +33,29 @@ from bot.sim.ws import Conn, DerivedStream, VenueHub, report_handler_error
 
 def publish(hub: VenueHub, item: Item, parsed: Any) -> None:
     """Recorded topics to their subscribers (renamed for deeper aliases), then the derived shallower books."""
+    if item.topic.startswith("tickers."):
+        note_ticker(hub, item)
     subs = hub.topic_subs.get(item.topic)
     if subs:
         _publish_bybit(hub, item, subs, parsed)
     if isinstance(item.book, BbBook) and hub.views:
         _publish_views(hub, item.book)
+
+
+def note_ticker(hub: VenueHub, item: Item) -> None:
+    """Keep the current ticker of a topic (the venue sends it on subscription; its deltas carry only the
+    fields that changed, so a late subscriber has nothing to merge them into without it)."""
+    msg = orjson.loads(item.raw)
+    data = msg.get("data") if isinstance(msg, dict) else None
+    if not isinstance(data, dict):
+        return
+    if msg.get("type") == "snapshot":
+        hub.tickers[item.topic] = {**msg, "data": dict(data)}  # the frame's own key order
+        return
+    current = hub.tickers.get(item.topic)
+    if current is not None:  # a delta before any snapshot has nothing to merge into
+        current["data"].update(data)
+        current.update({k: msg[k] for k in ("ts", "cs") if k in msg})
 
 
 def _publish_bybit(hub: VenueHub, item: Item, subs: dict[Conn, str], parsed: Any) -> None:
@@ -244,6 +264,7 @@ def _bybit_op(hub: VenueHub, conn: Conn, text: str) -> str | None:
         return _bybit_ack(hub, conn, op, False, f"error:args size >{hub.timings.bybit_spot_max_args}", req_id)
     failure = ""
     books: list[tuple[str, str, int]] = []
+    tickers: list[str] = []
     for topic in args:
         if op == "unsubscribe":
             hub.unsubscribe(conn, topic)
@@ -260,7 +281,11 @@ def _bybit_op(hub: VenueHub, conn: Conn, text: str) -> str | None:
             books.append((topic, symbol, depth))
         else:
             hub.subscribe(conn, topic, topic)  # recorded as it is, or silent
+            if topic in hub.tickers:
+                tickers.append(topic)
     conn.send(_bybit_ack(hub, conn, op, not failure, failure, req_id), control=True)
     for topic, symbol, depth in books:  # the ack comes first, then the book, as on the venue
         subscribe_book(hub, conn, topic, symbol, depth)
+    for topic in tickers:  # and the current ticker
+        conn.send(orjson.dumps(hub.tickers[topic]).decode())
     return None

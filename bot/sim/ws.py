@@ -255,6 +255,7 @@ class VenueHub:
         self.topic_subs: dict[str, dict[Conn, str]] = {}  # recorded topic -> {conn: client name}
         self.partial_subs: dict[str, dict[Conn, dict[str, int]]] = {}  # symbol -> {conn: {name: levels}}
         self.views: dict[tuple[str, int], DerivedStream] = {}  # Bybit (symbol, depth) -> derived book
+        self.tickers: dict[str, dict[str, Any]] = {}  # Bybit tickers topic -> current ticker (bot.sim.bybit)
         self.clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)  # set to the runner's clock
 
     # -- bookkeeping -------------------------------------------------------------------------------
