@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
@@ -33,10 +34,10 @@ NEXT_FUNDING_NS = 1786320000000 * 1_000_000  # every recorded symbol's nextFundi
 SESSION_MS = (1786310817000, 1786310862000)  # the Bybit session's venue times (ts), ms
 
 
-async def _until(cond: object, what: str, within_s: float = 20.0) -> None:
+async def _until(cond: Callable[[], bool], what: str, within_s: float = 20.0) -> None:
     try:
         async with asyncio.timeout(within_s):
-            while not cond():  # type: ignore[operator]  # noqa: ASYNC110 - collector state, no event to wait on
+            while not cond():  # noqa: ASYNC110 - collector state, no event to wait on
                 await asyncio.sleep(0.01)
     except TimeoutError:
         raise AssertionError(f"timed out after {within_s} s waiting for: {what}") from None
