@@ -102,8 +102,9 @@ class LimitOrders:
             if top is None:
                 self.counts["limit_without_book"] += 1
             else:
-                bid, ask = top
-                price = Decimal(repr(bid)) * (1 - self.offset) if side > 0 else Decimal(repr(ask)) * (1 + self.offset)
+                price = Decimal(repr(top[0] if side > 0 else top[1]))
+                if self.offset:
+                    price *= 1 - self.offset if side > 0 else 1 + self.offset
                 order_type = OrderType.LIMIT
                 tif = TimeInForce.POST_ONLY if self.post_only else TimeInForce.GTC
                 self.counts["limit_targets"] += 1
