@@ -5,6 +5,9 @@
     multihorizon    MultiHorizonStrategy    multiscale direction probabilities + multi-horizon returns
     portfolio       PortfolioStrategy       crossasset per-asset returns and portfolio weights
     forecaster      ForecasterStrategy      lobforecast predicted mid move and spread (bps)
+
+Every kind sends its targets at market (the default) or as resting limit orders with a timeout
+(``strategies.limit``; the config fields in ``strategies.config``).
 """
 
 from __future__ import annotations
