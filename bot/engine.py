@@ -173,6 +173,15 @@ class Engine:
         restore = getattr(self.execution, "restore", None)
         if restore is not None and open_orders:
             restore(list(open_orders), ts_ns)
+        # each strategy learns its own open orders (to time them out, or count them toward its targets)
+        self._enter(ts_ns)
+        try:
+            for o in open_orders:
+                owner = self._by_name.get(o.strategy)
+                if owner is not None:
+                    self._call(owner, owner.on_order, o)
+        finally:
+            self._leave()
 
     # -- market events ----------------------------------------------------------------------------------
 

@@ -88,8 +88,9 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
 
 class TargetPosition(Event, frozen=True, kw_only=True):
     """"Hold ``qty`` (signed base quantity) of ``symbol`` on ``venue``": the engine turns the difference to
-    the current position (net of open orders) into an order. ``signal_ts``: ``ts_recv`` of the signal the
-    decision rests on (None: no signal, e.g. a time exit); the risk gate refuses stale ones."""
+    the current position (net of open orders) into an order. ``signal_ts``: ``ts_event`` (the data time)
+    of the signal the decision rests on (None: no signal, e.g. a time exit); the risk gate refuses stale
+    ones."""
 
     strategy: str
     venue: Venue

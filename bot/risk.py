@@ -26,7 +26,8 @@ Rounding never increases risk: qty down to the step, a limit buy's price down to
 Trading state = the worse of a *latched* state and the *live alarms*:
 
 * latched (stays until ``resume``): drawdown kill switches (daily from the UTC day's first equity, and
-  from peak equity: HALTED), venue rejections (``max_rejects`` within ``reject_window_s``: HALTED), and the
+  from peak equity: HALTED), venue rejections (``max_rejects`` within ``reject_window_s``: HALTED; post-only
+  orders refused for crossing are expected and not counted), and the
   operator (``halt``/``reduce``). ``resume`` clears the latched state and rebases the drawdown references
   at the last equity seen (the operator has accepted that loss), but live alarms still apply.
 * live alarms (REDUCING while they last, NOT latched: the state goes back by itself when they clear):
@@ -92,6 +93,12 @@ class ExposureView(Protocol):
     def mark(self, venue: Venue, symbol: str) -> Decimal | None: ...
     def equity(self, venue: Venue | None = None) -> Decimal: ...
     def gross_exposure(self) -> Decimal: ...
+
+
+# Rejections that are a venue working as it should, not a sign of trouble: a post-only order that would
+# have crossed on arrival (a limit strategy at the touch sees one in five). They do not count toward
+# ``max_rejects``.
+EXPECTED_REJECTIONS = frozenset({"post_only_would_cross"})
 
 
 class RiskStats(TypedDict):
@@ -380,7 +387,8 @@ class RiskGate:
                 self._open[o.client_order_id] = (key, side, max(o.qty - o.filled_qty, ZERO))
         else:
             self._open.pop(o.client_order_id, None)
-        if o.status is not OrderStatus.REJECTED or o.client_order_id in self._rejected_ids:
+        if (o.status is not OrderStatus.REJECTED or o.client_order_id in self._rejected_ids
+                or o.reason in EXPECTED_REJECTIONS):
             return
         ts = o.ts_recv
         self._rejects.append((ts, o.client_order_id))

@@ -7,6 +7,9 @@ nothing else, and answers each with zero or more intents (``bot.orders``: ``Targ
 events in, takes the intents out through the risk gate to execution, and the replay engine drives the very
 same objects from a recording.
 
+An intent that rests on a signal carries ``signal_ts = signal.ts_event``: the data time of the signal's
+newest input, so the risk gate's ``max_signal_age_s`` bounds how old the data behind an order may be.
+
 ``position(venue, symbol)`` is this strategy's own position, kept from its own fills (and restored from the
 state database after a restart by ``restore``), so two strategies on one symbol never trade each other's
 inventory.

@@ -53,7 +53,7 @@ class ForecasterStrategy(Directional):
         d = sign_of(pred) if abs(pred) > cost else 0
         text = f"{label} {pred:+.2f} bps vs cost {cost:.2f}"
         if have != 0 and sign_of(pred) == -have and not (d == -have and (d > 0 or self.cfg.allow_short)):
-            return [*out, self.exit(s.symbol, s.ts_recv, s.ts_recv, f"reversed: {text}")]
+            return [*out, self.exit(s.symbol, s.ts_recv, s.ts_event, f"reversed: {text}")]
         if d == 0 or (d == have and not self.unreached(s.symbol)):
             if d == 0 and have == 0:
                 self.counts["below_cost"] += 1
@@ -65,7 +65,7 @@ class ForecasterStrategy(Directional):
         if hold is None:
             secs = horizon_seconds(label)
             hold = secs[0] if secs else None
-        t = self.enter(s.symbol, d, self.cfg.notional, s.ts_recv, s.ts_recv, hold, text)
+        t = self.enter(s.symbol, d, self.cfg.notional, s.ts_recv, s.ts_event, hold, text)
         if t is not None:
             out.append(t)
         return out

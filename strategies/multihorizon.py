@@ -81,7 +81,7 @@ class MultiHorizonStrategy(Directional):
             return out
         if not qualifies:
             if have == -d:  # the opposite direction passed the threshold: the position's premise is gone
-                out.append(self.exit(s.symbol, s.ts_recv, s.ts_recv, f"{label}: flat"))
+                out.append(self.exit(s.symbol, s.ts_recv, s.ts_event, f"{label}: flat"))
             else:
                 self.counts["not_agreed" if agreement < self.cfg.min_agreement else "no_short"] += 1
             return out
@@ -89,13 +89,13 @@ class MultiHorizonStrategy(Directional):
         if notional <= 0:
             self.counts["kelly_no_bet"] += 1
             if have == -d:
-                out.append(self.exit(s.symbol, s.ts_recv, s.ts_recv, f"{label}: flat (no edge)"))
+                out.append(self.exit(s.symbol, s.ts_recv, s.ts_event, f"{label}: flat (no edge)"))
             return out
         hold = self.cfg.hold_s
         if hold is None:
             horizons = horizon_seconds(s.horizon)
             hold = horizons[0] if horizons else None
-        t = self.enter(s.symbol, d, notional, s.ts_recv, s.ts_recv, hold, f"{label}, {self.cfg.sizing} {notional:.2f}")
+        t = self.enter(s.symbol, d, notional, s.ts_recv, s.ts_event, hold, f"{label}, {self.cfg.sizing} {notional:.2f}")
         if t is not None:
             out.append(t)
         return out

@@ -174,7 +174,7 @@ class PortfolioStrategy(Strategy):
             self._unreached.discard(sym)
             out.append(self.orders.target(
                 symbol=sym, qty=qty, position=self.position(self.venue, sym), top=self.mids.top(self.venue, sym),
-                ts_ns=ts_ns, signal_ts=step[sym].ts_recv, reason=f"rebalance ({reason}): w {weights[sym]:.3f}",
+                ts_ns=ts_ns, signal_ts=step[sym].ts_event, reason=f"rebalance ({reason}): w {weights[sym]:.3f}",
             ))
         if out:
             self._rebalanced = True

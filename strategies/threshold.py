@@ -46,13 +46,13 @@ class ThresholdStrategy(Directional):
         label = f"{'up' if want > 0 else 'down'} {max(p_up, p_down):.3f} > {thr:g}"
         if want < 0 and not self.cfg.allow_short:
             if have > 0:
-                out.append(self.exit(s.symbol, s.ts_recv, s.ts_recv, f"{label}: flat (no short)"))
+                out.append(self.exit(s.symbol, s.ts_recv, s.ts_event, f"{label}: flat (no short)"))
             return out
         hold = self.cfg.hold_s
         if hold is None:
             horizons = horizon_seconds(s.horizon)
             hold = horizons[self.cfg.horizon_index] if self.cfg.horizon_index < len(horizons) else None
-        t = self.enter(s.symbol, want, self.cfg.notional, s.ts_recv, s.ts_recv, hold, label)
+        t = self.enter(s.symbol, want, self.cfg.notional, s.ts_recv, s.ts_event, hold, label)
         if t is not None:
             out.append(t)
         return out

@@ -311,7 +311,7 @@ def test_portfolio_head_weights_times_capital_over_mid_once_every_asset_has_its_
     assert out == []  # the step is not complete
     got = step(s, T0 + 3 * S, (0.5, 0.3, 0.2))  # the next model step (data time T0 + 2 s)
     assert qtys(got) == {"BTCUSDT": Decimal("0.01"), "ETHUSDT": Decimal("0.12"), "SOLUSDT": Decimal("2")}
-    assert all(t.signal_ts == T0 + 3 * S for t in got)
+    assert all(t.signal_ts == T0 + 2 * S for t in got)  # the signals' data time
     assert s.counts["incomplete_steps"] == 1
 
 
