@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
+import websockets
 
 from bot.bus import EventBus
 from bot.clock import LiveClock
@@ -91,3 +93,16 @@ async def test_collector_publishes_bybit_linear_funding_rates_from_the_loopback_
     assert usdm.funding is not None
     assert usdm.funding.stats.published == usdm.funding.stats.unchanged == 0
     assert any("btcusdt@markPrice@1s" in c.url for c in usdm.connections())
+
+
+async def test_sim_acknowledges_binance_mark_price_streams_it_has_no_data_for() -> None:
+    async with LoopbackExchange(DEMO_DIR / "recording", speed=SPEED, loop=False) as sim:
+        url = f"{sim.urls[Venue.BINANCE_USDM].ws_url}/market/stream?streams=btcusdt@markPrice@1s"
+        async with websockets.connect(url, max_queue=None, close_timeout=1) as ws:
+            await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["ethusdt@markPrice"], "id": 1}))
+            ack = json.loads(await ws.recv())
+            await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 2}))
+            listed = json.loads(await ws.recv())  # nothing else comes first: no recorded mark price
+
+    assert ack == {"result": None, "id": 1}
+    assert listed == {"result": ["btcusdt@markPrice@1s", "ethusdt@markPrice"], "id": 2}
