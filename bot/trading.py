@@ -157,6 +157,10 @@ async def start_paper_trading(
     engine_ref.append(engine)
     now = clock.now_ns()
     engine.restore(persisted.fills, persisted.orders, now)
+    for snap in persisted.equity.values():  # the last marks, until the books say otherwise
+        for p in snap.positions:
+            if p.mark is not None and p.qty != 0:
+                ledger.on_mark(p.venue, p.symbol, p.mark)
     store.attach(bus)
     engine.attach(bus)
     log.info(
