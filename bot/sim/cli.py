@@ -9,7 +9,8 @@
      "symbols": ["BTCUSDT"], "ccxt": {"exchange": "binance", "api": {"public": "http://.../api/v3"}}}
 
 Without ``--data`` the embedded demo recording (``bot/demo/recording``) is served, with the demo klines
-(``bot/demo/klines``) for REST klines unless ``--klines-dir`` says otherwise. Settings not given on the
+(``bot/demo/klines``) for REST klines unless ``--klines-dir`` says otherwise; those are spliced onto the
+live session (``bot.sim.klines``) unless ``--no-splice-klines``. Settings not given on the
 command line come from the ``[sim]`` section of the config (``bot.config.SimConfig``). A missing or
 unreadable recording, a bad fault spec or a bad speed exit 2 with one line on stderr.
 """
@@ -55,6 +56,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "the restart=P fault restarts the venue instead)",
     )
     p.add_argument("--klines-dir", type=Path, default=None, help="CSV klines for the REST klines endpoints")
+    p.add_argument(
+        "--splice-klines",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="serve the CSV klines moved and scaled so they end where the live session begins, then the "
+        "live bars (default: on for the embedded demo klines only; see bot/demo/PROVENANCE.md)",
+    )
     p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
 
 
@@ -96,6 +104,7 @@ def handle(args: argparse.Namespace) -> int:
         loop=cfg.loop and not args.no_loop,
         host=args.host or cfg.host,
         klines_dir=klines,
+        splice_klines=args.splice_klines,
     )
     try:
         return asyncio.run(_serve(sim, print_urls=args.print_urls))

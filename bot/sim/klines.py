@@ -8,10 +8,27 @@
 top level for every venue; a venue without its own folder uses the other market of the same exchange (USD-M
 the spot candles, Bybit spot the linear ones; the demo ships only those two). An interval with no file is
 aggregated from the coarsest file whose interval divides it (complete buckets only). **These candles are
-from other dates than the order-book sessions** (2023 and 2025 against 2024 and 2026): they are real, well-formed
-history for back-fill and client tests, not the replayed market. The CSVs carry no quote volume,
-trade count or taker volumes: quote volume is estimated as ``volume * (high + low + close) / 3``, the others
-are 0.
+from other dates than the order-book sessions** (2023 and 2025 against 2024 and 2026). The CSVs carry no
+quote volume, trade count or taker volumes: quote volume is estimated as ``volume * (high + low + close) /
+3``, the others are 0.
+
+**Splicing** (``LoopbackExchange(splice_klines=...)``, on by default for the embedded demo klines): a
+client backfills history and then follows the live stream, so the history must end where the stream
+begins. ``LiveKlines`` notes every kline bar the sim publishes, per symbol and interval, in the current
+*session* (the unbroken run of the symbol's 1m bars; a loop wrap that jumps the clock by more than a bar,
+as Binance's 1 h step does, or a restart starts a new one; Bybit's one-bar wrap step does not). The history
+is then the finest CSV's bars moved in time by whole bars so that the last one closes exactly where the
+session's first 1m bar opens, and multiplied in price by one constant per (venue, symbol) so that the last
+close equals that bar's open (the recording's first trade on Binance, the recorded ``kline.1`` open on
+Bybit). Coarser intervals are aggregated from those 1m bars. A request sees the history up to the
+session's first bar of its interval and from there on the live bars published so far, the open one last
+(as the venue answers); an interval the session does not stream (Bybit above 1m, Binance above 1h) is
+aggregated from the history and the session's closed 1m bars. **What is real**: every bar's shape, every
+return (high/low/close relative to open and to the bar before, to 1e-14: prices keep 15 significant
+digits, not the tick) and every volume. **What is not**: the history's date and price level. Known
+seams: a session's first bar of an interval above 1m holds only the trades since the recording began
+(the history's 1m bars inside it are not in it), and the live stream itself jumps at a Binance wrap. A
+symbol without a live 1m stream is served unspliced.
 
 **Binance kline streams** are synthesized from the recorded ``@trade`` stream (the hftbacktest
 captures have no kline stream): for every symbol and interval of ``STREAM_INTERVALS`` an update every
@@ -24,14 +41,21 @@ only the trades recorded since the session began.
 
 from __future__ import annotations
 
+import bisect
 import csv
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from bot.errors import RecordingError
 from bot.events import Venue
+
+if TYPE_CHECKING:
+    from bot.sim.replay import Item
 
 BINANCE_INTERVALS = {
     "1m": 1, "3m": 3, "5m": 5, "15m": 15, "30m": 30, "1h": 60, "2h": 120, "4h": 240, "6h": 360,
@@ -143,12 +167,151 @@ def aggregate(src: Bars, minutes: int) -> Bars:
     return out
 
 
+Row = tuple[int, str, str, str, str, str, str | None, int, str | None, str | None]
+"""(open ms, open, high, low, close, volume, quote volume or None (estimated), trades, taker-buy base and
+quote volume or None): one bar as the REST answers are made from it."""
+
+
+@dataclass(frozen=True)
+class LiveView:
+    """What the REST answer for one (symbol, interval) needs from the live session, copied on the loop."""
+
+    anchor_ms: int  # open of the session's first 1m bar: the spliced history closes here
+    first_px: str  # that bar's open: the last historical close is scaled to it
+    streamed: bool  # the session streams this interval (else it is aggregated from the 1m bars)
+    bars: list[Row]  # the session's bars of this interval so far, the open one last (streamed intervals)
+    closed_1m: list[Row]  # the session's closed 1m bars (for intervals it does not stream)
+
+
+def _live_row(b: dict[str, Any], binance: bool) -> tuple[Row, bool]:
+    if binance:
+        row: Row = (int(b["t"]), b["o"], b["h"], b["l"], b["c"], b["v"], b["q"], int(b["n"]), b["V"], b["Q"])
+        return row, bool(b["x"])
+    return (int(b["start"]), b["open"], b["high"], b["low"], b["close"], b["volume"], b["turnover"], 0, None,
+            None), bool(b["confirm"])  # fmt: skip
+
+
+class LiveKlines:
+    """The kline bars one venue's sim has published in the current session, per (symbol, minutes).
+
+    A symbol's session is the unbroken run of its 1m bars: a bar that does not continue it (a loop wrap
+    that moves the clock by more than a bar, as Binance's 1 h step does; a restart, which moves it back)
+    starts a new session for every interval of the symbol. Bybit's wraps move the clock by exactly one
+    bar, so its session runs on across them. Fed by ``on_item`` on the event loop with every item the
+    runner publishes; read (``view``) on the loop too."""
+
+    MAX_BARS = 20_000  # per (symbol, interval); a longer session keeps its newest half
+
+    def __init__(self, venue: Venue, first: dict[str, tuple[int, str]], streamed: dict[str, set[int]]) -> None:
+        self.binance = venue in (Venue.BINANCE_SPOT, Venue.BINANCE_USDM)
+        self.first = first  # symbol -> (open ms, open price) of the recording's first 1m bar
+        self.streamed = streamed  # symbol -> the intervals (minutes) its kline streams carry
+        self.runs: dict[tuple[str, int], list[tuple[Row, bool]]] = {}  # -> (bar, closed), oldest first
+        self.bad_frames = 0
+        self._topics: dict[str, tuple[str, int]] = {}
+
+    @classmethod
+    def from_items(cls, venue: Venue, items: Iterable[Item]) -> LiveKlines:
+        live = cls(venue, {}, {})
+        for item in items:
+            key = live._topic(item.topic)
+            if key[1] == 0:
+                continue
+            live.streamed.setdefault(key[0], set()).add(key[1])
+            if key[1] == 1 and key[0] not in live.first:
+                row = next(live._rows(item.raw))[0]
+                live.first[key[0]] = (row[0], row[1])
+        return live
+
+    def _topic(self, topic: str) -> tuple[str, int]:
+        """(symbol, minutes) of a kline topic; minutes 0 for any other topic."""
+        key = self._topics.get(topic)
+        if key is None:
+            if self.binance:
+                sym, _, iv = topic.partition("@kline_")
+                key = (sym.upper(), BINANCE_INTERVALS.get(iv, 0))
+            else:
+                parts = topic.split(".")
+                ok = len(parts) == 3 and parts[0] == "kline"
+                key = (parts[-1], BYBIT_INTERVALS.get(parts[1], 0) if ok else 0)
+            self._topics[topic] = key
+        return key
+
+    def _rows(self, raw: str) -> Iterator[tuple[Row, bool]]:
+        msg = orjson.loads(raw)
+        bars = [msg["data"]["k"]] if self.binance else msg["data"]
+        return (_live_row(b, self.binance) for b in bars)
+
+    def on_item(self, topic: str, raw: str) -> None:
+        sym, minutes = self._topic(topic)
+        if minutes:
+            try:
+                bars = list(self._rows(raw))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                self.bad_frames += 1  # a recorded frame of another shape: the stream carries it, REST skips it
+                return
+            for bar in bars:
+                self._note(sym, minutes, bar)
+
+    def tap(self, publish: Callable[[Item, Any], None]) -> Callable[[Item, Any], None]:
+        """``publish`` noting every kline item on its way: the runner's ``on_item``."""
+
+        def on_item(item: Item, parsed: Any) -> None:
+            self.on_item(item.topic, item.raw)
+            publish(item, parsed)
+
+        return on_item
+
+    def _note(self, sym: str, minutes: int, bar: tuple[Row, bool]) -> None:
+        key, t, step = (sym, minutes), bar[0][0], minutes * 60_000
+        run = self.runs.get(key)
+        last = run[-1][0][0] if run else None
+        if run is None or last is None or not last - step <= t <= last + step:
+            if minutes == 1:  # a new session for every interval of the symbol
+                for k in [k for k in self.runs if k[0] == sym]:
+                    del self.runs[k]
+            self.runs[key] = [bar]
+        elif t > last:
+            run.append(bar)
+            if len(run) > self.MAX_BARS:
+                self.runs[key] = run[-self.MAX_BARS // 2 :]
+        else:
+            for i in range(len(run) - 1, max(-1, len(run) - 3), -1):
+                if run[i][0][0] == t:
+                    run[i] = bar
+                    break
+
+    def view(self, symbol: str, minutes: int) -> LiveView | None:
+        """None when the symbol has no live 1m bars in the recording (its history is served unspliced)."""
+        first = self.first.get(symbol)
+        if first is None:
+            return None
+        run_1m = self.runs.get((symbol, 1)) or []
+        streamed = minutes in self.streamed.get(symbol, ())
+        bars = [r for r, _ in self.runs.get((symbol, minutes)) or []] if streamed else []
+        closed = [] if streamed else [r for r, x in run_1m if x]
+        return LiveView(run_1m[0][0][0] if run_1m else first[0], first[1], streamed, bars, closed)
+
+
+def _px(x: float) -> str:
+    """A scaled price to 15 significant digits (returns kept to ~1e-15, not rounded to the tick)."""
+    s = f"{x:.15g}"
+    return s if "e" not in s else f"{x:.20f}".rstrip("0")
+
+
+def _scaled(values: list[str], factor: float) -> list[str]:
+    return [_px(float(x) * factor) for x in values]
+
+
 @dataclass
 class KlineStore:
-    """REST klines from CSV files, read lazily and cached."""
+    """REST klines from CSV files, read lazily and cached; with ``sessions`` (one ``LiveKlines`` per
+    venue), spliced onto the live session (module docstring)."""
 
     root: Path | None
+    sessions: dict[Venue, LiveKlines] = field(default_factory=dict)
     _cache: dict[tuple[str, str, int], Bars | None] = field(default_factory=dict)
+    _spliced: dict[tuple[str, str, int], tuple[int, Bars | None]] = field(default_factory=dict)
 
     def _files(self, venue: Venue, symbol: str) -> dict[int, Path]:
         found: dict[int, Path] = {}
@@ -165,6 +328,7 @@ class KlineStore:
         return found
 
     def bars(self, venue: Venue, symbol: str, minutes: int) -> Bars | None:
+        """The CSV bars of ``minutes`` as recorded (a file of that interval, else aggregated)."""
         key = (venue.value, symbol, minutes)
         if key not in self._cache:
             files = self._files(venue, symbol)
@@ -177,53 +341,106 @@ class KlineStore:
                 )
         return self._cache[key]
 
-    def select(
-        self, venue: Venue, symbol: str, minutes: int, start: int | None, end: int | None, limit: int
-    ) -> list[int]:
-        """Indexes of the bars asked for, oldest first: from ``start`` on (or the last ``limit`` before
-        ``end``, or the latest ``limit``), never outside ``[start, end]``."""
-        bars = self.bars(venue, symbol, minutes)
-        if bars is None:
-            return []
-        idx = [
-            i
-            for i, t in enumerate(bars.open_ms)
-            if (start is None or t >= start) and (end is None or t <= end)
-        ]
-        return idx[:limit] if start is not None else idx[-limit:] if limit else []
+    def live_view(self, venue: Venue, symbol: str, minutes: int) -> LiveView | None:
+        """The live part of an answer (call on the event loop, where the session is fed)."""
+        live = self.sessions.get(venue)
+        return live.view(symbol, minutes) if live is not None else None
 
-    def binance_rows(
-        self, venue: Venue, symbol: str, minutes: int, start: int | None, end: int | None, limit: int
-    ) -> list[list[object]]:
-        bars = self.bars(venue, symbol, minutes)
-        rows: list[list[object]] = []
-        if bars is None:
-            return rows
-        spot = venue is Venue.BINANCE_SPOT
-        for i in self.select(venue, symbol, minutes, start, end, limit):
-            o, h, lo, c, v = bars.o[i], bars.h[i], bars.low[i], bars.c[i], bars.v[i]
-            quote = float(v) * (float(h) + float(lo) + float(c)) / 3
-            t = bars.open_ms[i]
-            if spot:
-                o, h, lo, c, v = (f"{float(x):.8f}" for x in (o, h, lo, c, v))
-            rows.append(
-                [t, o, h, lo, c, v, t + minutes * 60_000 - 1, f"{quote:.8f}" if spot else f"{quote:.4f}", 0,
-                 "0.00000000" if spot else "0", "0.00000000" if spot else "0", "0"]
-            )  # fmt: skip
+    def history(self, venue: Venue, symbol: str, minutes: int, live: LiveView) -> Bars | None:
+        """The finest CSV's bars moved in time so that the last one closes where the session's first 1m
+        bar opens and scaled in price so that its close is that bar's open; coarser intervals aggregated
+        from them (complete buckets only; the session's closed 1m bars included where the session does
+        not stream the interval). Cached per session anchor."""
+        files = self._files(venue, symbol)
+        if not files or minutes % min(files):
+            return None
+        m = min(files)
+        key = (venue.value, symbol, m)
+        cached = self._spliced.get(key)
+        if cached is None or cached[0] != live.anchor_ms:
+            src = read_bars(files[m], m)
+            step = m * 60_000
+            if not src.open_ms:
+                cached = (live.anchor_ms, None)
+            else:
+                delta = live.anchor_ms - live.anchor_ms % step - (src.open_ms[-1] + step)
+                f = float(live.first_px) / float(src.c[-1])
+                shifted = Bars([t + delta for t in src.open_ms], _scaled(src.o, f), _scaled(src.h, f),
+                               _scaled(src.low, f), _scaled(src.c, f), list(src.v), m)  # fmt: skip
+                cached = (live.anchor_ms, shifted)
+            self._spliced = {k: v for k, v in self._spliced.items() if k[:2] != key[:2]}
+            self._spliced[key] = cached
+        base = cached[1]
+        if base is None or minutes == m:
+            return base
+        bkey = (venue.value, symbol, minutes)
+        agg = self._spliced.get(bkey)
+        if agg is None or agg[0] != live.anchor_ms:
+            agg = self._spliced[bkey] = (live.anchor_ms, aggregate(base, minutes))
+        out = agg[1]
+        if live.streamed or not live.closed_1m or m != 1 or out is None:
+            return out
+        # buckets that the session's closed 1m bars complete: the history's 1m tail plus those bars
+        step = minutes * 60_000
+        since = live.anchor_ms - live.anchor_ms % step
+        i = bisect.bisect_left(base.open_ms, since)
+        tail = Bars(base.open_ms[i:], base.o[i:], base.h[i:], base.low[i:], base.c[i:], base.v[i:], 1)
+        for r in live.closed_1m:
+            tail.open_ms.append(r[0])
+            for col, val in zip((tail.o, tail.h, tail.low, tail.c, tail.v), r[1:6], strict=True):
+                col.append(val)
+        more = aggregate(tail, minutes)
+        return Bars(out.open_ms + more.open_ms, out.o + more.o, out.h + more.h, out.low + more.low,
+                    out.c + more.c, out.v + more.v, minutes)  # fmt: skip
+
+    def series(self, venue: Venue, symbol: str, minutes: int, live: LiveView | None) -> list[Row]:
+        """Every bar a REST answer may hold, oldest first: the CSV's, or with ``live`` the spliced history
+        (up to the session's first bar of this interval) followed by the session's bars."""
+        bars = self.bars(venue, symbol, minutes) if live is None else self.history(venue, symbol, minutes, live)
+        rows: list[Row] = []
+        if bars is not None:
+            cols = zip(bars.open_ms, bars.o, bars.h, bars.low, bars.c, bars.v, strict=True)
+            rows = [(t, o, h, lo, c, v, None, 0, None, None) for t, o, h, lo, c, v in cols]
+        if live is not None and live.streamed:
+            step = minutes * 60_000
+            start = live.bars[0][0] if live.bars else live.anchor_ms - live.anchor_ms % step
+            rows = rows[: bisect.bisect_left([r[0] for r in rows], start)] + live.bars
         return rows
 
+    @staticmethod
+    def select(rows: list[Row], start: int | None, end: int | None, limit: int) -> list[Row]:
+        """The bars asked for, oldest first: from ``start`` on (or the last ``limit`` before ``end``, or
+        the latest ``limit``), never outside ``[start, end]``."""
+        got = [r for r in rows if (start is None or r[0] >= start) and (end is None or r[0] <= end)]
+        return got[:limit] if start is not None else got[-limit:] if limit else []
+
+    def binance_rows(
+        self, venue: Venue, symbol: str, minutes: int, start: int | None, end: int | None, limit: int,
+        live: LiveView | None = None,
+    ) -> list[list[object]]:  # fmt: skip
+        spot = venue is Venue.BINANCE_SPOT
+        zero = "0.00000000" if spot else "0"
+        out: list[list[object]] = []
+        chosen = self.select(self.series(venue, symbol, minutes, live), start, end, limit)
+        for t, o, h, lo, c, v, q, n, vb, qb in chosen:
+            if q is None:
+                quote = float(v) * (float(h) + float(lo) + float(c)) / 3
+                q = f"{quote:.8f}" if spot else f"{quote:.4f}"
+            if spot:
+                o, h, lo, c, v = (f"{float(x):.8f}" for x in (o, h, lo, c, v))
+            out.append([t, o, h, lo, c, v, t + minutes * 60_000 - 1, q, n, vb or zero, qb or zero, "0"])
+        return out
+
     def bybit_rows(
-        self, venue: Venue, symbol: str, minutes: int, start: int | None, end: int | None, limit: int
-    ) -> list[list[str]]:
-        bars = self.bars(venue, symbol, minutes)
-        if bars is None:
-            return []
+        self, venue: Venue, symbol: str, minutes: int, start: int | None, end: int | None, limit: int,
+        live: LiveView | None = None,
+    ) -> list[list[str]]:  # fmt: skip
         rows = []
-        for i in self.select(venue, symbol, minutes, start, end, limit):
-            quote = float(bars.v[i]) * (float(bars.h[i]) + float(bars.low[i]) + float(bars.c[i])) / 3
-            rows.append(
-                [str(bars.open_ms[i]), bars.o[i], bars.h[i], bars.low[i], bars.c[i], bars.v[i], f"{quote:.4f}"]
-            )
+        chosen = self.select(self.series(venue, symbol, minutes, live), start, end, limit)
+        for t, o, h, lo, c, v, q, *_ in chosen:
+            if q is None:
+                q = f"{float(v) * (float(h) + float(lo) + float(c)) / 3:.4f}"
+            rows.append([str(t), o, h, lo, c, v, q])
         rows.reverse()  # Bybit: newest first
         return rows
 

@@ -10,8 +10,9 @@ Bybit answers HTTP 200 with ``retCode``/``retMsg`` as the venue does; depth faul
 ``/depth`` serves the recorded snapshot until the replay bridges it and then the truth book
 (``lastUpdateId`` = the last replayed ``u``; USD-M adds ``E`` = the sim clock and ``T`` = the last diff's
 transaction time). Time endpoints answer the venue's replay clock (``VenueRunner.now_ms``), not the wall
-clock, so a client sees the recording's dates. Klines come from CSV files (``klines.py``); their dates
-differ from the order-book sessions.
+clock, so a client sees the recording's dates. Klines come from CSV files (``klines.py``) of other dates
+than the order-book sessions; with ``splice_klines`` they are moved and scaled onto the live session and
+followed by the live bars the sim has published so far (``klines.py`` says how and what stays real).
 
 A handler that fails unexpectedly (``error_middleware``) is answered as the venue answers an internal
 error, Binance HTTP 500 ``{"code":-1000,"msg":"An unknown error occurred while processing the request."}``,
@@ -276,8 +277,10 @@ class BinanceRest:
         interval = request.query.get("interval", "")
         if interval not in BINANCE_INTERVALS:
             return self._error(400, -1120, "Invalid interval.")
+        minutes = BINANCE_INTERVALS[interval]
+        live = self.klines.live_view(self.venue, sym, minutes)  # here, where the live session is fed
         rows = await asyncio.to_thread(  # a CSV may have to be read: off the event loop
-            self.klines.binance_rows, self.venue, sym, BINANCE_INTERVALS[interval], start, end, limit
+            self.klines.binance_rows, self.venue, sym, minutes, start, end, limit, live
         )
         return self._respond(rows)
 
@@ -425,5 +428,7 @@ class BybitRest:
         except ValueError:
             return self._err(10001, "params error: start, end or limit invalid")
         sym = request.query.get("symbol", "")
-        rows = await asyncio.to_thread(self.klines.bybit_rows, venue, sym, BYBIT_INTERVALS[interval], start, end, limit)
+        minutes = BYBIT_INTERVALS[interval]
+        live = self.klines.live_view(venue, sym, minutes)  # here, where the live session is fed
+        rows = await asyncio.to_thread(self.klines.bybit_rows, venue, sym, minutes, start, end, limit, live)
         return self._ok({"symbol": sym, "category": cat, "list": rows}, venue)

@@ -37,11 +37,12 @@ from typing import Any, NamedTuple
 import structlog
 from aiohttp import web
 
+from bot.demo import KLINES as DEMO_KLINES
 from bot.errors import ConfigError
 from bot.events import Venue
 from bot.sim import binance, bybit
 from bot.sim.faults import FaultSpec, RestartDice, RestDice
-from bot.sim.klines import KlineStore
+from bot.sim.klines import KlineStore, LiveKlines
 from bot.sim.loop import VenueRunner
 from bot.sim.replay import BINANCE, Timeline, VenueReplay, load_timelines
 from bot.sim.rest import BinanceRest, BybitRest, error_middleware
@@ -87,6 +88,7 @@ class LoopbackExchange:
         host: str = "127.0.0.1",
         klines_dir: Path | None = None,
         timings: SimTimings | None = None,
+        splice_klines: bool | None = None,
     ) -> None:
         if not speed > 0:
             raise ConfigError(f"speed must be > 0, not {speed}")
@@ -97,6 +99,9 @@ class LoopbackExchange:
         self.loop = loop
         self.host = host
         self.klines = KlineStore(Path(klines_dir) if klines_dir is not None else None)
+        # REST history spliced onto the live session (bot.sim.klines); by default for the demo klines only
+        demo = klines_dir is not None and Path(klines_dir).resolve() == DEMO_KLINES.resolve()
+        self.splice_klines = demo if splice_klines is None else bool(splice_klines)
         self.timings = timings or SimTimings()
         self.sim_stats = SimStats()
         self.timelines: dict[Venue, Timeline] = {}
@@ -120,6 +125,10 @@ class LoopbackExchange:
 
     async def start(self) -> None:
         self.timelines = await asyncio.to_thread(load_timelines, self.data)
+        if self.splice_klines:  # each symbol's first live bar, before any client asks for history
+            self.klines.sessions = await asyncio.to_thread(
+                lambda: {v: LiveKlines.from_items(v, tl.items) for v, tl in self.timelines.items()}
+            )
         # The timelines are hundreds of thousands of long-lived objects: keep them out of the cyclic
         # GC's full collections, which otherwise stall the event loop for ~0.3 s at a time.
         gc.collect()
@@ -131,7 +140,9 @@ class LoopbackExchange:
             hub = VenueHub(venue, replay, faults=self.faults, seed=self.seed, timings=self.timings,
                            stats=self.sim_stats, fanout=fanout)  # fmt: skip
             dice = RestartDice(self.faults, self.seed, venue.value)
-            runner = VenueRunner(replay, self.speed, self.loop, hub.publish, self._restart(hub), dice.roll)
+            live = self.klines.sessions.get(venue)
+            publish = hub.publish if live is None else live.tap(hub.publish)
+            runner = VenueRunner(replay, self.speed, self.loop, publish, self._restart(hub), dice.roll)
             hub.clock_ms = runner.now_ms
             self.replays[venue], self.hubs[venue], self.runners[venue] = replay, hub, runner
         ports = {}
@@ -164,6 +175,7 @@ class LoopbackExchange:
             seed=self.seed,
             faults=str(self.faults),
             loop=self.loop,
+            splice_klines=self.splice_klines,
         )
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
