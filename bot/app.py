@@ -77,8 +77,10 @@ async def run_bot(
     duration: float | None = None,
     status_every: float = 5.0,
     tty: bool = False,
+    bus: EventBus | None = None,
 ) -> dict[str, Any]:
-    """Run until cancelled, SIGINT/SIGTERM or ``duration``; returns the last status."""
+    """Run until cancelled, SIGINT/SIGTERM or ``duration``; returns the last status. ``bus``: one to use
+    (tests subscribe to it first, to see every event of the run)."""
     from bot.book import warm_up
     from bot.feed import Collector
     from bot.klines import KlineStore, Resampler
@@ -89,7 +91,7 @@ async def run_bot(
     from bot.trading import start_paper_trading
     from bot.workers import load_workers
 
-    bus = EventBus()
+    bus = bus if bus is not None else EventBus()
     clock = LiveClock()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
