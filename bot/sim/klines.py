@@ -24,11 +24,11 @@ Bybit). Coarser intervals are aggregated from those 1m bars. A request sees the 
 session's first bar of its interval and from there on the live bars published so far, the open one last
 (as the venue answers); an interval the session does not stream (Bybit above 1m, Binance above 1h) is
 aggregated from the history and the session's closed 1m bars. **What is real**: every bar's shape, every
-return (high/low/close relative to open and to the bar before, to 1e-14: prices keep 15 significant
-digits, not the tick) and every volume. **What is not**: the history's date and price level. Known
-seams: a session's first bar of an interval above 1m holds only the trades since the recording began
-(the history's 1m bars inside it are not in it), and the live stream itself jumps at a Binance wrap. A
-symbol without a live 1m stream is served unspliced.
+return (each price relative to the bar's close and to the bar before: on the demo within 6e-15, Binance
+spot, with its 8 decimals, 2e-13; prices keep 15 significant digits, not the tick) and every volume.
+**What is not**: the history's date and price level. Known seams: a session's first bar of an interval
+above 1m holds only the trades since the recording began (the history's 1m bars inside it are not in it),
+and the live stream itself jumps at a Binance wrap. A symbol without a live 1m stream is served unspliced.
 
 **Binance kline streams** are synthesized from the recorded ``@trade`` stream (the hftbacktest
 captures have no kline stream): for every symbol and interval of ``STREAM_INTERVALS`` an update every
