@@ -82,6 +82,7 @@ class Books(Protocol):
     def on_fill(self, f: Fill) -> None: ...
     def on_mark(self, venue: Venue, symbol: str, price: float | Decimal) -> None: ...
     def on_funding(self, fr: FundingRate, ts_ns: int) -> None: ...
+    def settle_funding(self, ts_ns: int, venue: Venue | None = None) -> None: ...
     def equity(self, venue: Venue | None = None) -> Decimal: ...
     def snapshot(self, venue: Venue, ts_ns: int) -> Any: ...
 
@@ -133,6 +134,7 @@ class Engine:
         self._pending: collections.deque[tuple[Strategy, Intent]] = collections.deque()
         self._depth = 0  # > 0 while inside a handler: intents wait in _pending
         self._now = 0
+        self._venue_now: dict[Venue, int] = {}  # each perpetual venue's own clock (its funding times are in it)
         self._next_snapshot = 0
         self._publish: Any = None
         self._matcher: MatchesBooks | None = execution if hasattr(execution, "on_book") else None  # type: ignore[assignment]
@@ -188,6 +190,8 @@ class Engine:
     def on_book(self, ev: BookUpdate) -> None:
         self._enter(ev.ts_recv)
         try:
+            if ev.venue.market != "spot" and ev.ts_event > self._venue_now.get(ev.venue, 0):
+                self._venue_now[ev.venue] = ev.ts_event
             if ev.bid_px > 0 and ev.ask_px > 0:  # the exact mid of the two printed prices
                 self.ledger.on_mark(ev.venue, ev.symbol, (Decimal(repr(ev.bid_px)) + Decimal(repr(ev.ask_px))) / 2)
             self.gate.on_book(ev)
@@ -231,7 +235,9 @@ class Engine:
         self.gate.on_instrument(ev)
 
     def on_funding(self, ev: FundingRate) -> None:
-        self.ledger.on_funding(ev, ev.ts_recv)
+        # funding times are in the venue's clock (in replay and sim another day than ours): compare them
+        # with the venue's own times, never with the local clock
+        self.ledger.on_funding(ev, max(ev.ts_event, self._venue_now.get(ev.venue, 0)))
 
     # -- own orders and fills ---------------------------------------------------------------------------
 
@@ -270,6 +276,8 @@ class Engine:
         try:
             self.execution.on_time(ts_ns)
             self.gate.on_time(ts_ns)
+            for venue, venue_ns in self._venue_now.items():
+                self.ledger.settle_funding(venue_ns, venue)
             for s in self.strategies:
                 self._call(s, s.on_time, ts_ns)
             if ts_ns >= self._next_snapshot:

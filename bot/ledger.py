@@ -151,11 +151,12 @@ class Ledger:
         key = (fr.venue, fr.symbol, fr.funding_time_ns)
         if key not in self._funding_done:
             self._funding_due[key] = fr
-        self.settle_funding(ts_ns)
+        self.settle_funding(ts_ns, fr.venue)
 
-    def settle_funding(self, ts_ns: int) -> None:
-        """Settle the remembered funding times that are due by ``ts_ns`` (for callers with a timer)."""
-        for key in sorted(k for k in self._funding_due if k[2] <= ts_ns):
+    def settle_funding(self, ts_ns: int, venue: Venue | None = None) -> None:
+        """Settle the remembered funding times that are due by ``ts_ns`` (for callers with a timer), of one
+        venue or all. ``ts_ns`` is in the venue's clock (its funding times are): each venue's own."""
+        for key in sorted(k for k in self._funding_due if k[2] <= ts_ns and (venue is None or k[0] is venue)):
             fr = self._funding_due.pop(key)
             self._funding_done.add(key)
             p = self._pos.get((fr.venue, fr.symbol))

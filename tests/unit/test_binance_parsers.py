@@ -374,7 +374,7 @@ def test_usdm_connection_plan_puts_klines_on_the_market_path_and_rounds_the_dept
     assert depth.symbols == ("BTCUSDT",)
     assert (klines.name, klines.url) == (
         "binance_usdm/klines",
-        "wss://fstream.binance.com/market/stream?streams=btcusdt@kline_1m",
+        "wss://fstream.binance.com/market/stream?streams=btcusdt@kline_1m/btcusdt@markPrice@1s",  # + funding
     )
     assert klines.symbols == ()
     assert adapter.snapshot_url("BTCUSDT") == "https://fapi.binance.com/fapi/v1/depth?symbol=BTCUSDT&limit=1000"

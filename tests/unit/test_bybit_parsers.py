@@ -251,7 +251,9 @@ def test_tickers_snapshot_then_partial_deltas_merge(frames: list[tuple[str, int,
     assert adapter.tickers["BTCUSDT"] == Ticker(
         "BTCUSDT", 65114.3, 65114.2, 6.124, 65114.3, 10.488, 65117.43, 65137.76, 1786310818484 * NS
     )
-    assert not [e for e in events if not isinstance(e, BookHealth)]
+    # tickers make no market events; the snapshot's funding rate is the one FundingRate (deltas repeat it)
+    others = [e for e in events if not isinstance(e, BookHealth)]
+    assert [type(e).__name__ for e in others] == ["FundingRate"]
 
 
 def test_merge_ticker_snapshot_replaces_and_delta_keeps_unsent_fields() -> None:
@@ -349,7 +351,9 @@ def test_connection_plan_subscribes_book_trades_klines_in_batches_of_at_most_ten
     assert (spec.name, spec.url) == ("bybit_linear/public", "wss://stream.bybit.com/v5/public/linear")
     assert spec.symbols == ("BTCUSDT", "ETHUSDT", "SOLUSDT", "DOGEUSDT")
     sent = [json.loads(s) for s in spec.subscribe]
-    assert [len(s["args"]) for s in sent] == [10, 6]
+    # 4 symbols x (book, trades, 2 klines) + the funding rates' tickers (funding = true, the default)
+    assert [len(s["args"]) for s in sent] == [10, 10]
+    assert sent[1]["args"][-4:] == ["tickers.BTCUSDT", "tickers.ETHUSDT", "tickers.SOLUSDT", "tickers.DOGEUSDT"]
     assert {s["op"] for s in sent} == {"subscribe"}
     assert sent[0]["args"][:4] == [
         "orderbook.200.BTCUSDT",

@@ -257,3 +257,33 @@ def test_restore_rebuilds_each_strategys_position_from_the_persisted_fills() -> 
     assert len(ledger.fills) == 2
     bus.publish(_book(11))  # target 1: sell 0.5, reduce-only
     assert [(r.side, r.qty, r.reduce_only) for r in ex.submitted] == [(Side.SELL, D("0.5"), True)]
+
+
+def test_funding_is_settled_by_the_venues_clock_not_ours() -> None:
+    # In sim and replay the venue's clock is another day: a funding time far in our past is still ahead
+    # of the venue. It is paid when the venue's own book times pass it, on the position held then.
+    from bot.ledger import Ledger
+
+    bus = EventBus()
+    ledger = Ledger({V: {"USDT": D(10_000)}})
+    eng = Engine([], FakeGate(), FakeExec(bus), ledger, accounts=[V], snapshot_every_ns=10**18)  # type: ignore[arg-type]
+    eng.attach(bus)
+    venue_t, ours = 1_000 * 10**9, 5_000 * 10**9  # the venue is 4000 s behind us
+    ledger.on_fill(Fill(ts_event=venue_t, ts_recv=ours, client_order_id="x", strategy="s", venue=V,
+                        symbol="BTCUSDT", side=Side.BUY, qty=D("0.5"), price=D(100), fee=D(0), fee_asset="USDT",
+                        liquidity=Liquidity.TAKER, trade_id="x-1"))
+
+    def book(t_venue: int, t_ours: int) -> BookUpdate:
+        return BookUpdate(ts_event=t_venue, ts_recv=t_ours, venue=V, symbol="BTCUSDT", update_id=t_venue,
+                          bid_px=99.9, bid_sz=1.0, ask_px=100.1, ask_sz=1.0)
+
+    bus.publish(book(venue_t, ours))
+    bus.publish(FundingRate(ts_event=venue_t, ts_recv=ours, venue=V, symbol="BTCUSDT", rate=D("0.0001"),
+                            funding_time_ns=venue_t + 60 * 10**9, mark_price=D(100)))
+    eng.on_time(ours + 10**9)
+    assert ledger.cash(V) == D(10_000)  # our clock is past the funding time, the venue's is not
+    bus.publish(book(venue_t + 61 * 10**9, ours + 61 * 10**9))
+    eng.on_time(ours + 62 * 10**9)
+    assert ledger.cash(V) == D(10_000) - D("0.5") * 100 * D("0.0001")  # a long pays 0.005 USDT, once
+    eng.on_time(ours + 63 * 10**9)
+    assert ledger.cash(V) == D("9999.995")
