@@ -236,7 +236,11 @@ async def test_after_loop_wraps_the_history_still_joins_the_live_bars(venue: Ven
 
 async def test_the_bots_kline_store_fed_by_a_collector_shows_no_gap() -> None:
     # Arrange: the real collector (REST backfill of 1m/5m/15m, then the 1m streams) and the bot's store
-    async with LoopbackExchange(RECORDING, speed=5, klines_dir=KLINES) as sim:
+    async with LoopbackExchange(RECORDING, speed=4, klines_dir=KLINES) as sim:
+        # Bybit closes its first minute 1 s into the recording: start the bot after that, as `run --sim`
+        # does (its models load first). A bar that closes between the collector's REST backfill and its
+        # subscription is missed by the collector (on a real venue too), which is not what this tests.
+        await sim.wait_position(LINEAR, 0.1, within_s=60)
         resolutions = ["1m", "5m", "15m"]
         settings = BotSettings(venues=sim.venue_overrides(), klines={"resolutions": resolutions, "backfill": 500})
         bus = EventBus()
@@ -249,11 +253,12 @@ async def test_the_bots_kline_store_fed_by_a_collector_shows_no_gap() -> None:
         task = asyncio.create_task(collector.run())
         markets = [(SPOT, "BTCUSDT"), (USDM, "BTCUSDT"), (USDM, "ETHUSDT"),
                    (LINEAR, "BTCUSDT"), (LINEAR, "ETHUSDT"), (LINEAR, "SOLUSDT")]  # fmt: skip
-        # ETH USD-M closes two minutes before its pass ends, and the first may come as the REST backfill's
-        # open bar (the bot's clock is not the sim's, so it takes that bar as closed): one is enough there
-        wanted = {m: 1 if m == (USDM, "ETHUSDT") else 2 for m in markets}
+        # Binance: one live bar before its first wrap (ETH USD-M closes only two minutes in its pass, and the
+        # REST backfill's open bar may stand for the first: the bot's clock is not the sim's, so it takes
+        # that bar as closed and drops its live close); Bybit: two, across its loop wraps
+        wanted = {m: 2 if m[0] is LINEAR else 1 for m in markets}
         try:
-            # Act: until every market has its live closed 1m bars (Bybit's across its loop wraps)
+            # Act: until every market has its live closed 1m bars
             async def enough() -> bool:
                 n = {m: sum(1 for k in live if (k.venue, k.symbol) == m and k.interval_s == 60) for m in markets}
                 return all(n[m] >= wanted[m] for m in markets)
