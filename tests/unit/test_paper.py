@@ -1,18 +1,18 @@
 """The paper matcher on real book sequences: Binance spot BTCUSDT, 2024-08-08 23:54 UTC.
 
-The session fixture drives the bot's own Binance adapter (``bot.export.OfflineFeed``) over the embedded
-demo recording (``bot/demo/recording``: the hftbacktest file of ``../shared/data``, unmodified) and keeps,
-for every ``BookUpdate`` and ``Trade`` of that book, the event and the book's best 10 levels a side right
-after it. ``ReplayBook`` then shows the matcher the book as it was at the event being handed in, so each
-test replays a stretch of the real session. The levels the expected figures rest on are asserted first
-(they are the real book's), and every VWAP and fee is computed by hand from them.
+The session fixture (built by ``tests.unit.demo_books``) drives the bot's own Binance adapter
+(``bot.export.OfflineFeed``) over the embedded demo recording (``bot/demo/recording``: the hftbacktest file
+of ``../shared/data``, unmodified) and keeps, for every ``BookUpdate`` and ``Trade`` of that book, the event
+and the book's best 10 levels a side right after it. ``ReplayBook`` then shows the matcher the book as it
+was at the event being handed in, so each test replays a stretch of the real session. The levels the
+expected figures rest on are asserted first (they are the real book's), and every VWAP and fee is computed
+by hand from them.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
 from decimal import Decimal as D
 
 import msgspec
@@ -29,51 +29,14 @@ from bot.ledger import Ledger
 from bot.orders import Fill, Liquidity, OrderRequest, OrderStatus, OrderType, OrderUpdate, TimeInForce
 from bot.recording import iter_rows
 from bot.sim.cli import DEMO_DIR
+from tests.unit.demo_books import DEPTH, SYM, Level, ReplayBook, Session, V, capture_session
 
 pytestmark = pytest.mark.unit
-
-V = Venue.BINANCE_SPOT
-SYM = "BTCUSDT"
-DEPTH = 10
-ROWS = 12_000  # binance_spot records read from the demo: 23:54:13 .. ~23:55:40, 3,361 book/trade events
-Level = tuple[float, float]
-
-
-@dataclass
-class Session:
-    events: list[BookUpdate | Trade]
-    tops: list[tuple[list[Level], list[Level]]]  # the book's best DEPTH levels right after each event
 
 
 @pytest.fixture(scope="module")
 def session() -> Session:
-    events: list[BookUpdate | Trade] = []
-    tops: list[tuple[list[Level], list[Level]]] = []
-    feed: OfflineFeed
-
-    def publish(ev: Event) -> None:
-        if isinstance(ev, BookUpdate | Trade) and ev.venue is V:
-            book = feed.book(V, SYM)
-            assert book is not None
-            events.append(ev)
-            tops.append(book.top(DEPTH))
-
-    feed = OfflineFeed(BotSettings(), {V: (SYM,)}, publish)
-    rows = (r for r in iter_rows(DEMO_DIR / "recording") if r[1] == V.value)
-    feed.run(itertools.islice(rows, ROWS))
-    return Session(events, tops)
-
-
-class ReplayBook:
-    """A ``BookView`` showing the captured book as of event ``i``."""
-
-    def __init__(self, s: Session) -> None:
-        self.s = s
-        self.i = 0
-
-    def top(self, n: int) -> tuple[Sequence[Level], Sequence[Level]]:
-        bids, asks = self.s.tops[self.i]
-        return bids[:n], asks[:n]
+    return capture_session()
 
 
 def venue_cfg(latency_ms: float = 0, cancel_latency_ms: float = 0) -> PaperConfig:

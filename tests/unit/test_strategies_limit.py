@@ -3,7 +3,8 @@ post-only, the timeout cancel of the strategy's own resting orders (hand-made ``
 event clock), exits at market, the default config unchanged; then a threshold strategy with
 ``order_type = "limit"`` through the real Engine, RiskGate, PaperExecution and Ledger on the real book of the
 embedded demo recording (Binance spot BTCUSDT, 2024-08-08 23:54 UTC, built by ``bot.export.OfflineFeed``
-as in test_paper.py): an order resting, then filled as maker, or cancelled at its timeout and placed again.
+in ``tests.unit.demo_books``, shared with test_paper.py): an order resting, then filled as maker, or
+cancelled at its timeout and placed again.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from decimal import ROUND_DOWN
 from decimal import Decimal as D
 from pathlib import Path
@@ -21,12 +21,11 @@ import pytest
 
 import strategies.config
 from bot.bus import EventBus
-from bot.config import BotSettings, PaperConfig, PaperVenueConfig, RiskConfig, load_settings
+from bot.config import PaperConfig, PaperVenueConfig, RiskConfig, load_settings
 from bot.engine import Engine
 from bot.errors import ConfigError
 from bot.events import BookHealth, BookState, BookUpdate, Event, Side, Signal, Trade, Venue
 from bot.execution.paper import PaperExecution
-from bot.export import OfflineFeed
 from bot.ledger import Ledger
 from bot.orders import (
     CancelIntent,
@@ -42,9 +41,7 @@ from bot.orders import (
     TargetPosition,
     TimeInForce,
 )
-from bot.recording import iter_rows
 from bot.risk import RiskGate
-from bot.sim.cli import DEMO_DIR
 from bot.trading import BookHealthView
 from strategies import build_strategies
 from strategies.config import ForecasterConfig, MultiHorizonConfig, PortfolioConfig, StrategyConfig, ThresholdConfig
@@ -52,6 +49,7 @@ from strategies.forecaster import ForecasterStrategy
 from strategies.multihorizon import MultiHorizonStrategy
 from strategies.portfolio import PortfolioStrategy
 from strategies.threshold import ThresholdStrategy
+from tests.unit.demo_books import SYM, ReplayBook, Session, V, capture_session
 
 pytestmark = pytest.mark.unit
 
@@ -410,48 +408,9 @@ def test_portfolio_rebalance_prices_each_side_and_retargets_an_unfilled_asset() 
 
 # -- through the real engine, risk gate, paper matcher and ledger on the demo book --------------------------
 
-V = SPOT
-SYM = "BTCUSDT"
-DEPTH = 10
-ROWS = 12_000  # binance_spot records of the demo: 23:54:13 .. 23:56:02, 3,361 book and trade events
-Level = tuple[float, float]
-
-
-@dataclass
-class Session:
-    events: list[BookUpdate | Trade]
-    tops: list[tuple[list[Level], list[Level]]]  # the book's best DEPTH levels right after each event
-
-
 @pytest.fixture(scope="module")
 def session() -> Session:
-    events: list[BookUpdate | Trade] = []
-    tops: list[tuple[list[Level], list[Level]]] = []
-    feed: OfflineFeed
-
-    def publish(ev: Event) -> None:
-        if isinstance(ev, BookUpdate | Trade) and ev.venue is V:
-            b = feed.book(V, SYM)
-            assert b is not None
-            events.append(ev)
-            tops.append(b.top(DEPTH))
-
-    feed = OfflineFeed(BotSettings(), {V: (SYM,)}, publish)
-    rows = (r for r in iter_rows(DEMO_DIR / "recording") if r[1] == V.value)
-    feed.run(itertools.islice(rows, ROWS))
-    return Session(events, tops)
-
-
-class ReplayBook:
-    """The paper matcher's ``BookView``: the captured book as of event ``i``."""
-
-    def __init__(self, s: Session) -> None:
-        self.s = s
-        self.i = 0
-
-    def top(self, n: int) -> tuple[Sequence[Level], Sequence[Level]]:
-        bids, asks = self.s.tops[self.i]
-        return bids[:n], asks[:n]
+    return capture_session()
 
 
 class Stack:
