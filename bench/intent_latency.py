@@ -143,25 +143,14 @@ class TimedGate(RiskGate):
 
 
 async def one_run(settings: BotSettings, data: Path, duration: float, speed: float, models: bool) -> dict[str, Any]:
-    from bot.feed import Collector
-    from bot.klines import KlineStore, Resampler
-    from bot.record import select, start_sim
+    from bot.market import start_market_data
     from bot.reference import ReferenceData
-    from bot.ring import RingSet
-    from bot.workers import load_workers
 
     bus, clock = EventBus(), LiveClock()
     async with contextlib.AsyncExitStack() as stack:
-        settings, available, _ = await start_sim(stack, settings, data, speed)
-        settings = select(settings, None, None, available=available)
         settings = settings.model_copy(update={"models": settings.models.model_copy(update={"enabled": models})})
-        collector = Collector(settings, bus, clock)
-        rings = RingSet.from_settings(settings, collector.get_book)
-        rings.attach(bus)
-        klines = KlineStore.from_config(settings.ring)
-        klines.attach(bus)
-        Resampler.from_config(settings.klines).attach(bus)
-        workers = await load_workers(settings, rings, klines, bus, clock)
+        market = await start_market_data(stack, settings, bus, clock, sim=True, sim_data=data, speed=speed)
+        settings, collector, workers = market.settings, market.collector, market.workers
         venues = settings.enabled_venues()
         ledger = Ledger({v: {"USDT": Decimal(10**9)} for v in venues})
         risk = RiskConfig(max_orders_per_minute=10**9, max_order_notional=Decimal(10**6),
@@ -174,19 +163,9 @@ async def one_run(settings: BotSettings, data: Path, duration: float, speed: flo
         engine.attach(bus)
         reference = ReferenceData(settings, bus, clock, measure_skew=False)
 
-        async def grid_timer() -> None:
-            step = settings.ring.fine_interval_ms * 1_000_000
-            while True:
-                now = clock.now_ns()
-                await asyncio.sleep(((now // step + 1) * step - now) / 1e9 + 1e-4)
-                now = clock.now_ns()
-                rings.on_time(now)
-                workers.on_tick(now)
-                engine.on_time(now)
-
         async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(collector.run()), tg.create_task(workers.run()), tg.create_task(grid_timer()),
-                     tg.create_task(reference.run())]
+            tasks = [tg.create_task(collector.run()), tg.create_task(workers.run()),
+                     tg.create_task(market.grid_timer(clock, engine.on_time)), tg.create_task(reference.run())]
             await asyncio.sleep(duration)
             for t in tasks:
                 t.cancel()
@@ -217,7 +196,12 @@ def main() -> int:
     args = ap.parse_args()
     import torch
 
+    from bot.book import warm_up
+    from bot.logs import setup_logging
+
+    setup_logging("warning", False)  # the figures on stdout; warnings (if any) on stderr
     torch.set_num_threads(1)
+    warm_up()  # the compiled book kernels, as run_bot does before any socket opens
     settings = load_settings(ROOT / "config.toml")
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "bench16"

@@ -82,14 +82,10 @@ async def run_bot(
     """Run until cancelled, SIGINT/SIGTERM or ``duration``; returns the last status. ``bus``: one to use
     (tests subscribe to it first, to see every event of the run)."""
     from bot.book import warm_up
-    from bot.feed import Collector
-    from bot.klines import KlineStore, Resampler
-    from bot.record import select, start_sim
+    from bot.market import start_market_data
     from bot.reference import ReferenceData
-    from bot.ring import RingSet
     from bot.signal_log import SignalLog
     from bot.trading import start_paper_trading
-    from bot.workers import load_workers
 
     bus = bus if bus is not None else EventBus()
     clock = LiveClock()
@@ -102,17 +98,9 @@ async def run_bot(
     if warm_s > 1.0:
         log.info("kernels_compiled", seconds=round(warm_s, 1), note="first start after an install only")
     async with contextlib.AsyncExitStack() as stack:
-        exchange = None
-        if sim:
-            settings, available, exchange = await start_sim(stack, settings, sim_data, speed)
-            settings = select(settings, None, None, available=available)
-        collector = Collector(settings, bus, clock)
-        rings = RingSet.from_settings(settings, collector.get_book)
-        rings.attach(bus)
-        klines = KlineStore.from_config(settings.ring)
-        klines.attach(bus)
-        Resampler.from_config(settings.klines).attach(bus)
-        workers = await load_workers(settings, rings, klines, bus, clock)
+        market = await start_market_data(stack, settings, bus, clock, sim=sim, sim_data=sim_data, speed=speed)
+        settings, collector, rings, klines, workers = (
+            market.settings, market.collector, market.rings, market.klines, market.workers)
         signals = _SignalTail()
         bus.subscribe(Signal, signals.on_signal)
         slog = SignalLog.from_config(settings.signal_log) if settings.signal_log.enabled else None
@@ -124,17 +112,6 @@ async def run_bot(
         status: dict[str, Any] = {}
         started = time.monotonic()
 
-        async def grid_timer() -> None:
-            """Tick the LOB grids, then the model workers, at every fine-grid time (live: the book now is
-            the book at that time)."""
-            step = settings.ring.fine_interval_ms * 1_000_000
-            while True:
-                now = clock.now_ns()
-                await asyncio.sleep(((now // step + 1) * step - now) / 1e9 + 1e-4)
-                now = clock.now_ns()
-                rings.on_time(now)
-                workers.on_tick(now)
-
         def snapshot() -> dict[str, Any]:
             st = _status(collector, rings, klines, started)
             st["models"] = workers.stats()
@@ -143,8 +120,8 @@ async def run_bot(
                 st["signal_log"] = slog.stats()
             st["trading"] = trading.status()
             st["model_status"] = workers.status_lines()
-            if exchange is not None:
-                st["sim"] = exchange.stats
+            if market.exchange is not None:
+                st["sim"] = market.exchange.stats
             return st
 
         async def report() -> None:
@@ -156,8 +133,8 @@ async def run_bot(
 
         async with asyncio.TaskGroup() as tg:
             run_task = tg.create_task(collector.run())
-            helpers = [tg.create_task(report()), tg.create_task(grid_timer()), tg.create_task(workers.run()),
-                       tg.create_task(reference.run())]
+            helpers = [tg.create_task(report()), tg.create_task(market.grid_timer(clock)),
+                       tg.create_task(workers.run()), tg.create_task(reference.run())]
             trading_tasks = await trading.run_tasks(tg)
             log_task = tg.create_task(slog.run()) if slog is not None else None
             waiter = tg.create_task(stop.wait())

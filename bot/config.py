@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import types
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
@@ -226,6 +227,40 @@ class SignalLogConfig(Section):
     queue_size: int = Field(default=10_000, ge=1)  # full: the oldest waiting signal is dropped, counted, warned
 
 
+def merge_per_venue(
+    v: Any, defaults: Mapping[Venue, Section], table: str, check: Callable[[str, set[str]], None] | None = None
+) -> Any:
+    """Tables keyed by venue (``[venues.X]``, ``[paper.venues.X]``): each given table overrides only the keys
+    it names over that venue's defaults; unknown venues and non-tables are refused. ``check(venue, keys)``
+    may refuse keys a venue does not use."""
+    if not isinstance(v, dict):
+        return v
+    merged: dict[str, Any] = {k.value: d.model_dump() for k, d in defaults.items()}
+    for name, section in v.items():
+        key = str(name.value if isinstance(name, Venue) else name)
+        if key not in merged:
+            raise ValueError(f"unknown venue {key!r}; known: {sorted(merged)}")
+        if isinstance(section, BaseModel):
+            given = set(section.model_fields_set)
+            section = section.model_dump()
+        elif isinstance(section, dict):
+            given = set(section)
+        else:
+            raise ValueError(f"[{table}.{key}] must be a table")
+        if check is not None:
+            check(key, given)
+        merged[key] = {**merged[key], **section}
+    return merged
+
+
+def _bybit_has_no_snapshot_limit(venue: str, keys: set[str]) -> None:
+    if venue.startswith("bybit") and "snapshot_limit" in keys:
+        raise ValueError(
+            f"{venue}.snapshot_limit is not used: Bybit sends the book's snapshot on the stream (its size is "
+            "depth); remove it"
+        )
+
+
 class PaperVenueConfig(Section):
     """One venue account of the paper matcher (``bot.execution.paper``)."""
 
@@ -256,19 +291,8 @@ class PaperConfig(Section):
     @field_validator("venues", mode="before")
     @classmethod
     def _merge(cls, v: Any) -> Any:
-        if not isinstance(v, dict):
-            return v
-        merged: dict[str, Any] = {k.value: d.model_dump() for k, d in _default_paper_venues().items()}
-        for name, section in v.items():
-            key = str(name.value if isinstance(name, Venue) else name)
-            if key not in merged:
-                raise ValueError(f"unknown venue {key!r}; known: {sorted(merged)}")
-            if isinstance(section, PaperVenueConfig):
-                section = section.model_dump()
-            if not isinstance(section, dict):
-                raise ValueError(f"[paper.venues.{key}] must be a table")
-            merged[key] = {**merged[key], **section}
-        return merged
+        """A partial ``[paper.venues.X]`` table overrides only the keys it names; unknown venues are refused."""
+        return merge_per_venue(v, _default_paper_venues(), "paper.venues")
 
 
 class RiskConfig(Section):
@@ -351,27 +375,7 @@ class BotSettings(BaseSettings):
     @classmethod
     def _merge_venue_defaults(cls, v: Any) -> Any:
         """A partial ``[venues.X]`` table overrides only the keys it names; unknown venues are refused."""
-        if not isinstance(v, dict):
-            return v
-        merged: dict[str, Any] = {k.value: d.model_dump() for k, d in _default_venues().items()}
-        for name, section in v.items():
-            key = str(name.value if isinstance(name, Venue) else name)
-            if key not in merged:
-                raise ValueError(f"unknown venue {key!r}; known: {sorted(merged)}")
-            if isinstance(section, VenueConfig):
-                given = section.model_fields_set
-                section = section.model_dump()
-            elif isinstance(section, dict):
-                given = set(section)
-            else:
-                raise ValueError(f"[venues.{key}] must be a table")
-            if key.startswith("bybit") and "snapshot_limit" in given:
-                raise ValueError(
-                    f"{key}.snapshot_limit is not used: Bybit sends the book's snapshot on the stream (its size is "
-                    "depth); remove it"
-                )
-            merged[key] = {**merged[key], **section}
-        return merged
+        return merge_per_venue(v, _default_venues(), "venues", check=_bybit_has_no_snapshot_limit)
 
     @field_validator("venues")
     @classmethod
