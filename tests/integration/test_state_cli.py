@@ -12,7 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 
 from bot.__main__ import main as bot_main
-from bot.bus import EventBus
 from bot.config import RiskConfig, StateConfig
 from bot.events import Event, Side, Signal, Venue
 from bot.ledger import Ledger
@@ -40,6 +39,7 @@ from bot.orders import (
 from bot.risk import RiskGate
 from bot.signal_log import SignalLog
 from bot.state import StateStore
+from tests.state_store import reopen, running_store
 
 pytestmark = pytest.mark.integration
 
@@ -140,7 +140,7 @@ async def test_a_writer_killed_mid_session_leaves_a_consistent_prefix_and_a_rest
     assert ts == list(range(n))
     conn.close()
     prefix = list(itertools.islice(stream_events(), n))
-    state = await _reopen(db)
+    state = await reopen(db)
     assert state.fills == [e for e in prefix if isinstance(e, Fill)]
     last: dict[str, OrderUpdate] = {e.client_order_id: e for e in prefix if isinstance(e, OrderUpdate)}
     assert state.orders == [o for o in last.values() if o.status.is_open]  # only a cut order can be open
@@ -148,27 +148,10 @@ async def test_a_writer_killed_mid_session_leaves_a_consistent_prefix_and_a_rest
     assert state.next_order_seq == len(last)  # ids k-000000 ... : the highest number + 1
 
     # A restart that replays the first events again and goes on: nothing doubled, a longer prefix.
-    store = StateStore(StateConfig(db=db), lambda e: None)
-    await store.open()
-    bus = EventBus()
-    store.attach(bus)
-    task = asyncio.create_task(store.run())
-    for ev in itertools.islice(stream_events(), n + 100):
-        bus.publish(ev)
-    await asyncio.wait_for(store.wait_idle(), 20)
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    await store.close()
+    async with running_store(db, idle_s=20) as (_, bus):
+        for ev in itertools.islice(stream_events(), n + 100):
+            bus.publish(ev)
     assert _rows_ts(sqlite3.connect(db)) == list(range(n + 100))
-
-
-async def _reopen(db: Path) -> Any:
-    store = StateStore(StateConfig(db=db), lambda e: None)
-    try:
-        return await store.open()
-    finally:
-        await store.close()
 
 
 # -- the operator commands -----------------------------------------------------------------------------------
@@ -185,23 +168,6 @@ def cli(config: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     """The real command line, in its own process (as from another terminal)."""
     return subprocess.run([sys.executable, "-m", "bot", "--config", str(config), *argv], cwd=ROOT, text=True,
                           capture_output=True, timeout=60, check=False)
-
-
-@contextlib.asynccontextmanager
-async def running(db: Path) -> AsyncIterator[tuple[StateStore, EventBus]]:
-    store = StateStore(StateConfig(db=db), lambda e: None)
-    await store.open()
-    bus = EventBus()
-    store.attach(bus)
-    task = asyncio.create_task(store.run())
-    try:
-        yield store, bus
-        await asyncio.wait_for(store.wait_idle(), 10)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await store.close()
 
 
 def test_status_without_a_database_says_so_and_exits_1(config: Path, tmp_path: Path) -> None:
@@ -255,7 +221,7 @@ def _signal(i: int) -> Signal:
 
 async def _write_session(db: Path) -> None:
     slog = SignalLog(db, None)  # the signal log shares the file (its default is the state database's path)
-    async with running(db) as (_, bus):
+    async with running_store(db) as (_, bus):
         slog.attach(bus)
         task = asyncio.create_task(slog.run())
         for ev in [*_session_events(), _signal(0), _signal(1), _signal(2)]:
@@ -307,14 +273,14 @@ async def test_halt_reduce_and_resume_persist_the_latched_state_without_a_runnin
     done = cli(config, "halt")  # before the bot ever ran: creates the database
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"HALTED: no bot is running with this database; it applies at its next start ({db})\n"
-    assert (await _reopen(db)).trading_state is TradingState.HALTED
+    assert (await reopen(db)).trading_state is TradingState.HALTED
 
     assert cli(config, "halt", "--reduce", "--reason", "closing out").stdout.startswith("REDUCING: no bot")
-    state = await _reopen(db)
+    state = await reopen(db)
     assert (state.trading_state, state.trading_reason) == (TradingState.REDUCING, "operator: closing out")
 
     assert cli(config, "resume").stdout.startswith("ACTIVE: ")
-    assert (await _reopen(db)).trading_state is TradingState.ACTIVE
+    assert (await reopen(db)).trading_state is TradingState.ACTIVE
 
     # The requests wait for the bot, in order, and are handed over once.
     store = StateStore(StateConfig(db=db), lambda e: None)
@@ -336,7 +302,7 @@ async def test_a_running_bot_picks_up_a_cli_halt_at_its_next_poll_and_persists_t
     config: Path, tmp_path: Path
 ) -> None:
     db = tmp_path / "out" / "state.sqlite"
-    async with running(db) as (store, bus):
+    async with running_store(db) as (store, bus):
         gate = RiskGate(RiskConfig(), Ledger({SPOT: {"USDT": D(10_000)}}), bus.publish)
         assert await store.poll_control() == []
         # Act: another terminal

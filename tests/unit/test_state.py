@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from bot.orders import (
 from bot.risk import RiskGate
 from bot.signal_log import SCHEMA as SIGNAL_SCHEMA
 from bot.state import NS_PER_DAY, StateStore, latched_state, order_seq
+from tests.state_store import reopen, running_store
 
 pytestmark = pytest.mark.unit
 
@@ -76,32 +76,6 @@ class Failures(list[Exception]):
         self.append(exc)
 
 
-@contextlib.asynccontextmanager
-async def session(db: Path, failures: Failures | None = None, **cfg: Any) -> AsyncIterator[tuple[StateStore, EventBus]]:
-    """A running store (open, attach, run) that writes everything before it stops."""
-    store = StateStore(StateConfig(db=db, **cfg), failures if failures is not None else Failures())
-    await store.open()
-    bus = EventBus()
-    store.attach(bus)
-    task = asyncio.create_task(store.run())
-    try:
-        yield store, bus
-        await asyncio.wait_for(store.wait_idle(), 10)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await store.close()
-
-
-async def reopen(db: Path) -> bot.state.PersistedState:
-    store = StateStore(StateConfig(db=db), Failures())
-    try:
-        return await store.open()
-    finally:
-        await store.close()
-
-
 async def test_a_fresh_database_resumes_from_nothing(tmp_path: Path) -> None:
     state = await reopen(tmp_path / "out" / "state.sqlite")
     assert (state.orders, state.fills, state.trading_state, state.next_order_seq) == ([], [], TradingState.ACTIVE, 1)
@@ -113,7 +87,7 @@ async def test_a_fresh_database_resumes_from_nothing(tmp_path: Path) -> None:
 
 async def test_round_trip_open_orders_fills_in_order_latched_state_and_next_sequence(tmp_path: Path) -> None:
     db = tmp_path / "state.sqlite"
-    async with session(db) as (_, bus):
+    async with running_store(db) as (_, bus):
         for ev in [
             order("mm-000001", OrderStatus.NEW, 1), order("mm-000001", OrderStatus.ACCEPTED, 2),
             fill("mm-000001", 1, 3, "0.0040"),
@@ -158,11 +132,11 @@ async def test_round_trip_open_orders_fills_in_order_latched_state_and_next_sequ
 async def test_a_duplicate_fill_is_ignored_in_one_batch_and_across_a_restart(tmp_path: Path) -> None:
     db = tmp_path / "state.sqlite"
     f = fill("mm-1", 1, 2, "0.0100")
-    async with session(db) as (_, bus):
+    async with running_store(db) as (_, bus):
         bus.publish(order("mm-1", OrderStatus.NEW, 1))
         bus.publish(f)
         bus.publish(f)
-    async with session(db) as (store, bus):  # a restart that replays the same events
+    async with running_store(db) as (store, bus):  # a restart that replays the same events
         bus.publish(order("mm-1", OrderStatus.NEW, 1))
         bus.publish(f)
         await store.wait_idle()
@@ -180,7 +154,7 @@ async def test_fills_replayed_into_a_fresh_ledger_rebuild_the_same_books(tmp_pat
     sell = Fill(ts_event=BASE + 3, ts_recv=BASE + 3, client_order_id="mm-3", strategy="mm", venue=SPOT,
                 symbol="BTCUSDT", side=Side.SELL, qty=D("0.0050"), price=D("62000"), fee=D("0.31"), fee_asset="USDT",
                 liquidity=Liquidity.TAKER, trade_id="mm-3-1")
-    async with session(db) as (_, bus):
+    async with running_store(db) as (_, bus):
         bus.subscribe(Fill, live.on_fill)
         for f in [*fills, sell]:
             bus.publish(f)
@@ -196,7 +170,7 @@ async def test_peak_and_day_start_follow_whole_ticks_of_total_equity(tmp_path: P
     day0 = BASE // NS_PER_DAY * NS_PER_DAY
     pos = PositionSnapshot(venue=PERP, symbol="ETHUSDT", qty=D("-0.5"), avg_price=D("3000"), realized_pnl=D("1.5"),
                            mark=D("2990"), unrealized_pnl=D("5"))
-    async with session(db) as (_, bus):
+    async with running_store(db) as (_, bus):
         for ev in [equity(SPOT, BASE + 1, "10000"), equity(PERP, BASE + 1, "5000"),   # tick 1: 15000
                    equity(SPOT, BASE + 2, "10100"), equity(PERP, BASE + 2, "5050"),   # tick 2: 15150
                    equity(SPOT, BASE + 3, "9900"), equity(PERP, BASE + 3, "5005", positions=(pos,))]:  # 14905
@@ -207,7 +181,7 @@ async def test_peak_and_day_start_follow_whole_ticks_of_total_equity(tmp_path: P
     assert {v: s.equity for v, s in state.equity.items()} == {SPOT: D(9900), PERP: D(5005)}
 
     next_day = day0 + NS_PER_DAY + 5 * NS
-    async with session(db) as (_, bus):
+    async with running_store(db) as (_, bus):
         bus.publish(equity(SPOT, next_day, "9800"))  # PERP carried forward: 9800 + 5005
     state = await reopen(db)
     assert (state.peak_equity, state.day_start_equity, state.day_start_ns) == (D(15150), D(14805), day0 + NS_PER_DAY)
@@ -218,7 +192,7 @@ async def test_peak_and_day_start_follow_whole_ticks_of_total_equity(tmp_path: P
 
 async def test_the_latch_follows_the_real_risk_gate_operator_and_alarms(tmp_path: Path) -> None:
     db = tmp_path / "state.sqlite"
-    async with session(db) as (store, bus):
+    async with running_store(db) as (store, bus):
         gate = RiskGate(RiskConfig(), Ledger({SPOT: {"USDT": D(10_000)}}), bus.publish)
         gate.on_skew(ClockSkew(ts_event=BASE + 1, ts_recv=BASE + 1, venue=SPOT, offset_ms=2500.0, round_trip_ms=3.0))
         gate.halt("operator", BASE + 2)
@@ -250,7 +224,7 @@ async def test_a_write_error_calls_on_failure_once_per_incident_and_loses_nothin
     db = tmp_path / "state.sqlite"
     monkeypatch.setattr(bot.state, "RETRY_S", 0.01)
     failures = Failures()
-    async with session(db, failures) as (store, bus):
+    async with running_store(db, failures) as (store, bus):
         assert store._db is not None
         real = store._db.executemany
         broken = {"left": 3}
@@ -283,7 +257,7 @@ async def test_a_write_error_calls_on_failure_once_per_incident_and_loses_nothin
 async def test_a_full_queue_is_a_failure_but_nothing_is_dropped(tmp_path: Path) -> None:
     db = tmp_path / "state.sqlite"
     failures = Failures()
-    async with session(db, failures, queue_size=3) as (store, bus):
+    async with running_store(db, failures, queue_size=3) as (store, bus):
         for i in range(6):  # no await: the writer has not run yet
             bus.publish(order(f"mm-{i}", OrderStatus.NEW, i))
         assert len(failures) == 1
@@ -324,7 +298,7 @@ async def test_the_signal_log_table_lives_beside_the_state_tables(tmp_path: Path
     conn = sqlite3.connect(db)
     conn.executescript(SIGNAL_SCHEMA)  # the signal log created the file first
     conn.close()
-    async with session(db) as (_, bus):
+    async with running_store(db) as (_, bus):
         bus.publish(order("mm-1", OrderStatus.NEW, 1))
     conn = sqlite3.connect(db)
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -336,7 +310,7 @@ async def test_poll_control_hands_each_request_over_once_and_survives_a_locked_d
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = tmp_path / "state.sqlite"
-    async with session(db) as (store, _):
+    async with running_store(db) as (store, _):
         conn = sqlite3.connect(db)
         with conn:
             conn.execute("INSERT INTO control (ts_ns, action, reason) VALUES (?, 'reduce', 'operator')", (BASE,))
@@ -357,7 +331,7 @@ async def test_poll_control_hands_each_request_over_once_and_survives_a_locked_d
 
 async def test_a_second_writer_on_the_same_database_is_refused_until_the_first_closes(tmp_path: Path) -> None:
     db = tmp_path / "state.sqlite"
-    async with session(db):
+    async with running_store(db):
         assert bot.state.writer_pid(db) == os.getpid()
         with pytest.raises(ConfigError, match=rf"in use by another running bot \(pid {os.getpid()}\)"):
             await reopen(db)
