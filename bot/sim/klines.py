@@ -219,7 +219,11 @@ class LiveKlines:
                 continue
             live.streamed.setdefault(key[0], set()).add(key[1])
             if key[1] == 1 and key[0] not in live.first:
-                row = next(live._rows(item.raw))[0]
+                try:
+                    row = next(live._rows(item.raw))[0]
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, StopIteration):
+                    live.bad_frames += 1
+                    continue
                 live.first[key[0]] = (row[0], row[1])
         return live
 
