@@ -1,7 +1,8 @@
 """What every strategy needs and none should re-derive: mids (and the top of book) from book events,
 quantities from notionals, the model horizon in seconds from a Signal's label, and (``Directional``) the
 per-symbol direction, entry time and time exit that the single-instrument kinds (threshold, multihorizon,
-forecaster) share, with their orders' style and timeout (``strategies.limit``).
+forecaster) share, with their orders' style and timeout (``strategies.limit``), their config plumbing and
+the first steps of every signal (``Directional.on_signal``: a kind writes only ``decide``).
 
 A Signal's ``horizon`` is the workers' label (``bot.workers.duration_label``): ``"10s"``, ``"60m"``,
 ``"5s,10s,15s,20s"``. Parsing it here keeps strategies from hard-coding a checkpoint's horizon.
@@ -13,12 +14,12 @@ import collections
 import re
 from collections.abc import Mapping, Sequence
 from decimal import ROUND_DOWN, Decimal
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
-from bot.events import BookUpdate, Venue
+from bot.events import BookUpdate, Signal, Venue
 from bot.orders import Intent, OrderUpdate, TargetPosition
 from strategies.base import NO_INTENTS, Strategy
-from strategies.limit import LimitOrders, MarketOrders, OrderStyle
+from strategies.limit import LimitOrders, OrderStyle
 
 QTY_QUANTUM = Decimal("1e-8")  # finer than any venue's step; the risk gate rounds to the real step
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -79,9 +80,29 @@ def sign_of(x: float) -> int:
     return 1 if x > 0 else -1 if x < 0 else 0
 
 
-class Directional(Strategy):
+class DirectionalConfig(OrderStyle, Protocol):
+    """The config fields ``Directional`` reads (``ThresholdConfig``, ``MultiHorizonConfig``,
+    ``ForecasterConfig`` all have them)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def venue(self) -> Venue: ...
+    @property
+    def symbols(self) -> Sequence[str]: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def hold_s(self) -> float | None: ...
+
+
+C = TypeVar("C", bound=DirectionalConfig)
+
+
+class Directional(Strategy, Generic[C]):
     """Shared by the single-instrument kinds: per symbol the direction it holds (+1, -1, absent = flat), when
-    it entered and for how long it may hold; time exits on any event-clock tick.
+    it entered and for how long it may hold; time exits on any event-clock tick. Each kind reads one model's
+    signals and is configured by one ``strategies.config`` model (``cfg``); it writes only ``decide``.
 
     The direction is what the strategy asked for (its last ``TargetPosition``), not what filled: the engine
     owns getting there, and a later target simply replaces an earlier one. After a restart (``restore``) a
@@ -94,16 +115,36 @@ class Directional(Strategy):
     *unreached* until the next target: a subclass treats a signal in the held direction as a new entry
     then (``unreached``), so the strategy targets again at its next decision."""
 
-    def __init__(self, name: str, venue: Venue, symbols: Sequence[str], models: Sequence[str],
-                 style: OrderStyle | None = None) -> None:
-        super().__init__(name, venue, symbols, models)
+    def __init__(self, cfg: C) -> None:
+        super().__init__(cfg.name, cfg.venue, cfg.symbols, (cfg.model,))
+        self.cfg = cfg
         self.mids = Mids()
         self.counts: collections.Counter[str] = collections.Counter()
-        self.orders = LimitOrders(name, venue, style or MarketOrders(), self.counts)
+        self.orders = LimitOrders(cfg.name, cfg.venue, cfg, self.counts)
         self._dir: dict[str, int] = {}
         self._entry_ns: dict[str, int | None] = {}  # kept after an exit: a failed limit exit holds on
         self._hold_ns: dict[str, int | None] = {}
         self._unreached: set[str] = set()
+
+    def on_signal(self, s: Signal) -> Sequence[Intent]:
+        """Counted, with any time exit due first; then the kind's ``decide``."""
+        if s.symbol not in self.symbols:
+            return NO_INTENTS
+        self.counts["signals"] += 1
+        out = self.time_exits(s.ts_recv) if self._dir else []
+        return self.decide(s, out)
+
+    def decide(self, s: Signal, out: list[Intent]) -> Sequence[Intent]:
+        """The kind's answer to a signal of one of its symbols: ``out`` (the time exits due) and what it adds."""
+        return out
+
+    def hold_for(self, label: str, index: int = 0) -> float | None:
+        """How long an entry is held: ``hold_s``, else the ``index``-th horizon of the duration label
+        ``label`` (None when it has none: held until the opposite signal)."""
+        if self.cfg.hold_s is not None:
+            return self.cfg.hold_s
+        horizons = horizon_seconds(label)
+        return horizons[index] if index < len(horizons) else None
 
     def direction(self, symbol: str) -> int:
         return self._dir.get(symbol, 0)
@@ -196,8 +237,9 @@ class Directional(Strategy):
                 self._hold_ns[symbol] = None if hold_s is None else int(hold_s * NS_PER_S)
 
     def restored_hold_s(self) -> float | None:
-        """How long a position restored after a restart is held (subclasses: their ``hold_s``)."""
-        return None
+        """How long a position restored after a restart is held: ``hold_s`` (its model horizon is not known
+        before a signal)."""
+        return self.cfg.hold_s
 
     def stats(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "holding": dict(self._dir), **self.counts}

@@ -15,30 +15,18 @@ from collections.abc import Sequence
 
 from bot.events import Signal
 from bot.orders import Intent
-from strategies.base import NO_INTENTS
-from strategies.common import Directional, horizon_seconds, sign_of
+from strategies.common import Directional, sign_of
 from strategies.config import ForecasterConfig
 
 
-class ForecasterStrategy(Directional):
+class ForecasterStrategy(Directional[ForecasterConfig]):
     kind = "forecaster"
-
-    def __init__(self, cfg: ForecasterConfig) -> None:
-        super().__init__(cfg.name, cfg.venue, cfg.symbols, (cfg.model,), cfg)
-        self.cfg = cfg
-
-    def restored_hold_s(self) -> float | None:
-        return self.cfg.hold_s
 
     def cost_bps(self, symbol: str) -> float | None:
         spread = self.mids.spread_bps(self.venue, symbol)
         return None if spread is None else spread + 2 * self.cfg.taker_fee_bps + self.cfg.margin_bps
 
-    def on_signal(self, s: Signal) -> Sequence[Intent]:
-        if s.symbol not in self.symbols:
-            return NO_INTENTS
-        self.counts["signals"] += 1
-        out = self.time_exits(s.ts_recv) if self._dir else []
+    def decide(self, s: Signal, out: list[Intent]) -> Sequence[Intent]:
         moves = [(n[len("mid_bps_"):], v) for n, v in zip(s.value_names, s.values, strict=False)
                  if n.startswith("mid_bps_")]
         if self.cfg.horizon_index >= len(moves):
@@ -61,10 +49,7 @@ class ForecasterStrategy(Directional):
         if d < 0 and not self.cfg.allow_short:
             self.counts["no_short"] += 1
             return out
-        hold = self.cfg.hold_s
-        if hold is None:
-            secs = horizon_seconds(label)
-            hold = secs[0] if secs else None
+        hold = self.hold_for(label)
         t = self.enter(s.symbol, d, self.cfg.notional, s.ts_recv, s.ts_event, hold, text)
         if t is not None:
             out.append(t)

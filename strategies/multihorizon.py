@@ -26,8 +26,7 @@ from decimal import Decimal
 
 from bot.events import Signal
 from bot.orders import Intent
-from strategies.base import NO_INTENTS
-from strategies.common import Directional, horizon_seconds, sign_of
+from strategies.common import Directional, sign_of
 from strategies.config import MultiHorizonConfig
 from strategies.threshold import class_probs
 
@@ -45,21 +44,10 @@ def kelly_fraction(p_dir: float, p_opp: float, agree: Sequence[float], disagree:
     return p - (1.0 - p) / b
 
 
-class MultiHorizonStrategy(Directional):
+class MultiHorizonStrategy(Directional[MultiHorizonConfig]):
     kind = "multihorizon"
 
-    def __init__(self, cfg: MultiHorizonConfig) -> None:
-        super().__init__(cfg.name, cfg.venue, cfg.symbols, (cfg.model,), cfg)
-        self.cfg = cfg
-
-    def restored_hold_s(self) -> float | None:
-        return self.cfg.hold_s
-
-    def on_signal(self, s: Signal) -> Sequence[Intent]:
-        if s.symbol not in self.symbols:
-            return NO_INTENTS
-        self.counts["signals"] += 1
-        out = self.time_exits(s.ts_recv) if self._dir else []
+    def decide(self, s: Signal, out: list[Intent]) -> Sequence[Intent]:
         probs = class_probs(s, 0)
         returns = [v for n, v in zip(s.value_names, s.values, strict=False) if n.startswith("ret_")]
         if probs is None or not returns:
@@ -91,10 +79,7 @@ class MultiHorizonStrategy(Directional):
             if have == -d:
                 out.append(self.exit(s.symbol, s.ts_recv, s.ts_event, f"{label}: flat (no edge)"))
             return out
-        hold = self.cfg.hold_s
-        if hold is None:
-            horizons = horizon_seconds(s.horizon)
-            hold = horizons[0] if horizons else None
+        hold = self.hold_for(s.horizon)
         t = self.enter(s.symbol, d, notional, s.ts_recv, s.ts_event, hold, f"{label}, {self.cfg.sizing} {notional:.2f}")
         if t is not None:
             out.append(t)

@@ -13,26 +13,14 @@ from collections.abc import Sequence
 
 from bot.events import Signal
 from bot.orders import Intent
-from strategies.base import NO_INTENTS
-from strategies.common import Directional, horizon_seconds
+from strategies.common import Directional
 from strategies.config import ThresholdConfig
 
 
-class ThresholdStrategy(Directional):
+class ThresholdStrategy(Directional[ThresholdConfig]):
     kind = "threshold"
 
-    def __init__(self, cfg: ThresholdConfig) -> None:
-        super().__init__(cfg.name, cfg.venue, cfg.symbols, (cfg.model,), cfg)
-        self.cfg = cfg
-
-    def restored_hold_s(self) -> float | None:
-        return self.cfg.hold_s
-
-    def on_signal(self, s: Signal) -> Sequence[Intent]:
-        if s.symbol not in self.symbols:
-            return NO_INTENTS
-        self.counts["signals"] += 1
-        out = self.time_exits(s.ts_recv) if self._dir else []
+    def decide(self, s: Signal, out: list[Intent]) -> Sequence[Intent]:
         probs = class_probs(s, self.cfg.horizon_index)
         if probs is None:
             self.counts["bad_signal"] += 1
@@ -48,10 +36,7 @@ class ThresholdStrategy(Directional):
             if have > 0:
                 out.append(self.exit(s.symbol, s.ts_recv, s.ts_event, f"{label}: flat (no short)"))
             return out
-        hold = self.cfg.hold_s
-        if hold is None:
-            horizons = horizon_seconds(s.horizon)
-            hold = horizons[self.cfg.horizon_index] if self.cfg.horizon_index < len(horizons) else None
+        hold = self.hold_for(s.horizon, self.cfg.horizon_index)
         t = self.enter(s.symbol, want, self.cfg.notional, s.ts_recv, s.ts_event, hold, label)
         if t is not None:
             out.append(t)
