@@ -19,6 +19,7 @@ import math
 import signal
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -231,24 +232,39 @@ def _render(status: dict[str, Any], tty: bool, final: bool = False) -> None:
     sys.stdout.flush()
 
 
+def _money(x: str | None, nd: int = 2) -> str:
+    """A Decimal string for people: ``nd`` places, thousands separated (the ledger keeps every digit)."""
+    if x is None:
+        return "-"
+    return f"{Decimal(x):,.{nd}f}"
+
+
 def _trading_lines(t: dict[str, Any]) -> list[str]:
     if not t:
         return []
     risk = t.get("risk") or {}
     alarms = risk.get("alarms") or {}
-    reason = f" (latched {risk.get('latched')}; alarms: {', '.join(alarms) or 'none'})" if risk.get("latched") else ""
+    why = []
+    if risk.get("latched") and risk["latched"] != t.get("state"):
+        why.append(f"latched {risk['latched']}")
+    why.extend(f"{k}: {v}" for k, v in alarms.items())
     lines = [
-        f"paper trading   state {t.get('state', '?').upper()}{reason}   equity {t.get('equity', '-')} USDT   "
-        f"orders {t.get('orders', 0)}  fills {t.get('fills', 0)}  denied {t.get('denied', 0)}  "
-        f"open {t.get('open_orders', 0)}"
+        f"paper trading   {t.get('state', '?').upper()}{' (' + '; '.join(why) + ')' if why else ''}   "
+        f"equity {_money(t.get('equity'))} USDT   orders {t.get('orders', 0)}  fills {t.get('fills', 0)}  "
+        f"denied {t.get('denied', 0)}  open {t.get('open_orders', 0)}"
     ]
     for venue, a in (t.get("accounts") or {}).items():
-        lines.append(f"  account {venue:<14} cash {a['cash']:>16}  equity {a['equity']:>16}  fees {a['fees']}")
+        lines.append(f"  account {venue:<14} cash {_money(a['cash']):>12}  equity {_money(a['equity']):>12}  "
+                     f"fees {_money(a['fees'], 4)}")
     for p in t.get("positions") or []:
-        if p["qty"] in ("0", "0E-8") and p["realized_pnl"] in ("0", "0E-8"):
+        if Decimal(p["qty"]) == 0 and Decimal(p["realized_pnl"]) == 0:
             continue
-        lines.append(f"  pos {p['venue']:<14}{p['symbol']:<10} qty {p['qty']:>12}  avg {p['avg_price']:>12}  "
-                     f"mark {p['mark'] or '-':>12}  upnl {p['unrealized_pnl']:>10}  rpnl {p['realized_pnl']:>10}")
+        lines.append(f"  pos {p['venue']:<14}{p['symbol']:<10} qty {Decimal(p['qty']).normalize():>12}  "
+                     f"avg {_money(p['avg_price'], 4):>12}  mark {_money(p['mark'], 4):>12}  "
+                     f"upnl {_money(p['unrealized_pnl'], 4):>9}  rpnl {_money(p['realized_pnl'], 4):>9}")
+    for f in t.get("latest_fills") or []:
+        lines.append(f"  fill {f['strategy']:<22} {f['venue']:<13} {f['symbol']:<9} {f['side']:<4} {f['qty']:>12} "
+                     f"@ {f['price']:<12} {f['liquidity']}")
     denials = risk.get("denied_by_reason") or {}
     if denials:
         lines.append("  denied by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(denials.items())))

@@ -132,6 +132,7 @@ class Engine:
         self._by_name = {s.name: s for s in self.strategies}
         self._open: dict[str, OrderUpdate] = {}  # client_order_id -> last update, open orders only
         self._pending: collections.deque[tuple[Strategy, Intent]] = collections.deque()
+        self.latest_fills: collections.deque[Fill] = collections.deque(maxlen=5)  # for the status view
         self._depth = 0  # > 0 while inside a handler: intents wait in _pending
         self._now = 0
         self._venue_now: dict[Venue, int] = {}  # each perpetual venue's own clock (its funding times are in it)
@@ -260,6 +261,7 @@ class Engine:
         self._enter(f.ts_recv)
         try:
             self.stats.fills += 1
+            self.latest_fills.append(f)
             self.ledger.on_fill(f)
             s = self._by_name.get(f.strategy)
             if s is not None:
@@ -426,6 +428,11 @@ class Engine:
             "state": self.gate.state.value, "intents": st.intents, "orders": st.orders, "denied": st.denied,
             "fills": st.fills, "cancels": st.cancels, "dust": st.dust, "open_orders": len(self._open),
             "strategy_errors": st.strategy_errors, "order_status": dict(st.order_status),
+            "latest_fills": [
+                {"strategy": f.strategy, "venue": f.venue.value, "symbol": f.symbol, "side": f.side.value,
+                 "qty": str(f.qty), "price": str(f.price), "liquidity": f.liquidity.value}
+                for f in self.latest_fills
+            ],
         }
 
 
