@@ -10,7 +10,7 @@ import pytest
 
 from bot.bus import EventBus
 from bot.engine import Engine
-from bot.events import BookUpdate, KlineClosed, Side, Signal, Venue
+from bot.events import KlineClosed, Side, Signal, Venue
 from bot.orders import Fill, Liquidity, OrderRequest, TargetPosition
 from strategies import build_strategies
 from strategies.common import Mids, horizon_seconds, qty_for
@@ -19,50 +19,14 @@ from strategies.forecaster import ForecasterStrategy
 from strategies.multihorizon import MultiHorizonStrategy, kelly_fraction
 from strategies.portfolio import PortfolioStrategy
 from strategies.threshold import ThresholdStrategy
+from tests.unit.strategy_events import LINEAR, SPOT, T0, USDM, S, book, only_target, sig, threshold
 
 pytestmark = pytest.mark.unit
-
-S = 1_000_000_000
-T0 = 1_700_000_000 * S
-SPOT, USDM, LINEAR = Venue.BINANCE_SPOT, Venue.BINANCE_USDM, Venue.BYBIT_LINEAR
-CLASSES = ("down", "stationary", "up")
-
-
-def sig(ts: int, *, model: str = "m", venue: Venue = SPOT, symbol: str = "BTCUSDT", horizon: str = "10s",
-        probs: tuple[float, ...] = (), names: tuple[str, ...] = (), values: tuple[float, ...] = (),
-        ts_event: int | None = None) -> Signal:
-    return Signal(ts_event=ts if ts_event is None else ts_event, ts_recv=ts, model=model, family="f",
-                  version="v", code_version="", venue=venue, symbol=symbol, horizon=horizon,
-                  classes=CLASSES if probs else (), probabilities=probs, value_names=names, values=values,
-                  inference_start_ns=ts, inference_end_ns=ts)
-
-
-def book(ts: int, bid: float, ask: float, *, venue: Venue = SPOT, symbol: str = "BTCUSDT") -> BookUpdate:
-    return BookUpdate(ts_event=ts, ts_recv=ts, venue=venue, symbol=symbol, update_id=1, bid_px=bid, bid_sz=1.0,
-                      ask_px=ask, ask_sz=1.0)
-
 
 def bar(ts: int, open_ms: int, close: float, *, symbol: str, venue: Venue = LINEAR,
         interval_s: int = 60) -> KlineClosed:
     return KlineClosed(ts_event=ts, ts_recv=ts, venue=venue, symbol=symbol, interval_s=interval_s,
                        open_time_ms=open_ms, open=close, high=close, low=close, close=close, volume=1.0)
-
-
-def only_target(intents: Any) -> TargetPosition:
-    intents = list(intents)
-    assert len(intents) == 1, intents
-    t = intents[0]
-    assert isinstance(t, TargetPosition)
-    return t
-
-
-def threshold(**kw: Any) -> ThresholdStrategy:
-    base: dict[str, Any] = {"name": "t", "kind": "threshold", "model": "m", "venue": SPOT, "symbols": ["BTCUSDT"],
-                            "threshold": 0.4, "notional": 100}
-    base.update(kw)
-    s = ThresholdStrategy(ThresholdConfig(**base))
-    s.on_book(book(T0, 49_999.0, 50_001.0, venue=base["venue"]))  # mid 50,000
-    return s
 
 
 # -- helpers --------------------------------------------------------------------------------------------

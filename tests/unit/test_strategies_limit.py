@@ -24,7 +24,7 @@ from bot.bus import EventBus
 from bot.config import PaperConfig, PaperVenueConfig, RiskConfig, load_settings
 from bot.engine import Engine
 from bot.errors import ConfigError
-from bot.events import BookHealth, BookState, BookUpdate, Event, Side, Signal, Trade, Venue
+from bot.events import BookHealth, BookState, Event, Side, Signal, Trade, Venue
 from bot.execution.paper import PaperExecution
 from bot.ledger import Ledger
 from bot.orders import (
@@ -49,29 +49,18 @@ from strategies.forecaster import ForecasterStrategy
 from strategies.multihorizon import MultiHorizonStrategy
 from strategies.portfolio import PortfolioStrategy
 from strategies.threshold import ThresholdStrategy
+from tests.unit import strategy_events as events
 from tests.unit.demo_books import SYM, ReplayBook, Session, V, capture_session
+from tests.unit.strategy_events import LINEAR, SPOT, T0, USDM, S, book, only_target
 
 pytestmark = pytest.mark.unit
 
-S = 1_000_000_000
-T0 = 1_700_000_000 * S
-SPOT, USDM, LINEAR = Venue.BINANCE_SPOT, Venue.BINANCE_USDM, Venue.BYBIT_LINEAR
-CLASSES = ("down", "stationary", "up")
 UP, DOWN = (0.1, 0.1, 0.8), (0.8, 0.1, 0.1)
 
 
-def sig(ts: int, probs: tuple[float, ...] = UP, *, venue: Venue = SPOT, symbol: str = "BTCUSDT",
-        names: tuple[str, ...] = (), values: tuple[float, ...] = (), horizon: str = "10s",
-        ts_event: int | None = None) -> Signal:
-    return Signal(ts_event=ts if ts_event is None else ts_event, ts_recv=ts, model="m", family="f", version="v",
-                  code_version="", venue=venue, symbol=symbol, horizon=horizon,
-                  classes=CLASSES if probs else (), probabilities=probs, value_names=names, values=values,
-                  inference_start_ns=ts, inference_end_ns=ts)
-
-
-def book(ts: int, bid: float, ask: float, *, venue: Venue = SPOT, symbol: str = "BTCUSDT") -> BookUpdate:
-    return BookUpdate(ts_event=ts, ts_recv=ts, venue=venue, symbol=symbol, update_id=1, bid_px=bid, bid_sz=1.0,
-                      ask_px=ask, ask_sz=1.0)
+def sig(ts: int, probs: tuple[float, ...] = UP, **kw: Any) -> Signal:
+    """``strategy_events.sig``, "up" unless the test says otherwise."""
+    return events.sig(ts, probs, **kw)
 
 
 def update(cid: str, status: OrderStatus, ts: int, *, side: Side = Side.BUY, qty: str = "0.002",
@@ -90,13 +79,6 @@ def fill(cid: str, qty: str, ts: int, side: Side = Side.BUY, symbol: str = "BTCU
                 trade_id=f"{cid}-1")
 
 
-def only_target(intents: Sequence[Intent]) -> TargetPosition:
-    assert len(intents) == 1, intents
-    t = intents[0]
-    assert isinstance(t, TargetPosition)
-    return t
-
-
 def only_cancel(intents: Sequence[Intent]) -> CancelIntent:
     assert len(intents) == 1, intents
     c = intents[0]
@@ -105,12 +87,8 @@ def only_cancel(intents: Sequence[Intent]) -> CancelIntent:
 
 
 def threshold(**kw: Any) -> ThresholdStrategy:
-    base: dict[str, Any] = {"name": "t", "kind": "threshold", "model": "m", "venue": SPOT, "symbols": ["BTCUSDT"],
-                            "threshold": 0.4, "notional": 100, "order_type": "limit", "hold_s": 86_400}
-    base.update(kw)
-    s = ThresholdStrategy(ThresholdConfig(**base))
-    s.on_book(book(T0, 49_999.0, 50_001.0, venue=base["venue"]))  # mid 50,000: 100 USDT = 0.002 BTC
-    return s
+    """``strategy_events.threshold`` with limit entries and a day's hold unless the test says otherwise."""
+    return events.threshold(**{"order_type": "limit", "hold_s": 86_400, **kw})
 
 
 # -- the default: market orders, as before ------------------------------------------------------------
