@@ -303,3 +303,40 @@ def test_kill_9_with_orders_resting_then_restart_orphans_nothing_and_doubles_not
             qty = sum((D(q) for (q,) in conn.execute("SELECT qty FROM fills WHERE client_order_id = ?", (cid,))), D(0))
             assert qty == D(filled), cid
         _check_ledger(conn)
+
+
+async def test_a_failed_write_to_the_state_database_halts_trading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Arrange: the disk fails from the 4th batch on (a write error, as when the disk is full)
+    import sqlite3 as sq
+
+    from bot.orders import RiskStateChanged, TradingState
+    from bot.state import StateStore
+
+    real_write = StateStore._write
+    calls = {"n": 0}
+
+    async def failing_write(self: StateStore, batch: Any, rows: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise sq.OperationalError("disk I/O error")
+        await real_write(self, batch, rows)
+
+    monkeypatch.setattr(StateStore, "_write", failing_write)
+    settings = load_settings(_config(tmp_path))
+    bus = EventBus()
+    watch = Watch(bus)
+    halted_after: list[int] = []
+
+    def on_state(ev: RiskStateChanged) -> None:
+        if ev.state is TradingState.HALTED and "state_db_write_failed" in ev.detail:
+            halted_after.append(watch.orders)
+
+    bus.subscribe(RiskStateChanged, on_state)
+    # Act
+    status = await run_bot(settings, sim=True, speed=4, duration=20, status_every=3600, bus=bus)
+    # Assert: halted at the first failure, and not one order after it
+    assert halted_after, "trading was not halted"
+    assert watch.orders == halted_after[0]
+    assert status["trading"]["state"] == "halted"
