@@ -142,7 +142,7 @@ def test_halt_holds_across_a_restart_and_resume_trades_again(
 ) -> None:
     cfg = _config(tmp_path)
     assert bot_main(["--config", str(cfg), "halt"]) == 0  # the bot is not running: applies at its start
-    rc, _, err, status = _run(cfg, tmp_path, duration=25, speed=4)
+    rc, _, err, status = _run(cfg, tmp_path, duration=15, speed=4)
     assert rc == 0, err[-3000:]
     conn = _db(cfg)
     assert _count(conn, "SELECT COUNT(*) FROM orders") == 0
@@ -150,7 +150,7 @@ def test_halt_holds_across_a_restart_and_resume_trades_again(
     assert status["trading"]["state"] == "halted"
     conn.close()
     assert bot_main(["--config", str(cfg), "resume"]) == 0
-    rc, _, err, status = _run(cfg, tmp_path, duration=25, speed=4)
+    rc, _, err, status = _run(cfg, tmp_path, duration=15, speed=4)
     assert rc == 0, err[-3000:]
     conn = _db(cfg)
     assert _count(conn, "SELECT COUNT(*) FROM orders") > 0
@@ -222,8 +222,8 @@ async def test_nothing_is_sent_while_halted_by_the_operator_in_another_terminal(
     settings = load_settings(_config(tmp_path))
     bus = EventBus()
     watch = Watch(bus)
-    run = asyncio.create_task(run_bot(settings, sim=True, speed=4, duration=30, status_every=3600, bus=bus))
-    await asyncio.sleep(12)
+    run = asyncio.create_task(run_bot(settings, sim=True, speed=4, duration=20, status_every=3600, bus=bus))
+    await asyncio.sleep(9)
     before = watch.orders
     assert await asyncio.to_thread(bot_main, ["--config", str(tmp_path / "config.toml"), "halt"]) == 0
     await asyncio.sleep(1.5)  # the running bot polls the state database every 0.5 s
