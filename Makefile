@@ -29,8 +29,9 @@ lint: $(STAMP)
 test: $(STAMP) lint   ## lint, type-check, then the whole test suite
 	$(PY) -m pytest -q $(ARGS)
 
-bench: $(STAMP)
+bench: $(STAMP)   ## ingest speed, then tick-to-intent latency (figures in the README)
 	$(PY) bench/ingest.py
+	$(PY) bench/intent_latency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
