@@ -131,6 +131,7 @@ class Engine:
         self.instruments: dict[Key, Instrument] = {}
         self._by_name = {s.name: s for s in self.strategies}
         self._open: dict[str, OrderUpdate] = {}  # client_order_id -> last update, open orders only
+        self._cancelling: set[str] = set()  # open orders with a cancel sent: they no longer count
         self._pending: collections.deque[tuple[Strategy, Intent]] = collections.deque()
         self.latest_fills: collections.deque[Fill] = collections.deque(maxlen=5)  # for the status view
         self._depth = 0  # > 0 while inside a handler: intents wait in _pending
@@ -173,6 +174,7 @@ class Engine:
                 strategy.restore(positions)
         for o in open_orders:
             self._open[o.client_order_id] = o
+            self.gate.on_order(o)  # they count toward the position and exposure limits again
         restore = getattr(self.execution, "restore", None)
         if restore is not None and open_orders:
             restore(list(open_orders), ts_ns)
@@ -250,6 +252,7 @@ class Engine:
                 self._open[o.client_order_id] = o
             else:
                 self._open.pop(o.client_order_id, None)
+                self._cancelling.discard(o.client_order_id)
             self.gate.on_order(o)
             s = self._by_name.get(o.strategy)
             if s is not None:
@@ -308,10 +311,9 @@ class Engine:
 
     def cancel_all(self, ts_ns: int, reason: str = "stop") -> int:
         """Cancel every open order (a cancel is always allowed, whatever the trading state)."""
-        ids = list(self._open)
+        ids = [cid for cid in self._open if cid not in self._cancelling]
         for cid in ids:
-            self.execution.cancel(cid, ts_ns)
-        self.stats.cancels += len(ids)
+            self._cancel(cid, ts_ns)
         if ids:
             log.info("orders_cancel_requested", count=len(ids), reason=reason)
         return len(ids)
@@ -362,9 +364,8 @@ class Engine:
         self.stats.intents += 1
         if isinstance(intent, CancelIntent):
             o = self._open.get(intent.client_order_id)
-            if o is not None and o.strategy == s.name:
-                self.execution.cancel(intent.client_order_id, self._now)
-                self.stats.cancels += 1
+            if o is not None and o.strategy == s.name and o.client_order_id not in self._cancelling:
+                self._cancel(o.client_order_id, self._now)
             return
         if isinstance(intent, TargetPosition):
             order = self._target_to_order(s, intent)
@@ -381,23 +382,32 @@ class Engine:
         else:
             self.stats.denied += 1
 
+    def _cancel(self, client_order_id: str, ts_ns: int) -> None:
+        self._cancelling.add(client_order_id)
+        self.execution.cancel(client_order_id, ts_ns)
+        self.stats.cancels += 1
+
     def _target_to_order(self, s: Strategy, t: TargetPosition) -> OrderIntent | None:
+        """The order that moves the strategy from its position to ``t``, counting its open orders on the
+        same side toward it: those on the other side are cancelled, and the newest same-side ones beyond
+        the need (the oldest keep their queue places), so that position plus what rests never overshoots
+        the target. (A cancel in flight can still fill: the next target corrects it.)"""
         key = (t.venue, t.symbol)
-        mine = [o for o in self._open.values() if o.strategy == s.name and (o.venue, o.symbol) == key]
         position = s.position(t.venue, t.symbol)
-        diff = t.qty - position - sum((_remaining(o) for o in mine), ZERO)
-        if diff == ZERO:
+        need = t.qty - position
+        side = Side.BUY if need > 0 else Side.SELL
+        mine = [o for o in self._open.values() if o.strategy == s.name and (o.venue, o.symbol) == key
+                and o.client_order_id not in self._cancelling]
+        resting = ZERO
+        for o in mine:  # oldest first
+            left = abs(_remaining(o))
+            if need == ZERO or o.side is not side or resting + left > abs(need):
+                self._cancel(o.client_order_id, self._now)
+            else:
+                resting += left
+        qty = abs(need) - resting
+        if qty <= ZERO:
             return None
-        # open orders that point the other way are cancelled, and no longer count
-        side = Side.BUY if diff > 0 else Side.SELL
-        against = [o for o in mine if o.side is not side]
-        for o in against:
-            self.execution.cancel(o.client_order_id, self._now)
-            self.stats.cancels += 1
-        diff = t.qty - position - sum((_remaining(o) for o in mine if o.side is side), ZERO)
-        if diff == ZERO or (diff > 0) != (side is Side.BUY):
-            return None
-        qty = abs(diff)
         if self._is_dust(key, qty, t):
             self.stats.dust += 1
             return None

@@ -19,6 +19,8 @@ Pre-trade checks, in order (the first that fails is the denial's ``reason``)::
     max_order_notional, max_position_notional (per venue and symbol, after the order, open orders on that
     side included, valued at the mid), max_gross_exposure (after the order): an order that does not
     increase |position| (resp. gross exposure) always passes those two
+    insufficient_funds   spot only: a sell beyond the base asset held (less open sells: no spot short), a
+                         buy beyond the free cash (less open buys; a market buy priced at the band's edge)
     rate_limit           ``max_orders_per_minute`` accepted orders per venue in the last 60 s (event clock)
 
 Rounding never increases risk: qty down to the step, a limit buy's price down to the tick, a sell's up.
@@ -93,6 +95,7 @@ class ExposureView(Protocol):
     def mark(self, venue: Venue, symbol: str) -> Decimal | None: ...
     def equity(self, venue: Venue | None = None) -> Decimal: ...
     def gross_exposure(self) -> Decimal: ...
+    def cash(self, venue: Venue) -> Decimal: ...  # the account's quote balance
 
 
 # Rejections that are a venue working as it should, not a sign of trouble: a post-only order that would
@@ -158,7 +161,8 @@ class RiskGate:
         self._skew_bad: dict[Venue, float] = {}
         # orders
         self._rate: dict[Venue, deque[int]] = {}
-        self._open: dict[str, tuple[Key, Side, Decimal]] = {}  # client order id -> remaining qty
+        # client order id -> (venue, symbol), side, remaining qty, price (limit; market: the mid at the check)
+        self._open: dict[str, tuple[Key, Side, Decimal, Decimal]] = {}
         self._rejects: deque[tuple[int, str]] = deque()
         self._rejected_ids: set[str] = set()
         # equity
@@ -381,10 +385,10 @@ class RiskGate:
     # -- account --------------------------------------------------------------------------------------------
 
     def on_order(self, o: OrderUpdate) -> None:
-        if o.status.is_open:
-            if o.client_order_id in self._open:
-                key, side, _ = self._open[o.client_order_id]
-                self._open[o.client_order_id] = (key, side, max(o.qty - o.filled_qty, ZERO))
+        if o.status.is_open:  # also an order this gate did not pass itself: one restored after a restart
+            known = self._open.get(o.client_order_id)
+            price = o.price if o.price is not None else (known[3] if known else ZERO)
+            self._open[o.client_order_id] = ((o.venue, o.symbol), o.side, max(o.qty - o.filled_qty, ZERO), price)
         else:
             self._open.pop(o.client_order_id, None)
         if (o.status is not OrderStatus.REJECTED or o.client_order_id in self._rejected_ids
@@ -436,8 +440,28 @@ class RiskGate:
             return self._deny(intent, d.reason, d.detail, now_ns)
         self._accepted += 1
         self._rate.setdefault(intent.venue, deque()).append(now_ns)
-        self._open[client_order_id] = ((intent.venue, intent.symbol), request.side, request.qty)
+        price = request.price if request.price is not None else Decimal(repr(self._mids[(intent.venue, intent.symbol)]))
+        self._open[client_order_id] = ((intent.venue, intent.symbol), request.side, request.qty, price)
         return request
+
+    def _check_spot_funds(self, intent: OrderIntent, qty: Decimal, px: Decimal, pos: Decimal, pending: Decimal) -> None:
+        """A spot account cannot go short, nor spend cash it does not have: a sell needs the base asset
+        (less what open sells already offer), a buy the quote (less what open buys on any symbol of the
+        venue already commit, at their limit prices or the mid they were checked at)."""
+        if intent.side is Side.SELL:
+            free = pos - pending
+            if qty > free:
+                held = f"the spot account holds {pos} ({pending} already offered)"
+                raise _Denied("insufficient_funds", f"sell {qty} {intent.symbol} but {held}")
+            return
+        buys = (q * p for (v, _), s, q, p in self._open.values() if v == intent.venue and s is Side.BUY)
+        committed = sum(buys, ZERO)
+        free_cash = self._exposure.cash(intent.venue) - committed
+        cost = qty * px * (1 + self._band / HUNDRED) if intent.order_type is OrderType.MARKET else qty * px
+        if cost > free_cash:
+            raise _Denied("insufficient_funds",
+                          f"buy {qty} {intent.symbol} costs about {cost:.2f} but {free_cash:.2f} cash is free "
+                          f"({committed:.2f} committed to open buys)")
 
     def _check(self, intent: OrderIntent, client_order_id: str, now_ns: int) -> OrderRequest:
         cfg = self.cfg
@@ -487,7 +511,7 @@ class RiskGate:
         # exposure: the position as it would be if every open order on this side filled, and this one
         pos = self._exposure.position(intent.venue, intent.symbol)
         sign = 1 if intent.side is Side.BUY else -1
-        pending = sum((q for k, s, q in self._open.values() if k == key and s is intent.side), ZERO)
+        pending = sum((q for k, s, q, _ in self._open.values() if k == key and s is intent.side), ZERO)
         before = pos + sign * pending
         after = before + sign * qty
         reducing = abs(after) <= abs(before) and (after == ZERO or (after > ZERO) == (before > ZERO))
@@ -510,6 +534,8 @@ class RiskGate:
         gross_after = gross - abs(pos) * mark + abs(after) * mid
         if gross_after > gross and gross_after > cfg.max_gross_exposure:
             raise _Denied("max_gross_exposure", f"gross exposure would be {gross_after} > {cfg.max_gross_exposure}")
+        if intent.venue.market == "spot":
+            self._check_spot_funds(intent, qty, px, pos, pending)
         window = self._rate.get(intent.venue)
         if window is not None:
             while window and window[0] <= now_ns - RATE_WINDOW_NS:

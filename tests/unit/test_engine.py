@@ -41,6 +41,10 @@ class FakeGate:
         self.checked: list[OrderIntent] = []
         self.deny: set[str] = set()
         self.seen: list[str] = []
+        self.orders_seen: list[str] = []
+
+    def on_order(self, o: OrderUpdate) -> None:
+        self.orders_seen.append(o.client_order_id)
 
     def check(self, intent: OrderIntent, client_order_id: str, now_ns: int) -> OrderRequest | OrderDenied:
         self.checked.append(intent)
@@ -182,6 +186,32 @@ def test_open_orders_count_toward_the_target_and_opposite_ones_are_cancelled() -
     assert [(r.side, r.qty) for r in ex.submitted] == [(Side.BUY, D("1")), (Side.SELL, D("1"))]
 
 
+def test_a_lower_target_on_the_same_side_cancels_the_open_order_and_places_the_smaller_one() -> None:
+    s = Scripted("a", [D("1"), D("0.4"), D("0.4")])
+    eng, bus, _gate, ex, _ = _engine([s], fill=False)
+    bus.publish(_book(1))  # buy 1 rests
+    bus.publish(_book(2))  # 0.4: the 1 would overshoot: cancelled, buy 0.4
+    assert ex.cancelled == ["b000000001"]
+    assert [(r.side, r.qty) for r in ex.submitted] == [(Side.BUY, D("1")), (Side.BUY, D("0.4"))]
+    # the cancel is in flight (no CANCELLED yet): b1 neither counts nor is cancelled again
+    bus.publish(_book(3))
+    assert ex.cancelled == ["b000000001"]
+    assert len(ex.submitted) == 2
+    assert eng.stats.cancels == 1
+    assert eng.cancel_all(4) == 1  # only b2: b1's cancel is already sent
+    assert ex.cancelled == ["b000000001", "b000000002"]
+
+
+def test_the_oldest_same_side_orders_keep_their_place_and_newer_excess_ones_are_cancelled() -> None:
+    s = Scripted("a", [D("0.3"), D("0.6"), D("0.4")])
+    _eng, bus, _gate, ex, _ = _engine([s], fill=False)
+    for t in (1, 2, 3):
+        bus.publish(_book(t))
+    # b1 0.3 and b2 0.3 rest; for 0.4, b1 stays, b2 (it would make 0.6) goes, and 0.1 more is bought
+    assert ex.cancelled == ["b000000002"]
+    assert [r.qty for r in ex.submitted] == [D("0.3"), D("0.3"), D("0.1")]
+
+
 def test_fills_and_orders_go_only_to_the_strategy_that_owns_them() -> None:
     a, b = Scripted("a", [D("1")]), Scripted("b", [])
     _eng, bus, *_ = _engine([a, b])
@@ -252,10 +282,15 @@ def test_restore_rebuilds_each_strategys_position_from_the_persisted_fills() -> 
     fills = [Fill(ts_event=1, ts_recv=1, client_order_id=f"b{i}", strategy="a", venue=V, symbol="BTCUSDT",
                   side=side, qty=D(q), price=D(100), fee=D(0), fee_asset="USDT", liquidity=Liquidity.TAKER,
                   trade_id=f"b{i}-1") for i, (side, q) in enumerate([(Side.BUY, "2"), (Side.SELL, "0.5")])]
-    eng.restore(fills, [], 10)
+    resting = OrderUpdate(ts_event=5, ts_recv=5, client_order_id="b9", strategy="a", venue=V, symbol="BTCUSDT",
+                          side=Side.BUY, order_type=OrderType.LIMIT, tif=TimeInForce.GTC, qty=D("0.2"),
+                          price=D(99), status=OrderStatus.ACCEPTED)  # fmt: skip
+    eng.restore(fills, [resting], 10)
     assert a.position(V, "BTCUSDT") == D("1.5")
+    assert _gate.orders_seen == ["b9"]  # the gate counts it toward the limits again
     assert len(ledger.fills) == 2
-    bus.publish(_book(11))  # target 1: sell 0.5, reduce-only
+    bus.publish(_book(11))  # target 1: the resting buy goes, sell 0.5, reduce-only
+    assert ex.cancelled == ["b9"]
     assert [(r.side, r.qty, r.reduce_only) for r in ex.submitted] == [(Side.SELL, D("0.5"), True)]
 
 

@@ -36,7 +36,8 @@ pytestmark = pytest.mark.unit
 
 S = 1_000_000_000
 T0 = 1_723_161_600 * S  # 2024-08-09 00:00:00 UTC
-BN = Venue.BINANCE_SPOT
+BN = Venue.BINANCE_USDM  # a perpetual: shorts allowed; the spot funds rules have their own tests
+SP = Venue.BINANCE_SPOT
 BY = Venue.BYBIT_LINEAR
 D = Decimal
 
@@ -48,6 +49,10 @@ class FakeExposure:
         self.positions: dict[tuple[Venue, str], Decimal] = {}
         self.marks: dict[tuple[Venue, str], Decimal] = {}
         self.extra_gross = D(0)
+        self.cash_left: dict[Venue, Decimal] = {}
+
+    def cash(self, venue: Venue) -> Decimal:
+        return self.cash_left.get(venue, D(10_000))
 
     def position(self, venue: Venue, symbol: str) -> Decimal:
         return self.positions.get((venue, symbol), D(0))
@@ -228,6 +233,52 @@ def test_max_gross_exposure_after_the_order() -> None:
     h.exposure.positions[(BN, "BTCUSDT")] = D("0.02")
     h.exposure.marks[(BN, "BTCUSDT")] = D(60_000)
     ok(h.check(Side.SELL, "0.01"))
+
+
+def test_a_spot_account_cannot_sell_what_it_does_not_hold() -> None:
+    h = Harness()
+    h.market(SP)
+    d = h.denied(h.check(Side.SELL, "0.001", venue=SP), "insufficient_funds")  # flat: no spot short
+    assert "holds 0" in d.detail
+    h.exposure.positions[(SP, "BTCUSDT")] = D("0.03")
+    ok(h.check(Side.SELL, "0.02", price="60001", venue=SP))  # c2 offers 0.02 of the 0.03
+    h.denied(h.check(Side.SELL, "0.011", venue=SP), "insufficient_funds")  # 0.02 + 0.011 > 0.03
+    ok(h.check(Side.SELL, "0.01", venue=SP))  # exactly what is left
+    # the perpetual beside it may go short
+    h.market(BN)
+    ok(h.check(Side.SELL, "0.01"))
+
+
+def test_a_spot_buy_needs_the_free_cash_open_buys_on_any_symbol_included() -> None:
+    h = Harness()
+    h.market(SP)
+    h.market(SP, "ETHUSDT", bid=3000.0, ask=3000.2)
+    h.exposure.cash_left[SP] = D(2500)
+    ok(h.check(Side.BUY, "0.02", price="60000", venue=SP))  # c1 commits 1200
+    ok(h.check(Side.BUY, "0.3", price="3000", venue=SP, symbol="ETHUSDT"))  # c2 commits 900: 400 free
+    d = h.denied(h.check(Side.BUY, "0.007", price="60000", venue=SP), "insufficient_funds")  # 420 > 400
+    assert "400.00 cash is free" in d.detail
+    assert "2100.00 committed" in d.detail
+    ok(h.check(Side.BUY, "0.006", price="60000", venue=SP))  # 360 (c4)
+    # a market buy is priced at the band's edge (it may walk the book): 40 free, 0.00066 x 60600.505 = 39.996
+    h.denied(h.check(Side.BUY, "0.00067", venue=SP), "insufficient_funds")  # 40.60
+    ok(h.check(Side.BUY, "0.00066", venue=SP))
+    # a cancelled buy frees its cash
+    h.gate.on_order(OrderUpdate(
+        ts_event=T0, ts_recv=T0, client_order_id="c1", strategy="s1", venue=SP, symbol="BTCUSDT", side=Side.BUY,
+        order_type=OrderType.LIMIT, tif=TimeInForce.GTC, qty=D("0.02"), price=D(60000), status=OrderStatus.CANCELLED,
+        filled_qty=D(0), reason="",
+    ))  # fmt: skip
+    ok(h.check(Side.BUY, "0.019", price="60000", venue=SP))
+
+
+def test_an_open_order_the_gate_did_not_pass_counts_once_seen() -> None:
+    # after a restart the engine hands the restored open orders to the gate: they count again
+    h = Harness()
+    h.market()
+    h.gate.on_order(update("r1", Side.BUY, "0.07", OrderStatus.PARTIALLY_FILLED, filled="0.01"))  # 0.06 left
+    h.denied(h.check(Side.BUY, "0.03"), "max_position_notional")  # 0.09 x 60000.5 = 5400.045
+    ok(h.check(Side.BUY, "0.02"))  # 0.08: 4800.04
 
 
 def test_order_rate_window_slides_in_the_event_clock() -> None:
@@ -547,7 +598,7 @@ def test_a_latch_change_under_a_live_alarm_is_published_with_the_same_state(h: H
     assert (g.state, g.latched) == (TradingState.REDUCING, TradingState.ACTIVE)
     changes = [(e.previous, e.state, e.reason, e.detail) for e in h.events if isinstance(e, RiskStateChanged)]
     assert changes == [
-        (TradingState.ACTIVE, TradingState.REDUCING, "clock_skew", "binance_spot +5000 ms"),
+        (TradingState.ACTIVE, TradingState.REDUCING, "clock_skew", "binance_usdm +5000 ms"),
         (TradingState.REDUCING, TradingState.REDUCING, "operator", "reduce: flatten"),
         (TradingState.REDUCING, TradingState.REDUCING, "operator", "resume; alarms still on: clock_skew"),
     ]
