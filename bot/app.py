@@ -108,7 +108,7 @@ async def run_bot(
         if slog is not None:
             slog.attach(bus)
         reference = ReferenceData(settings, bus, clock, measure_skew=not sim)
-        trading = await start_paper_trading(stack, settings, bus, clock, collector.get_book)
+        trading = await start_paper_trading(stack, settings, bus, clock, collector.get_book, workers, sim=sim)
         log.info("bot_started", mode="paper", sim=sim, venues=sorted(v.value for v in settings.enabled_venues()))
         status: dict[str, Any] = {}
         started = time.monotonic()

@@ -26,7 +26,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -270,6 +270,18 @@ class PaperVenueConfig(Section):
     taker_fee: Decimal = Field(default=Decimal("0.001"), ge=0, le=0.01)
     balances: dict[str, Decimal] = Field(default_factory=lambda: {"USDT": Decimal(10_000)})
 
+    @field_validator("balances")
+    @classmethod
+    def _usdt_and_not_negative(cls, v: dict[str, Decimal]) -> dict[str, Decimal]:
+        # the paper ledger (bot.ledger) keeps USDT accounts: other assets are positions, built by fills
+        other = sorted(a for a in v if a != "USDT")
+        if other:
+            raise ValueError(f"only a USDT starting balance is supported (the ledger holds USDT), not {other}")
+        bad = {a: str(x) for a, x in v.items() if not (x.is_finite() and x >= 0)}
+        if bad:
+            raise ValueError(f"starting balances must be finite and >= 0: {bad}")
+        return v
+
 
 def _default_paper_venues() -> dict[Venue, PaperVenueConfig]:
     # The venues' base-tier fees (2026): Binance spot 0.1 %/0.1 %, USD-M 0.02 %/0.05 %; Bybit spot
@@ -370,6 +382,27 @@ class BotSettings(BaseSettings):
         if dup:
             raise ValueError(f"strategy names must be unique (orders and positions are owned by name): {dup}")
         return v
+
+    @model_validator(mode="after")
+    def _strategies_trade_configured_books(self) -> BotSettings:
+        """An enabled strategy on a disabled venue, or on a symbol the venue does not stream, would never
+        see a book: refused here, with every such strategy named."""
+        problems = []
+        for c in self.strategies:
+            venue = self.venues.get(c.venue)
+            if not c.enabled:
+                continue
+            if venue is None or not venue.enabled:
+                problems.append(f"strategy {c.name!r} trades on {c.venue.value}, which is not enabled "
+                                f"([venues.{c.venue.value}] enabled = false)")
+                continue
+            missing = [sym for sym in c.symbols if sym not in venue.symbols]
+            if missing:
+                problems.append(f"strategy {c.name!r} trades {missing} on {c.venue.value}, whose symbols are "
+                                f"{list(venue.symbols)} ([venues.{c.venue.value}] symbols)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @field_validator("venues", mode="before")
     @classmethod

@@ -176,6 +176,21 @@ def check_version(row: Any, path: Path) -> None:
         raise ConfigError(f"state database {path} has schema version {row[0]}; this build knows {SCHEMA_VERSION}")
 
 
+# the tables this bot writes into the state database: the schema's and the signal log's (bot.signal_log)
+OWN_TABLES = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", SCHEMA)) | {"signals"}
+TABLES_SQL = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+
+
+def check_own(tables: Iterable[str], path: Path) -> None:
+    """ConfigError when ``path`` holds tables of something else: it is not this bot's database, and
+    writing our schema into it would damage another program's file."""
+    foreign = sorted(set(tables) - OWN_TABLES)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise ConfigError(f"{path} is not this bot's state database (it holds other tables: {shown}); "
+                          "point [state] db (or --db) at the bot's own file")
+
+
 def lock_path(db: Path) -> Path:
     return db.with_name(db.name + ".lock")
 
@@ -324,6 +339,7 @@ class StateStore:
             self._release()
             raise ConfigError(f"cannot open state database {self.path}: {e}") from None
         try:
+            check_own((r[0] for r in await db.execute_fetchall(TABLES_SQL)), self.path)  # before any write
             mode = await db.execute_fetchall("PRAGMA journal_mode=WAL")
             if str(next(iter(mode))[0]).lower() != "wal":
                 raise ConfigError(f"state database {self.path}: WAL journal mode refused")

@@ -31,25 +31,49 @@ from typing import Any
 from bot.clock import LiveClock
 from bot.config import load_settings
 from bot.errors import ConfigError
-from bot.state import BUSY_TIMEOUT_S, CONTROL_STATES, OPEN_STATUSES, SCHEMA, check_version, writer_pid
+from bot.state import (
+    BUSY_TIMEOUT_S,
+    CONTROL_STATES,
+    OPEN_STATUSES,
+    SCHEMA,
+    TABLES_SQL,
+    check_own,
+    check_version,
+    writer_pid,
+)
 
 NS_PER_S = 1_000_000_000
 
 
 def connect_sync(path: Path, *, create: bool) -> sqlite3.Connection:
-    """A plain sqlite3 connection for the CLI (busy timeout, WAL); ``create``: make the file and schema."""
+    """A plain sqlite3 connection for the CLI (busy timeout, WAL) to this bot's state database; ``create``:
+    make the file and schema when there is none. ConfigError for a file that is not one: not SQLite, another
+    program's database (never written into), or, to read, one without the schema (empty)."""
     if path.exists() and not path.is_file():
         raise ConfigError(f"state database {path} is not a file")
+    existed = path.exists()
+    conn: sqlite3.Connection | None = None
     try:
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
+        tables = {r[0] for r in conn.execute(TABLES_SQL)}
+        check_own(tables, path)
+        if "meta" not in tables and existed and not tables:
+            raise ConfigError(f"{path} is an empty file, not a state database; point [state] db (or --db) at "
+                              "the bot's file, or remove it")
+        if "meta" not in tables and not create:
+            raise ConfigError(f"{path} holds no trading state yet (only the signal log's table)")
         if create:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(SCHEMA)
-            check_version(conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone(), path)
+        check_version(conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone(), path)
         return conn
-    except (sqlite3.Error, OSError) as e:
+    except (sqlite3.Error, OSError, ConfigError) as e:
+        if conn is not None:
+            conn.close()
+        if isinstance(e, ConfigError):
+            raise
         raise ConfigError(f"cannot open state database {path}: {e}") from None
 
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -26,12 +27,17 @@ from bot.bus import EventBus
 from bot.clock import Clock
 from bot.config import BotSettings
 from bot.engine import Engine
+from bot.errors import ConfigError
 from bot.events import BookHealth, BookState, Venue
 from bot.execution.paper import BookView, PaperExecution
 from bot.ledger import Ledger
 from bot.risk import RiskGate
 from bot.state import StateStore
-from strategies import build_strategies
+from strategies import MODEL_FAMILIES, build_strategies
+from strategies.config import StrategyConfig
+
+if TYPE_CHECKING:
+    from bot.workers import WorkerSet
 
 log = structlog.get_logger(__name__)
 
@@ -123,14 +129,69 @@ class PaperTrading:
         self.engine.snapshot(now)
 
 
+def strategy_problems(
+    configs: Sequence[StrategyConfig], workers: WorkerSet, *, models_enabled: bool = True, sim: bool = False
+) -> list[str]:
+    """What stops an enabled strategy from ever getting a signal it can use: its model not loaded (no
+    such checkpoint, a damaged one, models disabled), of a family its kind does not read, not predicting
+    the strategy's venue and symbols, or with fewer horizons than ``horizon_index`` asks for."""
+    by_name = {w.name: w for w in workers.workers}
+    problems = []
+    for c in configs:
+        if not c.enabled:
+            continue
+        who = f"strategy {c.name!r} (kind {c.kind}, model {c.model!r})"
+        w = by_name.get(c.model)
+        if w is None:
+            failed = next((why for f, why in workers.failed.items() if Path(f).stem == c.model), None)
+            if not models_enabled:
+                problems.append(f"{who}: models are disabled ([models] enabled = false)")
+            elif failed is not None:
+                problems.append(f"{who}: its checkpoint did not load: {failed}")
+            else:
+                where = workers.directory if workers.directory is not None else "the models directory"
+                have = sorted(by_name) or ["none"]
+                problems.append(f"{who}: no such checkpoint in {where} (loaded: {', '.join(have)})")
+            continue
+        families = MODEL_FAMILIES.get(c.kind, ())
+        if w.family not in families:
+            problems.append(f"{who}: a {c.kind} strategy reads {'/'.join(families)} models, not {w.family}")
+            continue
+        served = {(t.venue, sym) for t in w.targets for sym in t.symbols}
+        missing = [sym for sym in c.symbols if (c.venue, sym) not in served]
+        if missing:
+            serves = sorted(f"{v.value}/{sym}" for v, sym in served) or ["nothing"]
+            hint = " (models.serve_on adds venues for a family"
+            hint += "; under --sim only what the recording holds is configured)" if sim else ")"
+            problems.append(f"{who}: the model does not predict {c.venue.value} {missing}; it serves "
+                            f"{', '.join(serves)}{hint}")
+        index = getattr(c, "horizon_index", None)
+        horizons = [h for h in w.head.horizon.split(",") if h]
+        if index is not None and index >= len(horizons):
+            problems.append(f"{who}: horizon_index = {index}, but the model has {len(horizons)} horizon(s) "
+                            f"({', '.join(horizons)}; the index counts from 0)")
+    return problems
+
+
 async def start_paper_trading(
     stack: contextlib.AsyncExitStack,
     settings: BotSettings,
     bus: EventBus,
     clock: Clock,
     books: Callable[[Venue, str], BookView | None],
+    workers: WorkerSet | None = None,
+    *,
+    sim: bool = False,
 ) -> PaperTrading:
-    """Open the state database, rebuild what it holds and wire the order path onto ``bus``."""
+    """Open the state database, rebuild what it holds and wire the order path onto ``bus``.
+
+    ``workers``: the loaded models; ConfigError (every problem in one message) when an enabled strategy
+    could never get a usable signal from them (``strategy_problems``).
+    """
+    if workers is not None:
+        problems = strategy_problems(settings.strategies, workers, models_enabled=settings.models.enabled, sim=sim)
+        if problems:
+            raise ConfigError("; ".join(problems))
     enabled = settings.enabled_venues()
     engine_ref: list[Engine] = []
 

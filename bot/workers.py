@@ -499,10 +499,11 @@ class WorkerSet:
     """The workers of every loadable checkpoint in a directory; bad checkpoints are logged and skipped."""
 
     def __init__(self, workers: Sequence[ModelWorker], failed: Mapping[str, str] | None = None,
-                 source: RingWindowSource | None = None) -> None:
+                 source: RingWindowSource | None = None, directory: Path | None = None) -> None:
         self.workers = list(workers)
         self.failed = dict(failed or {})  # file name -> why it was skipped
         self.source = source
+        self.directory = directory  # where the checkpoints were looked for (None: not from a directory)
 
     @staticmethod
     def checkpoint_files(models_dir: str | Path) -> list[Path]:
@@ -550,7 +551,7 @@ class WorkerSet:
                 msg = str(e) if isinstance(e, CheckpointError) else f"{path}: cannot load: {type(e).__name__}: {e}"
                 failed[path.name] = msg.splitlines()[0] if msg.strip() else f"{path}: cannot load"
                 log.warning("model_checkpoint_skipped", path=str(path), error=failed[path.name])
-        return cls(workers, failed, source)
+        return cls(workers, failed, source, Path(models_dir))
 
     def on_tick(self, ts_ns: int) -> None:
         for w in self.workers:

@@ -34,6 +34,14 @@ STRATEGY_CLASSES: dict[str, type[Strategy]] = {
     "forecaster": ForecasterStrategy,
 }
 
+# the model families whose signals each kind reads (mhtabl checkpoints are family "tabl")
+MODEL_FAMILIES: dict[str, tuple[str, ...]] = {
+    "threshold": ("tabl",),
+    "multihorizon": ("multiscale",),
+    "portfolio": ("crossasset",),
+    "forecaster": ("lobforecast",),
+}
+
 
 def build_strategy(cfg: StrategyConfig) -> Strategy:
     if isinstance(cfg, ThresholdConfig):
@@ -53,6 +61,7 @@ def build_strategies(configs: Iterable[StrategyConfig]) -> list[Strategy]:
 
 
 __all__ = [
+    "MODEL_FAMILIES",
     "STRATEGY_CLASSES",
     "ForecasterStrategy",
     "MultiHorizonStrategy",

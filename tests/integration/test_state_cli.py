@@ -21,6 +21,7 @@ import pytest
 
 from bot.__main__ import main as bot_main
 from bot.config import RiskConfig, StateConfig
+from bot.errors import ConfigError
 from bot.events import Event, Side, Signal, Venue
 from bot.ledger import Ledger
 from bot.orders import (
@@ -336,3 +337,31 @@ def test_a_file_that_is_not_a_state_database_is_one_clear_line_exit_2(config: Pa
         assert "file is not a database" in done.stderr
         assert "Traceback" not in done.stderr
 
+
+
+@pytest.mark.parametrize("kind", ["empty", "foreign"])
+async def test_an_empty_file_or_another_programs_database_is_refused_and_left_untouched(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    db = tmp_path / "out" / "state.sqlite"
+    db.parent.mkdir()
+    if kind == "empty":
+        db.touch()
+        why = "is an empty file, not a state database"
+    else:
+        with contextlib.closing(sqlite3.connect(db)) as other, other:
+            other.execute("CREATE TABLE invoices (id INTEGER)")
+        why = "is not this bot's state database (it holds other tables: invoices)"
+    before = db.read_bytes()
+    for argv in (["status"], ["status", "--json"], ["halt"], ["resume"]):
+        assert bot_main(["--config", str(config), *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert why in err, argv
+        assert len(err.strip().splitlines()) == 1
+    # the bot itself will not write its schema into another program's file either
+    if kind == "foreign":
+        with pytest.raises(ConfigError, match="it holds other tables: invoices"):
+            await reopen(db)
+    assert db.read_bytes() == before
+    lock = ["state.sqlite.lock"] if kind == "foreign" else []  # the bot's writer lock, beside, not inside
+    assert sorted(p.name for p in db.parent.iterdir()) == ["state.sqlite", *lock]

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from bot.config import RiskConfig, load_settings
 from bot.errors import ConfigError
 from bot.events import Venue
+from bot.trading import strategy_problems
 from strategies import build_strategies
 from strategies.config import ForecasterConfig, MultiHorizonConfig, PortfolioConfig, ThresholdConfig
 from strategies.multihorizon import MultiHorizonStrategy
@@ -168,3 +171,78 @@ def test_the_shipped_config_validates_and_fits_the_checkpoints_and_risk_limits()
                                  getattr(cfg, "max_position", None)) if v is not None]
         assert per_order, cfg.name
         assert all(Decimal(5) <= v <= risk.max_order_notional for v in per_order), cfg.name
+
+
+def test_a_strategy_on_a_disabled_venue_or_an_unstreamed_symbol_is_refused(tmp_path: Path) -> None:
+    off = '[venues.binance_spot]\nenabled = false\n' + THRESHOLD
+    assert "strategy 't1' trades on binance_spot, which is not enabled" in refused(tmp_path, off)
+    eth = '[venues.binance_spot]\nsymbols = ["ETHUSDT"]\n' + THRESHOLD
+    msg = refused(tmp_path, eth)
+    assert "strategy 't1' trades ['BTCUSDT'] on binance_spot, whose symbols are ['ETHUSDT']" in msg
+    # a disabled strategy is not held to it
+    assert load(tmp_path, off + "enabled = false\n").strategies[0].enabled is False  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("balances", "why"), [
+    ('{ USDT = -100 }', "starting balances must be finite and >= 0: {'USDT': '-100'}"),
+    ('{ USDT = 100, FOO = 1 }', "only a USDT starting balance is supported (the ledger holds USDT), not ['FOO']"),
+    ('{ USDT = "nan" }', "balances.USDT: Input should be a finite number"),
+])  # fmt: skip
+def test_paper_balances_are_usdt_and_not_negative(tmp_path: Path, balances: str, why: str) -> None:
+    msg = refused(tmp_path, f"[paper.venues.binance_spot]\nbalances = {balances}\n")
+    assert "paper.venues" in msg
+    assert why in msg
+
+
+# -- strategies against the loaded models (bot.trading.strategy_problems) ----------------------------------
+
+
+def _worker(name: str, family: str, targets: list[tuple[Venue, tuple[str, ...]]], horizon: str) -> SimpleNamespace:
+    return SimpleNamespace(name=name, family=family, head=SimpleNamespace(horizon=horizon),
+                           targets=[SimpleNamespace(venue=v, symbol=s[0], symbols=s) for v, s in targets])  # fmt: skip
+
+
+def _workers(*ws: SimpleNamespace, failed: dict[str, str] | None = None) -> Any:
+    return SimpleNamespace(workers=list(ws), failed=failed or {}, directory=Path("/ck"))
+
+
+TABL = _worker("tabl_binance-spot-btcusdt_h10", "tabl", [(Venue.BINANCE_SPOT, ("BTCUSDT",))], "10s")
+
+
+def test_a_strategy_fitting_its_loaded_model_has_no_problem(tmp_path: Path) -> None:
+    settings = load_settings(_write(tmp_path, THRESHOLD))
+    assert strategy_problems(settings.strategies, _workers(TABL)) == []
+
+
+def test_each_way_a_strategy_cannot_use_its_model_is_named(tmp_path: Path) -> None:
+    cfgs = load_settings(_write(tmp_path, THRESHOLD)).strategies
+    who = "strategy 't1' (kind threshold, model 'tabl_binance-spot-btcusdt_h10')"
+    other = _worker("multiscale_btcusdt_h60", "multiscale", [(Venue.BINANCE_SPOT, ("BTCUSDT",))], "1h")
+    assert strategy_problems(cfgs, _workers(other)) == [
+        f"{who}: no such checkpoint in /ck (loaded: multiscale_btcusdt_h60)"]
+    assert strategy_problems(cfgs, _workers(), models_enabled=False) == [
+        f"{who}: models are disabled ([models] enabled = false)"]
+    damaged = _workers(failed={"tabl_binance-spot-btcusdt_h10.pt": "/ck/tabl.pt is not a readable checkpoint"})
+    assert strategy_problems(cfgs, damaged) == [
+        f"{who}: its checkpoint did not load: /ck/tabl.pt is not a readable checkpoint"]
+    wrong_family = _worker(TABL.name, "lobforecast", TABL_TARGETS, "5s,10s")
+    assert strategy_problems(cfgs, _workers(wrong_family)) == [
+        f"{who}: a threshold strategy reads tabl models, not lobforecast"]
+    elsewhere = _worker(TABL.name, "tabl", [(Venue.BYBIT_SPOT, ("BTCUSDT",))], "10s")
+    assert strategy_problems(cfgs, _workers(elsewhere), sim=True) == [
+        f"{who}: the model does not predict binance_spot ['BTCUSDT']; it serves bybit_spot/BTCUSDT "
+        "(models.serve_on adds venues for a family; under --sim only what the recording holds is configured)"]
+    far = load_settings(_write(tmp_path, THRESHOLD + "horizon_index = 1\n")).strategies
+    assert strategy_problems(far, _workers(TABL)) == [
+        f"{who}: horizon_index = 1, but the model has 1 horizon(s) (10s; the index counts from 0)"]
+    off = load_settings(_write(tmp_path, THRESHOLD + "enabled = false\n")).strategies
+    assert strategy_problems(off, _workers()) == []  # a disabled strategy needs nothing
+
+
+TABL_TARGETS = [(Venue.BINANCE_SPOT, ("BTCUSDT",))]
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "config.toml"
+    p.write_text(text)
+    return p
