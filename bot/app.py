@@ -86,7 +86,7 @@ async def run_bot(
     from bot.market import start_market_data
     from bot.reference import ReferenceData
     from bot.signal_log import SignalLog
-    from bot.trading import start_paper_trading
+    from bot.trading import open_state, start_paper_trading
 
     bus = bus if bus is not None else EventBus()
     clock = LiveClock()
@@ -99,6 +99,7 @@ async def run_bot(
     if warm_s > 1.0:
         log.info("kernels_compiled", seconds=round(warm_s, 1), note="first start after an install only")
     async with contextlib.AsyncExitStack() as stack:
+        state = await open_state(stack, settings)
         market = await start_market_data(stack, settings, bus, clock, sim=sim, sim_data=sim_data, speed=speed)
         settings, collector, rings, klines, workers = (
             market.settings, market.collector, market.rings, market.klines, market.workers)
@@ -108,7 +109,8 @@ async def run_bot(
         if slog is not None:
             slog.attach(bus)
         reference = ReferenceData(settings, bus, clock, measure_skew=not sim)
-        trading = await start_paper_trading(stack, settings, bus, clock, collector.get_book, workers, sim=sim)
+        trading = await start_paper_trading(stack, settings, bus, clock, collector.get_book, workers, sim=sim,
+                                            state=state)
         log.info("bot_started", mode="paper", sim=sim, venues=sorted(v.value for v in settings.enabled_venues()))
         status: dict[str, Any] = {}
         started = time.monotonic()

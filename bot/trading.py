@@ -1,6 +1,7 @@
 """Paper trading, assembled: state database, ledger, risk gate, paper matcher, strategies and the engine.
 
-    start_paper_trading(stack, settings, bus, clock, books)      # in run_bot, after the collector exists
+    open_state(stack, settings)                                   # in run_bot, first: fails fast
+    start_paper_trading(stack, settings, bus, clock, books, workers, state=...)   # after the collector
       StateStore.open() ─► PersistedState (fills, open orders, latched trading state, next order id)
       Ledger ◄─ persisted fills           RiskGate(state=persisted)        PaperExecution(books, live)
       Engine(strategies, gate, paper, ledger).restore(...) ─► attach(bus)
@@ -32,7 +33,7 @@ from bot.events import BookHealth, BookState, Venue
 from bot.execution.paper import BookView, PaperExecution
 from bot.ledger import Ledger
 from bot.risk import RiskGate
-from bot.state import StateStore
+from bot.state import PersistedState, StateStore
 from strategies import MODEL_FAMILIES, build_strategies
 from strategies.config import StrategyConfig
 
@@ -173,6 +174,19 @@ def strategy_problems(
     return problems
 
 
+def _no_engine_yet(exc: Exception) -> None:
+    log.error("state_db_write_failed", error=str(exc) or type(exc).__name__, action="nothing to halt yet")
+
+
+async def open_state(stack: contextlib.AsyncExitStack, settings: BotSettings) -> tuple[StateStore, PersistedState]:
+    """Open (and lock) the state database: first thing at start-up, so that a bad path or a database in
+    use fails before the venues and the models are loaded. Closed with ``stack``."""
+    store = StateStore(settings.state, on_failure=_no_engine_yet)
+    persisted = await store.open()
+    stack.push_async_callback(store.close)
+    return store, persisted
+
+
 async def start_paper_trading(
     stack: contextlib.AsyncExitStack,
     settings: BotSettings,
@@ -182,8 +196,10 @@ async def start_paper_trading(
     workers: WorkerSet | None = None,
     *,
     sim: bool = False,
+    state: tuple[StateStore, PersistedState] | None = None,
 ) -> PaperTrading:
-    """Open the state database, rebuild what it holds and wire the order path onto ``bus``.
+    """Rebuild what the state database holds (``state`` from ``open_state``, else opened here) and wire
+    the order path onto ``bus``.
 
     ``workers``: the loaded models; ConfigError (every problem in one message) when an enabled strategy
     could never get a usable signal from them (``strategy_problems``).
@@ -200,9 +216,8 @@ async def start_paper_trading(
         if engine_ref:
             engine_ref[0].halt("state_db_write_failed", clock.now_ns())
 
-    store = StateStore(settings.state, on_failure=on_store_failure)
-    persisted = await store.open()
-    stack.push_async_callback(store.close)
+    store, persisted = state if state is not None else await open_state(stack, settings)
+    store.on_failure = on_store_failure
     accounts = [v for v in settings.paper.venues if v in enabled]
     ledger = Ledger({v: settings.paper.venues[v].balances for v in accounts})
     gate = RiskGate(settings.risk, ledger, bus.publish, state=persisted.trading_state)
