@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import bisect
 import csv
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -316,6 +317,8 @@ class KlineStore:
     sessions: dict[Venue, LiveKlines] = field(default_factory=dict)
     _cache: dict[tuple[str, str, int], Bars | None] = field(default_factory=dict)
     _spliced: dict[tuple[str, str, int], tuple[int, Bars | None]] = field(default_factory=dict)
+    # the REST handlers read on worker threads (asyncio.to_thread), several at once: the caches are shared
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def _files(self, venue: Venue, symbol: str) -> dict[int, Path]:
         found: dict[int, Path] = {}
@@ -334,6 +337,10 @@ class KlineStore:
     def bars(self, venue: Venue, symbol: str, minutes: int) -> Bars | None:
         """The CSV bars of ``minutes`` as recorded (a file of that interval, else aggregated)."""
         key = (venue.value, symbol, minutes)
+        with self._lock:
+            return self._bars(key, venue, symbol, minutes)
+
+    def _bars(self, key: tuple[str, str, int], venue: Venue, symbol: str, minutes: int) -> Bars | None:
         if key not in self._cache:
             files = self._files(venue, symbol)
             if minutes in files:
@@ -355,6 +362,10 @@ class KlineStore:
         bar opens and scaled in price so that its close is that bar's open; coarser intervals aggregated
         from them (complete buckets only; the session's closed 1m bars included where the session does
         not stream the interval). Cached per session anchor."""
+        with self._lock:
+            return self._history(venue, symbol, minutes, live)
+
+    def _history(self, venue: Venue, symbol: str, minutes: int, live: LiveView) -> Bars | None:
         files = self._files(venue, symbol)
         if not files or minutes % min(files):
             return None
@@ -531,7 +542,7 @@ class TradeCandles:
             self.next_tick = now_ms - now_ms % TICK_MS + TICK_MS
         while now_ms >= self.next_tick + self.GRACE_MS:
             tick = self.next_tick
-            for (sym, iv), candles in self.open.items():
+            for (sym, iv), candles in list(self.open.items()):  # the consumer may add a symbol meanwhile
                 step = BINANCE_INTERVALS[iv] * 60_000
                 name = f"{sym.lower()}@kline_{iv}"
                 for start in sorted(candles):
