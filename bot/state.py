@@ -560,7 +560,9 @@ class StateStore:
         positions_del = [(v.value,) for v in last_snap]
         positions = [(s.venue.value, p.symbol, str(p.qty), str(p.avg_price), str(p.realized_pnl), _dec(p.mark),
                       str(p.unrealized_pnl), s.ts_event) for s in last_snap.values() for p in s.positions]
-        latch_rows = [] if latch is None else [(latch[0].value, latch[1], latch[2])]
+        # who latched it: the operator's request as the gate applied it, or one of the gate's own switches
+        latch_rows = [] if latch is None else [
+            (latch[0].value, latch[1], latch[2], "operator" if latch[1] == "operator" else "risk_gate")]
         return [
             (_UPSERT_ORDER, orders),
             ("INSERT OR IGNORE INTO order_events (client_order_id, ts_event, ts_recv, status, filled_qty, event) "
@@ -572,7 +574,7 @@ class StateStore:
              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", denials),
             ("INSERT INTO risk_states (ts_event, ts_recv, previous, state, reason, detail) VALUES (?, ?, ?, ?, ?, ?)",
              risk),
-            ("UPDATE risk_latch SET state = ?, reason = ?, ts_ns = ?, source = 'risk_gate' WHERE id = 1 "
+            ("UPDATE risk_latch SET state = ?, reason = ?, ts_ns = ?, source = ? WHERE id = 1 "
              "AND NOT EXISTS (SELECT 1 FROM control WHERE applied = 0)", latch_rows),
             ("INSERT INTO strategy_health (ts_event, ts_recv, strategy, enabled, reason, detail) "
              "VALUES (?, ?, ?, ?, ?, ?)", health),

@@ -319,7 +319,7 @@ async def test_a_running_bot_picks_up_a_cli_halt_at_its_next_poll_and_persists_t
         assert await store.poll_control() == []
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT state, reason, source FROM risk_latch").fetchone() == ("halted", "operator",
-                                                                                     "risk_gate")
+                                                                                     "operator")
     assert conn.execute("SELECT previous, state, reason FROM risk_states").fetchall() == [
         ("active", "halted", "operator")]
     done = cli(config, "resume")

@@ -198,7 +198,7 @@ async def test_the_latch_follows_the_real_risk_gate_operator_and_alarms(tmp_path
         gate.halt("operator", BASE + 2)
         await store.wait_idle()
         assert sqlite3.connect(db).execute("SELECT state, source FROM risk_latch").fetchone() == ("halted",
-                                                                                                 "risk_gate")
+                                                                                                 "operator")
         gate.resume(BASE + 3)  # the effective state stays REDUCING (skew alarm); the latch is cleared
     state = await reopen(db)
     assert gate.state is TradingState.REDUCING
