@@ -197,6 +197,20 @@ class SimConfig(Section):
     seed: int = 0
     faults: str = ""  # e.g. "drop=0.01,dup=0.01" (see bot.sim.faults)
     loop: bool = True
+    # the private side's one account (bot.sim.account); the command line / BOT_SIM_API_* override these
+    api_key: SecretStr = SecretStr("sim-key")
+    api_secret: SecretStr = SecretStr("sim-secret")
+    balances: dict[Venue, dict[str, Decimal]] = Field(
+        default_factory=lambda: {v: {"USDT": Decimal(10_000)} for v in Venue}
+    )
+
+    @field_validator("balances")
+    @classmethod
+    def _not_negative(cls, v: dict[Venue, dict[str, Decimal]]) -> dict[Venue, dict[str, Decimal]]:
+        bad = sorted(f"{venue.value}.{a}" for venue, b in v.items() for a, q in b.items() if q < 0)
+        if bad:
+            raise ValueError(f"starting balances must be >= 0: {bad}")
+        return v
 
 
 class ModelsConfig(Section):

@@ -30,6 +30,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
@@ -41,9 +42,11 @@ from bot.demo import KLINES as DEMO_KLINES
 from bot.errors import ConfigError
 from bot.events import Venue
 from bot.sim import binance, bybit
+from bot.sim.account import SimAccount
 from bot.sim.faults import FaultSpec, RestartDice, RestDice
 from bot.sim.klines import KlineStore, LiveKlines
 from bot.sim.loop import VenueRunner
+from bot.sim.private_binance import BinancePrivate
 from bot.sim.replay import BINANCE, Timeline, VenueReplay, load_timelines
 from bot.sim.rest import BinanceRest, BybitRest, error_middleware
 from bot.sim.truth import RefBook
@@ -89,6 +92,9 @@ class LoopbackExchange:
         klines_dir: Path | None = None,
         timings: SimTimings | None = None,
         splice_klines: bool | None = None,
+        api_key: str = "sim-key",
+        api_secret: str = "sim-secret",
+        balances: dict[Venue, dict[str, Decimal]] | None = None,
     ) -> None:
         if not speed > 0:
             raise ConfigError(f"speed must be > 0, not {speed}")
@@ -103,6 +109,9 @@ class LoopbackExchange:
         demo = klines_dir is not None and Path(klines_dir).resolve() == DEMO_KLINES.resolve()
         self.splice_klines = demo if splice_klines is None else bool(splice_klines)
         self.timings = timings or SimTimings()
+        self._api_key, self._api_secret = api_key, api_secret  # the private side's account (bot.sim.account)
+        self._balances = balances or {}
+        self.account: SimAccount | None = None
         self.sim_stats = SimStats()
         self.timelines: dict[Venue, Timeline] = {}
         self.replays: dict[Venue, VenueReplay] = {}
@@ -145,6 +154,7 @@ class LoopbackExchange:
             runner = VenueRunner(replay, self.speed, self.loop, publish, self._restart(hub), dice.roll)
             hub.clock_ms = runner.now_ms
             self.replays[venue], self.hubs[venue], self.runners[venue] = replay, hub, runner
+        self.account = SimAccount(self.replays, self._balances)
         ports = {}
         for name, app in (("bybit", self._bybit_app()), ("binance_spot", self._binance_app(Venue.BINANCE_SPOT)),
                           ("binance_usdm", self._binance_app(Venue.BINANCE_USDM))):  # fmt: skip
@@ -234,6 +244,10 @@ class LoopbackExchange:
             app.router.add_get(f"{prefix}/ws", self._ws_route(venue, combined=False, streams=False))
             app.router.add_get(prefix + "/ws/{streams:.+}", self._ws_route(venue, combined=False, streams=True))
             app.router.add_get(f"{prefix}/stream", self._ws_route(venue, combined=True, streams=True))
+        assert self.account is not None
+        app.add_routes(
+            BinancePrivate(venue, self.account, self.runners[venue].now_ms, self._api_key, self._api_secret).routes()
+        )
         rest = BinanceRest(
             venue,
             self.replays[venue] if venue in self.timelines else None,
