@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -64,6 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "live bars (default: on for the embedded demo klines only; see bot/demo/PROVENANCE.md)",
     )
     p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
+    p.add_argument("--api-key", default=None, help="the private side's API key (or BOT_SIM_API_KEY; default: [sim])")
+    p.add_argument("--api-secret", default=None, help="its secret (or BOT_SIM_API_SECRET; default: [sim])")
 
 
 def _error(msg: str) -> int:
@@ -105,6 +108,9 @@ def handle(args: argparse.Namespace) -> int:
         host=args.host or cfg.host,
         klines_dir=klines,
         splice_klines=args.splice_klines,
+        api_key=args.api_key or os.environ.get("BOT_SIM_API_KEY") or cfg.api_key.get_secret_value(),
+        api_secret=args.api_secret or os.environ.get("BOT_SIM_API_SECRET") or cfg.api_secret.get_secret_value(),
+        balances=dict(cfg.balances),
     )
     try:
         return asyncio.run(_serve(sim, print_urls=args.print_urls))

@@ -84,6 +84,7 @@ class BinancePrivate:
             web.get("/fapi/v1/order", h(self.query_order)),
             web.delete("/fapi/v1/order", h(self.cancel_order)),
             web.get("/fapi/v1/openOrders", h(self.open_orders)),
+            web.get("/fapi/v1/leverageBracket", h(self.leverage_brackets)),
         ]
         for v in ("v2", "v3"):
             out += [
@@ -297,6 +298,13 @@ class BinancePrivate:
                 "totalOpenOrderInitialMargin": "0", "totalCrossWalletBalance": total,
                 "totalCrossUnPnl": "0", "availableBalance": total, "maxWithdrawAmount": total,
                 "assets": assets, "positions": self._positions()}  # fmt: skip
+
+    def leverage_brackets(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        sym = self._symbol(params, required=False)
+        one = [{"bracket": 1, "initialLeverage": 125, "notionalCap": 50000, "notionalFloor": 0,
+                "maintMarginRatio": 0.004, "cum": 0.0}]  # fmt: skip
+        syms = [sym] if sym else self.account.replays[self.venue].tl.symbols
+        return [{"symbol": s, "brackets": one} for s in syms]
 
     def position_risk(self, params: dict[str, str]) -> list[dict[str, Any]]:
         sym = self._symbol(params, required=False)
