@@ -22,6 +22,11 @@ valid, ids and timestamps keep increasing; ``faults="restart=1"`` restarts the v
 connection closed with 1001, ids from the start). Handler errors are answered in the venue's error shape
 and counted (``sim.stats[venue]["handler_errors"]``), never a traceback or an abnormal close.
 
+The private side (``bot.sim.account``, ``bot.sim.private_binance``): Binance spot ``/api/v3`` and USD-M
+``/fapi`` signed REST for one account (``api_key``, ``api_secret``, ``balances`` keywords; ``bot sim
+--api-key/--api-secret``), orders matched by ``bot.execution.paper`` against the truth books. Bybit's
+private REST and the private websocket streams are not served yet.
+
 See ``bot.sim.server`` for the programmatic use, ``bot.sim.cli`` for the command line, ``bot.sim.ws`` and
 ``bot.sim.rest`` for the wire behaviour, ``bot.sim.faults`` for fault injection, ``bot.sim.replay`` for
 how a recording becomes a timeline and the truth books, and ``bot.sim.loop`` for pacing and the loop.

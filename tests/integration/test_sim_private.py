@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -144,3 +145,17 @@ async def test_binance_refuses_bad_requests_with_the_venue_codes(
     ) as r:
         body = await r.json()
     assert (r.status, body["code"]) == (status, code)
+
+
+async def test_sim_config_takes_balances_and_refuses_negative_ones_and_unknown_keys() -> None:
+    from pydantic import ValidationError
+
+    from bot.config import SimConfig
+
+    cfg = SimConfig.model_validate({"balances": {"binance_spot": {"USDT": "500", "BTC": "0.1"}}})
+    assert cfg.balances[SPOT] == {"USDT": Decimal(500), "BTC": Decimal("0.1")}
+    assert "sim-secret" not in repr(cfg)
+    with pytest.raises(ValidationError, match=">= 0"):
+        SimConfig.model_validate({"balances": {"binance_spot": {"USDT": "-1"}}})
+    with pytest.raises(ValidationError):
+        SimConfig.model_validate({"balance": {}})
