@@ -1,0 +1,136 @@
+"""LiveExecution against a hand-written fake ccxt exchange: no network, no real sleeps."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import ccxt.async_support as ccxt
+import pytest
+
+from bot.events import Event, Side, Venue
+from bot.execution.live import LiveExecution, TokenBucket
+from bot.orders import OrderRequest, OrderStatus, OrderType, OrderUpdate, TimeInForce
+
+pytestmark = pytest.mark.unit
+
+
+class FakeExchange:
+    def __init__(self) -> None:
+        self.created: list[str] = []
+        self.orders: dict[str, dict[str, Any]] = {}
+        self.fail_next_create: Exception | None = None
+        self.store_before_fail = True
+        self.answer: dict[str, Any] = {"status": "open", "filled": 0}
+
+    async def create_order(
+        self, symbol: str, type_: str, side: str, amount: float, price: Any, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        cid = params["clientOrderId"]
+        self.created.append(cid)
+        vo = {"id": f"v{len(self.created)}", "clientOrderId": cid, **self.answer}
+        if self.fail_next_create is not None:
+            e, self.fail_next_create = self.fail_next_create, None
+            if self.store_before_fail:
+                self.orders[cid] = vo
+            raise e
+        self.orders[cid] = vo
+        return vo
+
+    async def fetch_order(self, oid: Any, symbol: str, params: dict[str, Any]) -> dict[str, Any]:
+        cid = params["clientOrderId"]
+        if cid not in self.orders:
+            raise ccxt.OrderNotFound("no such order")
+        return self.orders[cid]
+
+    async def cancel_order(self, oid: Any, symbol: str, params: dict[str, Any]) -> dict[str, Any]:
+        vo = self.orders[params["clientOrderId"]]
+        vo["status"] = "canceled"
+        return vo
+
+
+def request(cid: str = "b000000001") -> OrderRequest:
+    return OrderRequest(
+        client_order_id=cid,
+        strategy="s",
+        venue=Venue.BINANCE_SPOT,
+        symbol="BTC/USDT",
+        side=Side.BUY,
+        qty=Decimal("0.01"),
+        order_type=OrderType.LIMIT,
+        price=Decimal(60000),
+        tif=TimeInForce.GTC,
+        reduce_only=False,
+        ts_decision=1,
+    )
+
+
+def make() -> tuple[LiveExecution, FakeExchange, list[OrderUpdate]]:
+    ex = FakeExchange()
+    events: list[Event] = []
+    live = LiveExecution(ex, events.append, max_orders_per_s=1000, clock_ns=lambda: 5)
+    return live, ex, events  # type: ignore[return-value]
+
+
+async def test_submit_publishes_new_at_once_then_accepted_partial_filled() -> None:
+    live, _ex, ev = make()
+    live.submit(request())
+    assert [e.status for e in ev] == [OrderStatus.NEW]
+    await live.run_once()
+    assert ev[-1].status is OrderStatus.ACCEPTED
+    assert ev[-1].venue_order_id == "v1"
+    live.apply_venue_order("b000000001", {"id": "v1", "status": "open", "filled": 0.004})
+    assert ev[-1].status is OrderStatus.PARTIALLY_FILLED
+    assert ev[-1].filled_qty == Decimal("0.004")
+    live.apply_venue_order("b000000001", {"id": "v1", "status": "closed", "filled": 0.01, "average": 60000})
+    assert ev[-1].status is OrderStatus.FILLED
+    assert live.open_orders() == []
+    live.apply_venue_order("b000000001", {"id": "v1", "status": "canceled", "filled": 0.01})
+    assert ev[-1].status is OrderStatus.FILLED  # a closed order never moves again
+
+
+async def test_timeout_is_resolved_by_client_id_never_sent_twice() -> None:
+    live, ex, ev = make()
+    ex.fail_next_create = ccxt.RequestTimeout("timed out")
+    live.submit(request())
+    await live.run_once()
+    assert ex.created == ["b000000001"]
+    assert ev[-1].status is OrderStatus.ACCEPTED
+
+
+async def test_timeout_of_an_order_the_venue_never_got_is_rejected_not_resent() -> None:
+    live, ex, ev = make()
+    ex.fail_next_create, ex.store_before_fail = ccxt.RequestTimeout("timed out"), False
+    live.submit(request())
+    await live.run_once()
+    assert ex.created == ["b000000001"]
+    assert ev[-1].status is OrderStatus.REJECTED
+    assert ev[-1].reason == "unknown_after_timeout"
+
+
+async def test_stop_cancels_open_orders() -> None:
+    live, _ex, ev = make()
+    live.submit(request())
+    await live.run_once()
+    await live.stop()
+    assert ev[-1].status is OrderStatus.CANCELLED
+    assert live.open_orders() == []
+
+
+async def test_secret_in_an_exception_text_is_not_logged(capsys: pytest.CaptureFixture[str]) -> None:
+    live, ex, _ev = make()
+    ex.fail_next_create = ccxt.RequestTimeout("GET https://x/?signature=SECRETKEY123 X-MBX-APIKEY: SECRETKEY123")
+    live.submit(request())
+    await live.run_once()
+    out = capsys.readouterr()
+    assert "SECRETKEY123" not in out.out + out.err
+
+
+def test_token_bucket_allows_a_burst_then_spaces_requests() -> None:
+    t = [0.0]
+    b = TokenBucket(2, now=lambda: t[0])
+    assert b.delay() == 0
+    assert b.delay() == 0
+    assert b.delay() == pytest.approx(0.5)
+    t[0] = 10.0
+    assert b.delay() == 0
