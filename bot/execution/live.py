@@ -23,7 +23,7 @@ import ccxt.async_support as ccxt
 import structlog
 
 from bot.execution.base import Publish
-from bot.orders import ZERO, OrderRequest, OrderStatus, OrderUpdate
+from bot.orders import ZERO, Fill, Liquidity, OrderRequest, OrderStatus, OrderUpdate
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +68,7 @@ class LiveExecution:
         self._orders: dict[str, OrderUpdate] = {}
         self._symbols: dict[str, str] = {}
         self._bucket = TokenBucket(max_orders_per_s)
+        self._trade_ids: set[str] = set()
         self.dropped = 0
 
     def submit(self, request: OrderRequest) -> None:
@@ -134,6 +135,37 @@ class LiveExecution:
             filled_qty=filled,
             avg_price=Decimal(str(avg)) if avg else o.avg_price,
             venue_order_id=str(vo.get("id") or o.venue_order_id),
+        )
+
+    def apply_venue_trade(self, tr: dict[str, Any]) -> None:
+        """One ccxt trade dict (``fetch_my_trades`` or a stream) becomes a ``Fill``, once per trade id."""
+        tid = str(tr.get("id") or "")
+        if not tid or tid in self._trade_ids:
+            return
+        oid = str(tr.get("order") or "")
+        o = next((x for x in self._orders.values() if x.venue_order_id == oid), None)
+        if o is None:
+            return
+        self._trade_ids.add(tid)
+        fee = tr.get("fee") or {}
+        ts = int(tr.get("timestamp") or 0) * 1_000_000
+        liq = Liquidity.MAKER if tr.get("takerOrMaker") == "maker" else Liquidity.TAKER
+        self._publish(
+            Fill(
+                ts_event=ts,
+                ts_recv=self._clock(),
+                client_order_id=o.client_order_id,
+                strategy=o.strategy,
+                venue=o.venue,
+                symbol=o.symbol,
+                side=o.side,
+                qty=Decimal(str(tr["amount"])),
+                price=Decimal(str(tr["price"])),
+                fee=Decimal(str(fee.get("cost") or 0)),
+                fee_asset=str(fee.get("currency") or ""),
+                liquidity=liq,
+                trade_id=tid,
+            )
         )
 
     async def _wait_rate(self) -> None:

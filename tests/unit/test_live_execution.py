@@ -10,7 +10,7 @@ import pytest
 
 from bot.events import Event, Side, Venue
 from bot.execution.live import LiveExecution, TokenBucket
-from bot.orders import OrderRequest, OrderStatus, OrderType, OrderUpdate, TimeInForce
+from bot.orders import Fill, OrderRequest, OrderStatus, OrderType, OrderUpdate, TimeInForce
 
 pytestmark = pytest.mark.unit
 
@@ -134,3 +134,24 @@ def test_token_bucket_allows_a_burst_then_spaces_requests() -> None:
     assert b.delay() == pytest.approx(0.5)
     t[0] = 10.0
     assert b.delay() == 0
+
+
+async def test_a_trade_becomes_one_fill_even_when_seen_twice() -> None:
+    live, _ex, ev = make()
+    live.submit(request())
+    await live.run_once()
+    trade = {
+        "id": "t1",
+        "order": "v1",
+        "amount": 0.01,
+        "price": 60000,
+        "timestamp": 7,
+        "fee": {"cost": 0.06, "currency": "USDT"},
+        "takerOrMaker": "maker",
+    }
+    live.apply_venue_trade(trade)
+    live.apply_venue_trade(trade)
+    fills = [e for e in ev if isinstance(e, Fill)]
+    assert len(fills) == 1
+    assert fills[0].client_order_id == "b000000001"
+    assert fills[0].fee == Decimal("0.06")
