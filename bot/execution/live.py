@@ -5,7 +5,7 @@ First version (issue 10): REST only. ``submit``/``cancel`` enqueue onto a bounde
 what the venue answers into one order state machine (``apply_venue_order``), which publishes ``OrderUpdate``
 and ``Fill`` events. A private stream (ccxt.pro ``watch_orders``/``watch_my_trades`` was the intended choice:
 one normalised order shape for both venues, the same dicts REST returns, so the same ``apply_venue_order``)
-would call that method too; it is not written yet, nor are the config section, reconcile and the app wiring.
+would call that method too; it is not written yet, nor are the config section and the app wiring.
 
 A request that fails with ``ccxt.NetworkError`` (``RequestTimeout`` included) is never sent again: the order
 is looked up by its client id; if the venue does not know it, it is REJECTED with reason ``unknown_after_timeout``.
@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 import ccxt.async_support as ccxt
+import msgspec
 import structlog
 
 from bot.execution.base import Publish
@@ -220,6 +221,28 @@ class LiveExecution:
             vo = await self._find(cid, o.symbol)
         if vo is not None:
             self.apply_venue_order(cid, vo if vo.get("status") else {**vo, "status": "canceled"})
+
+    async def reconcile(self, orders: list[OrderUpdate], fills: list[Fill], symbols: list[str]) -> None:
+        """Before trading on a restart: the persisted open ``orders`` and ``fills`` (``PersistedState``)
+        against the venue. Each open order is looked up by its client id (gone: REJECTED
+        ``unknown_at_venue``; otherwise the venue's status is applied); the venue's trades on ``symbols``
+        become the fills we do not have yet (deduplicated by trade id). Positions are not compared yet."""
+        self._trade_ids.update(f.trade_id for f in fills)
+        for o in orders:
+            self._orders[o.client_order_id] = o
+        for o in orders:
+            await self._wait_rate()
+            vo = await self._find(o.client_order_id, o.symbol)
+            if vo is None:
+                self._set(o, OrderStatus.REJECTED, reason="unknown_at_venue")
+                continue
+            if vo.get("id") and not o.venue_order_id:
+                self._orders[o.client_order_id] = msgspec.structs.replace(o, venue_order_id=str(vo["id"]))
+            trades = await self._ex.fetch_my_trades(o.symbol)
+            for tr in trades:
+                if str(tr.get("order") or "") == str(vo.get("id") or ""):
+                    self.apply_venue_trade(tr)
+            self.apply_venue_order(o.client_order_id, vo)
 
     async def run_once(self) -> None:
         kind, item = await self._queue.get()

@@ -10,7 +10,7 @@ import pytest
 
 from bot.events import Event, Side, Venue
 from bot.execution.live import LiveExecution, TokenBucket
-from bot.orders import Fill, OrderRequest, OrderStatus, OrderType, OrderUpdate, TimeInForce
+from bot.orders import Fill, Liquidity, OrderRequest, OrderStatus, OrderType, OrderUpdate, TimeInForce
 
 pytestmark = pytest.mark.unit
 
@@ -22,6 +22,7 @@ class FakeExchange:
         self.fail_next_create: Exception | None = None
         self.store_before_fail = True
         self.answer: dict[str, Any] = {"status": "open", "filled": 0}
+        self.trades: list[dict[str, Any]] = []
 
     async def create_order(
         self, symbol: str, type_: str, side: str, amount: float, price: Any, params: dict[str, Any]
@@ -42,6 +43,9 @@ class FakeExchange:
         if cid not in self.orders:
             raise ccxt.OrderNotFound("no such order")
         return self.orders[cid]
+
+    async def fetch_my_trades(self, symbol: str) -> list[dict[str, Any]]:
+        return self.trades
 
     async def cancel_order(self, oid: Any, symbol: str, params: dict[str, Any]) -> dict[str, Any]:
         vo = self.orders[params["clientOrderId"]]
@@ -155,3 +159,53 @@ async def test_a_trade_becomes_one_fill_even_when_seen_twice() -> None:
     assert len(fills) == 1
     assert fills[0].client_order_id == "b000000001"
     assert fills[0].fee == Decimal("0.06")
+
+
+def test_live_without_the_environment_opt_in_refuses_with_one_line_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.__main__ import main
+
+    monkeypatch.delenv("BOT_LIVE_TRADING", raising=False)
+    code = main(["run", "--live"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1
+    assert "BOT_LIVE_TRADING=yes" in err
+
+
+async def test_reconcile_after_restart_fills_once_and_rejects_orders_the_venue_does_not_know() -> None:
+    # Arrange: two orders open in the state database; one filled at the venue while we were down
+    # (two trades, one of which we already persisted), the other unknown to the venue.
+    live, ex, ev = make()
+    live.submit(request("b000000001"))
+    live.submit(request("b000000002"))
+    persisted = live.open_orders()
+    ex.orders["b000000001"] = {"id": "v9", "status": "closed", "filled": 0.01, "average": 60000}
+    t = {"order": "v9", "amount": 0.005, "price": 60000, "timestamp": 1, "fee": {"cost": 0, "currency": "USDT"}}
+    ex.trades = [{**t, "id": "t1"}, {**t, "id": "t2"}]
+    fresh = LiveExecution(ex, ev.append, clock_ns=lambda: 9)  # type: ignore[arg-type]
+    ev.clear()
+    old = Fill(
+        ts_event=1,
+        ts_recv=1,
+        client_order_id="b000000001",
+        strategy="s",
+        venue=Venue.BINANCE_SPOT,
+        symbol="BTC/USDT",
+        side=Side.BUY,
+        qty=Decimal("0.005"),
+        price=Decimal(60000),
+        fee=Decimal(0),
+        fee_asset="USDT",
+        liquidity=Liquidity.TAKER,
+        trade_id="t1",
+    )
+    # Act
+    await fresh.reconcile(persisted, [old], ["BTC/USDT"])
+    # Assert
+    fills = [e for e in ev if isinstance(e, Fill)]
+    assert [f.trade_id for f in fills] == ["t2"]
+    status = {e.client_order_id: e.status for e in ev if isinstance(e, OrderUpdate)}
+    assert status == {"b000000001": OrderStatus.FILLED, "b000000002": OrderStatus.REJECTED}
+    assert fresh.open_orders() == []
