@@ -16,6 +16,7 @@ import collections
 import contextlib
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -54,8 +55,10 @@ def _cli(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     setup_logging(settings.log.level, settings.log.json_logs)
     if args.live:
+        if os.environ.get("BOT_LIVE_TRADING") != "yes":
+            raise ConfigError("live trading needs BOT_LIVE_TRADING=yes in the environment as well as --live")
         raise ConfigError(
-            "live trading is not available yet: this build has no execution layer. Use --paper."
+            "live trading is not wired into run yet (bot/execution/live.py has no assembly). Use --paper."
         )
     if args.duration is not None and args.duration <= 0:
         raise ConfigError("--duration must be > 0")

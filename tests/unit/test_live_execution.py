@@ -167,6 +167,7 @@ def test_live_without_the_environment_opt_in_refuses_with_one_line_exit_2(
     from bot.__main__ import main
 
     monkeypatch.delenv("BOT_LIVE_TRADING", raising=False)
+    monkeypatch.setattr("bot.app.setup_logging", lambda *a: None)  # keeps structlog off capsys's stream
     code = main(["run", "--live"])
     err = capsys.readouterr().err
     assert code == 2
