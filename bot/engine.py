@@ -310,13 +310,14 @@ class Engine:
         self.gate.resume(ts_ns)
 
     def cancel_all(self, ts_ns: int, reason: str = "stop") -> int:
-        """Cancel every open order (a cancel is always allowed, whatever the trading state)."""
+        """Cancel every open order (a cancel is always allowed, whatever the trading state); returns how many
+        are still open, cancels already in flight included, so that a stop waits for them all."""
         ids = [cid for cid in self._open if cid not in self._cancelling]
         for cid in ids:
             self._cancel(cid, ts_ns)
         if ids:
             log.info("orders_cancel_requested", count=len(ids), reason=reason)
-        return len(ids)
+        return len(self._open)  # still open: those just cancelled and those whose cancel was in flight
 
     def open_orders(self) -> list[OrderUpdate]:
         return list(self._open.values())
