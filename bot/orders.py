@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 import msgspec
 
@@ -145,6 +146,14 @@ class OrderRequest(msgspec.Struct, frozen=True, kw_only=True):
     tif: TimeInForce
     reduce_only: bool
     ts_decision: int  # event-clock time the decision was made; paper arrival = this + latency
+
+    def update(self, status: OrderStatus, ts_ns: int, **changes: Any) -> OrderUpdate:
+        """This order as an ``OrderUpdate`` in ``status`` at ``ts_ns`` (``changes``: filled_qty, reason ...)."""
+        return OrderUpdate(
+            ts_event=ts_ns, ts_recv=ts_ns, client_order_id=self.client_order_id, strategy=self.strategy,
+            venue=self.venue, symbol=self.symbol, side=self.side, order_type=self.order_type, tif=self.tif,
+            qty=self.qty, price=self.price, status=status, reduce_only=self.reduce_only, **changes,
+        )  # fmt: skip
 
 
 # -- what execution and the risk gate publish ---------------------------------------------------------------

@@ -74,21 +74,7 @@ class LiveExecution:
 
     def submit(self, request: OrderRequest) -> None:
         ts = request.ts_decision
-        upd = OrderUpdate(
-            ts_event=ts,
-            ts_recv=ts,
-            client_order_id=request.client_order_id,
-            strategy=request.strategy,
-            venue=request.venue,
-            symbol=request.symbol,
-            side=request.side,
-            order_type=request.order_type,
-            tif=request.tif,
-            qty=request.qty,
-            price=request.price,
-            status=OrderStatus.NEW,
-            reduce_only=request.reduce_only,
-        )
+        upd = request.update(OrderStatus.NEW, ts)
         self._orders[request.client_order_id] = upd
         self._publish(upd)
         try:
@@ -113,9 +99,7 @@ class LiveExecution:
 
     def _set(self, o: OrderUpdate, status: OrderStatus, **kw: Any) -> None:
         ts = self._clock()
-        new = OrderUpdate(
-            **{**{f: getattr(o, f) for f in o.__struct_fields__}, "ts_event": ts, "ts_recv": ts, "status": status, **kw}
-        )
+        new = msgspec.structs.replace(o, ts_event=ts, ts_recv=ts, status=status, **kw)
         if new != o:
             self._orders[o.client_order_id] = new
             self._publish(new)

@@ -452,25 +452,10 @@ class PaperExecution:
 
     @staticmethod
     def _update(order: _Order, ts: int) -> OrderUpdate:
-        req = order.req
-        return OrderUpdate(
-            ts_event=ts,
-            ts_recv=ts,
-            client_order_id=req.client_order_id,
-            strategy=req.strategy,
-            venue=req.venue,
-            symbol=req.symbol,
-            side=req.side,
-            order_type=req.order_type,
-            tif=req.tif,
-            qty=req.qty,
-            price=req.price,
-            status=order.status,
-            filled_qty=order.filled,
+        return order.req.update(
+            order.status, ts, filled_qty=order.filled, reason=order.reason,
             avg_price=order.notional / order.filled if order.filled else None,
-            reduce_only=req.reduce_only,
-            reason=order.reason,
-        )
+        )  # fmt: skip
 
     # -- helpers --------------------------------------------------------------------------------------------
 
