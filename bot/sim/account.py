@@ -7,11 +7,16 @@ whenever the replay publishes. Fees: 0.1 % spot, 0.02 % / 0.05 % USD-M and Bybit
 
 Spot balances move by fills (base and quote, fee in the quote); perpetuals keep a signed position per
 symbol with an average entry, and cash moves by realised PnL and fees.
+
+Every change of an order reaches ``SimAccount.listeners`` (the private streams) once its state is
+current: ``listener(order, fill, trade_id)``, with the fill and its venue trade id when the change was
+a fill, else ``None, None``.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import SimpleNamespace
@@ -66,6 +71,7 @@ class SimOrder:
     avg_price: Decimal | None = None
     update_ms: int = 0
     fills: list[Fill] = field(default_factory=list)
+    trade_ids: list[int] = field(default_factory=list)  # the venue's trade id of each fill, in order
 
     @property
     def cum_quote(self) -> Decimal:
@@ -76,6 +82,9 @@ class SimOrder:
 class Position:
     qty: Decimal = ZERO  # signed
     entry: Decimal = ZERO
+
+
+Listener = Callable[[SimOrder, Fill | None, int | None], None]
 
 
 class SimAccount:
@@ -95,6 +104,9 @@ class SimAccount:
         cfg: Any = SimpleNamespace(venues=venues)  # duck-typed PaperConfig: the sim reads no bot config
         self.matcher = PaperExecution(cfg, self._book, self._on_event)
         self._t = 0
+        self._trade_ids = itertools.count(5_000_001)
+        self._pending: dict[int, tuple[Fill, int]] = {}  # the fill whose order update comes next
+        self.listeners: list[Listener] = []
 
     def _book(self, venue: Venue, symbol: str) -> _FloatBook | None:
         rp = self.replays.get(venue)
@@ -174,15 +186,23 @@ class SimAccount:
         return self.balances[venue].get(asset, ZERO) - locked, locked
 
     def _on_event(self, ev: Event) -> None:
+        # The matcher publishes a fill, then the order's new state: listeners hear both as one change.
         if isinstance(ev, OrderUpdate):
-            oid_s = ev.client_order_id.split("|")[1]
-            o = self.orders.get(int(oid_s))
+            oid = int(ev.client_order_id.split("|")[1])
+            o = self.orders.get(oid)
             if o is not None:
                 o.status, o.filled, o.avg_price = ev.status, ev.filled_qty, ev.avg_price
+                fill, tid = self._pending.pop(oid, (None, None))
+                for listener in self.listeners:
+                    listener(o, fill, tid)
         elif isinstance(ev, Fill):
-            o = self.orders.get(int(ev.client_order_id.split("|")[1]))
+            oid = int(ev.client_order_id.split("|")[1])
+            o = self.orders.get(oid)
             if o is not None:
+                tid = next(self._trade_ids)
                 o.fills.append(ev)
+                o.trade_ids.append(tid)
+                self._pending[oid] = (ev, tid)
             self._book_fill(ev)
 
     def _book_fill(self, f: Fill) -> None:

@@ -218,8 +218,8 @@ class BinancePrivate:
         if self.spot:
             d["transactTime"] = o.time_ms
             d["fills"] = [{"price": str(f.price), "qty": str(f.qty), "commission": str(f.fee),
-                           "commissionAsset": f.fee_asset, "tradeId": i + 1}
-                          for i, f in enumerate(o.fills)]  # fmt: skip
+                           "commissionAsset": f.fee_asset, "tradeId": tid}
+                          for f, tid in zip(o.fills, o.trade_ids, strict=True)]  # fmt: skip
         return d
 
     def query_order(self, params: dict[str, str]) -> dict[str, Any]:
