@@ -1,4 +1,4 @@
-"""``python -m bot run --paper [--sim]``: the bot's main job.
+"""``python -m bot run --paper [--sim]`` (or ``--live``): the bot's main job.
 
 It starts the collectors (and, with ``--sim``, the loopback exchange in the same process), the ring
 buffers and the kline store, the model workers and the signal log, the venues' reference data (instrument
@@ -31,7 +31,7 @@ from bot.clock import LiveClock
 from bot.config import BotSettings, load_settings
 from bot.errors import ConfigError
 from bot.events import Signal
-from bot.logs import setup_logging
+from bot.logs import quiet_background_errors, setup_logging
 
 log = structlog.get_logger(__name__)
 
@@ -54,12 +54,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _cli(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     setup_logging(settings.log.level, settings.log.json_logs)
-    if args.live:
-        if os.environ.get("BOT_LIVE_TRADING") != "yes":
-            raise ConfigError("live trading needs BOT_LIVE_TRADING=yes in the environment as well as --live")
-        raise ConfigError(
-            "live trading is not wired into run yet (bot/execution/live.py has no assembly). Use --paper."
-        )
+    if args.live and os.environ.get("BOT_LIVE_TRADING") != "yes":
+        raise ConfigError("live trading needs BOT_LIVE_TRADING=yes in the environment as well as --live")
     if args.duration is not None and args.duration <= 0:
         raise ConfigError("--duration must be > 0")
     if args.speed is not None and args.speed <= 0:
@@ -68,7 +64,7 @@ def _cli(args: argparse.Namespace) -> int:
     every = args.status_every if args.status_every is not None else (1.0 if tty else 5.0)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_bot(settings, sim=args.sim, sim_data=args.sim_data, speed=args.speed,
-                            duration=args.duration, status_every=every, tty=tty))
+                            duration=args.duration, status_every=every, tty=tty, live=args.live))
     return 0
 
 
@@ -82,19 +78,22 @@ async def run_bot(
     status_every: float = 5.0,
     tty: bool = False,
     bus: EventBus | None = None,
+    live: bool = False,
 ) -> dict[str, Any]:
     """Run until cancelled, SIGINT/SIGTERM or ``duration``; returns the last status. ``bus``: one to use
-    (tests subscribe to it first, to see every event of the run)."""
+    (tests subscribe to it first, to see every event of the run). ``live``: orders through ccxt (the
+    caller has checked the opt-in); with ``sim``, to the loopback exchange's private side."""
     from bot.book import warm_up
     from bot.market import start_market_data
     from bot.reference import ReferenceData
     from bot.signal_log import SignalLog
-    from bot.trading import open_state, start_paper_trading
+    from bot.trading import open_state, start_trading
 
     bus = bus if bus is not None else EventBus()
     clock = LiveClock()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(quiet_background_errors)
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
@@ -112,9 +111,11 @@ async def run_bot(
         if slog is not None:
             slog.attach(bus)
         reference = ReferenceData(settings, bus, clock, measure_skew=not sim)
-        trading = await start_paper_trading(stack, settings, bus, clock, collector.get_book, workers, sim=sim,
-                                            state=state)
-        log.info("bot_started", mode="paper", sim=sim, venues=sorted(v.value for v in settings.enabled_venues()))
+        roots = {v: u.rest_url for v, u in market.exchange.urls.items()} if market.exchange is not None else None
+        trading = await start_trading(stack, settings, bus, clock, collector.get_book, workers, sim=sim,
+                                      state=state, live=live, sim_roots=roots)
+        log.info("bot_started", mode=trading.mode, sim=sim,
+                 venues=sorted(v.value for v in settings.enabled_venues()))
         status: dict[str, Any] = {}
         started = time.monotonic()
 
@@ -147,7 +148,7 @@ async def run_bot(
             await asyncio.wait({run_task, waiter}, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
             # Stop trading first, while the books still flow: cancel open orders and let the cancel latency
             # pass, then a last snapshot; the state writer flushes what is queued when cancelled.
-            await trading.stop(cancel_open=True)
+            await trading.stop(cancel_open=settings.live.cancel_on_stop if live else True)
             for t in (run_task, waiter, *helpers, *trading_tasks):
                 t.cancel()
             if log_task is not None:
@@ -211,7 +212,8 @@ def _render(status: dict[str, Any], tty: bool, final: bool = False) -> None:
         print(json.dumps({"status": _finite(status)}, default=str, allow_nan=False), flush=True)
         return
     mb = status.get("ring_bytes", 0) / 1e6
-    lines = [f"bot run --paper   uptime {status.get('uptime_s', 0)} s   rings {mb:.1f} MB"]
+    mode = (status.get("trading") or {}).get("mode", "paper")
+    lines = [f"bot run --{mode}   uptime {status.get('uptime_s', 0)} s   rings {mb:.1f} MB"]
     lines.append(f"{'venue':<14}{'symbol':<10}{'state':<11}{'bid':>14}{'ask':>14}{'spread bp':>10}"
                  f"{'msg/s':>8}{'gaps':>6}{'resync':>7}{'crossed':>8}")
     for b in status.get("books", []):
@@ -253,8 +255,9 @@ def _trading_lines(t: dict[str, Any]) -> list[str]:
     if risk.get("latched") and risk["latched"] != t.get("state"):
         why.append(f"latched {risk['latched']}")
     why.extend(f"{k}: {v}" for k, v in alarms.items())
+    because = " (" + "; ".join(why) + ")" if why else ""
     lines = [
-        f"paper trading   {t.get('state', '?').upper()}{' (' + '; '.join(why) + ')' if why else ''}   "
+        f"{t.get('mode', 'paper')} trading   {t.get('state', '?').upper()}{because}   "
         f"equity {_money(t.get('equity'))} USDT   orders {t.get('orders', 0)}  fills {t.get('fills', 0)}  "
         f"denied {t.get('denied', 0)}  open {t.get('open_orders', 0)}"
     ]
@@ -270,6 +273,12 @@ def _trading_lines(t: dict[str, Any]) -> list[str]:
     for f in t.get("latest_fills") or []:
         lines.append(f"  fill {f['strategy']:<22} {f['venue']:<13} {f['symbol']:<9} {f['side']:<4} {f['qty']:>12} "
                      f"@ {f['price']:<12} {f['liquidity']}")
+    live = t.get("live")
+    if live:
+        lines.append(f"  live: queued {live.get('queued', 0)}  sent {live.get('orders_sent', 0)}  "
+                     f"cancels {live.get('cancels_sent', 0)}  uncertain {live.get('uncertain', 0)}  "
+                     f"stream errors {live.get('stream_errors_orders', 0) + live.get('stream_errors_trades', 0)}  "
+                     f"resyncs {live.get('resyncs', 0)}  clock offset ms {live.get('time_offset_ms', {})}")
     denials = risk.get("denied_by_reason") or {}
     if denials:
         lines.append("  denied by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(denials.items())))

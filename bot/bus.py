@@ -34,6 +34,13 @@ class EventBus:
         self._handlers[event_type].append(handler)  # type: ignore[arg-type]
         self._resolved.clear()
 
+    def unsubscribe(self, event_type: type[E], handler: Callable[[E], None]) -> None:
+        """Stop calling ``handler`` for ``event_type`` (unknown handlers are ignored)."""
+        handlers = self._handlers.get(event_type, [])
+        if handler in handlers:
+            handlers.remove(handler)
+            self._resolved.clear()
+
     def publish(self, event: Event) -> None:
         self.published += 1
         cls = type(event)

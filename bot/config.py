@@ -62,8 +62,6 @@ class VenueConfig(Section):
     # Perpetuals (bybit_linear, binance_usdm): subscribe to the funding rate (Bybit tickers, Binance
     # markPrice@1s) and publish FundingRate for the paper ledger. Spot has no funding: ignored there.
     funding: bool = True
-    api_key: SecretStr | None = None
-    api_secret: SecretStr | None = None
 
     @field_validator("depth", mode="before")
     @classmethod
@@ -321,6 +319,31 @@ class PaperConfig(Section):
         return merge_per_venue(v, _default_paper_venues(), "paper.venues")
 
 
+class LiveVenueConfig(Section):
+    # where orders go: the venue's testnet (Binance spot testnet / Bybit testnet), its demo-trading
+    # environment, or the real venue. Market data always comes from [venues] (the real books).
+    endpoint: Literal["testnet", "demo", "mainnet"] = "testnet"
+
+
+class LiveConfig(Section):
+    """Live execution through ccxt (``bot.execution.live``). Keys come only from the environment:
+    ``BOT_<VENUE>_API_KEY`` / ``BOT_<VENUE>_API_SECRET`` (e.g. ``BOT_BINANCE_USDM_API_KEY``), else the
+    exchange's ``BOT_BINANCE_API_KEY`` / ``BOT_BYBIT_API_KEY`` pair."""
+
+    cancel_on_stop: bool = True  # stopping (SIGINT/SIGTERM, --duration) cancels open orders first
+    max_orders_per_s: float = Field(default=5.0, gt=0, le=100)  # per venue: new orders and cancels
+    request_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    recv_window_ms: int = Field(default=5000, ge=1000, le=60_000)  # signed requests' validity window
+    time_sync_every_s: float = Field(default=300.0, gt=0)  # the server-time offset is measured again
+    resync_every_s: float = Field(default=30.0, gt=0)  # open orders and fills checked by REST as well
+    venues: dict[Venue, LiveVenueConfig] = Field(default_factory=lambda: {v: LiveVenueConfig() for v in Venue})
+
+    @field_validator("venues", mode="before")
+    @classmethod
+    def _merge(cls, v: Any) -> Any:
+        return merge_per_venue(v, {v_: LiveVenueConfig() for v_ in Venue}, "live.venues")
+
+
 class RiskConfig(Section):
     """The risk gate (``bot.risk``). Notional limits are in the quote asset (USDT)."""
 
@@ -384,6 +407,7 @@ class BotSettings(BaseSettings):
     models: ModelsConfig = ModelsConfig()
     signal_log: SignalLogConfig = SignalLogConfig()
     paper: PaperConfig = PaperConfig()
+    live: LiveConfig = LiveConfig()
     risk: RiskConfig = RiskConfig()
     reference: ReferenceConfig = ReferenceConfig()
     state: StateConfig = StateConfig()

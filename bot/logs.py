@@ -5,8 +5,10 @@ Tracebacks never include local variables (a secret in a local would end up in th
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
+from typing import Any
 
 import structlog
 
@@ -45,3 +47,17 @@ def _has_rich() -> bool:
     except ImportError:
         return False
     return True
+
+
+def quiet_background_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The loop's exception handler: an exception nobody retrieved from a library's own future (ccxt's
+    websocket clients leave them when a connection fails; the caller already saw its own copy) is one
+    warning line with its class only (its text can carry URLs and request headers), not a traceback.
+    Anything else goes to asyncio's default handler."""
+    exc = context.get("exception")
+    module = type(exc).__module__ if exc is not None else ""
+    if exc is not None and (module.startswith(("ccxt", "aiohttp")) or isinstance(exc, OSError)):
+        structlog.get_logger(__name__).warning("background_error", error=type(exc).__name__,
+                                               what=str(context.get("message", ""))[:80])  # fmt: skip
+        return
+    loop.default_exception_handler(context)

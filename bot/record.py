@@ -384,6 +384,9 @@ async def start_sim(
                 loop=settings.sim.loop,
                 host=settings.sim.host,
                 klines_dir=klines,
+                api_key=settings.sim.api_key.get_secret_value(),
+                api_secret=settings.sim.api_secret.get_secret_value(),
+                balances=settings.sim.balances,
             )
         )
     except RecordingError as e:  # a damaged recording: the input again, not a failure of the bot

@@ -463,6 +463,25 @@ class StateStore:
             log.info("operator_control", action=a.action, reason=a.reason, control_id=a.id)
         return out
 
+    # -- session facts ------------------------------------------------------------------------------------
+
+    async def meta(self, prefix: str) -> dict[str, str]:
+        """The ``meta`` rows whose key starts with ``prefix`` (the session's mode, live starting balances)."""
+        if self._db is None:
+            raise RuntimeError("StateStore.open() must be awaited first")
+        async with self._lock:
+            rows = await self._db.execute_fetchall("SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?",
+                                               (len(prefix), prefix))
+        return {str(k): str(v) for k, v in rows}
+
+    async def set_meta(self, rows: dict[str, str]) -> None:
+        """Write ``rows`` into ``meta`` at once (committed before this returns)."""
+        if self._db is None:
+            raise RuntimeError("StateStore.open() must be awaited first")
+        async with self._lock:
+            await self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(rows.items()))
+            await self._db.commit()
+
     # -- writing -----------------------------------------------------------------------------------------
 
     def _take(self) -> list[Event]:

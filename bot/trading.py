@@ -1,13 +1,15 @@
-"""Paper trading, assembled: state database, ledger, risk gate, paper matcher, strategies and the engine.
+"""Trading, assembled: state database, ledger, risk gate, execution (paper or live), strategies, engine.
 
     open_state(stack, settings)                                   # in run_bot, first: fails fast
-    start_paper_trading(stack, settings, bus, clock, books, workers, state=...)   # after the collector
+    start_trading(stack, settings, bus, clock, books, workers, state=..., live=False, sim_roots=...)
       StateStore.open() ─► PersistedState (fills, open orders, latched trading state, next order id)
-      Ledger ◄─ persisted fills           RiskGate(state=persisted)        PaperExecution(books, live)
-      Engine(strategies, gate, paper, ledger).restore(...) ─► attach(bus)
+      Ledger ◄─ persisted fills           RiskGate(state=persisted)
+      paper: PaperExecution(books)        live: bot.live_session.open_live ─► LiveExecution (ccxt)
+      Engine(strategies, gate, execution, ledger).restore(...) ─► attach(bus)
+      live: reconcile with the venue (open orders, fills), then its positions checked (HALTED if off)
     tasks (run_tasks, inside the app's TaskGroup):
       the state writer; a timer driving engine.on_time(now) (latency, exits, snapshots); the operator's
-      halt/reduce/resume from the state database every 0.5 s.
+      halt/reduce/resume from the state database every 0.5 s; live: requests, private streams, resync.
 
 This is the async edge of the order path: everything it wires is synchronous. A failed write to the state
 database halts trading (``RiskGate.halt("state_db_write_failed")``) instead of trading without a ledger.
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import ccxt.async_support as ccxt
 import structlog
 
 from bot.bus import EventBus
@@ -30,8 +33,11 @@ from bot.config import BotSettings
 from bot.engine import Engine
 from bot.errors import ConfigError
 from bot.events import BookHealth, BookState, Venue
+from bot.execution.base import Execution
 from bot.execution.paper import BookView, PaperExecution
 from bot.ledger import Ledger
+from bot.live_session import LiveSession, check_mode, open_live
+from bot.orders import Fill
 from bot.risk import RiskGate
 from bot.state import PersistedState, StateStore
 from strategies import MODEL_FAMILIES, build_strategies
@@ -61,23 +67,32 @@ class BookHealthView:
 
 
 @dataclass
-class PaperTrading:
+class Trading:
     engine: Engine
     ledger: Ledger
     gate: RiskGate
-    paper: PaperExecution
+    execution: Execution
     store: StateStore
     health: BookHealthView
     clock: Clock
-    cancel_latency_s: float = 0.0
+    stop_wait_s: float = 1.0  # how long a stop waits for the cancels to be confirmed
+    live: LiveSession | None = None
+
+    @property
+    def mode(self) -> str:
+        return "paper" if self.live is None else "live"
 
     async def run_tasks(self, tg: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
-        """Start the writer, the timer and the control poll in ``tg``; returns them (cancel to stop)."""
-        return [
+        """Start the writer, the timer and the control poll (live: and live execution) in ``tg``; returns
+        them (cancel to stop)."""
+        tasks = [
             tg.create_task(self.store.run()),
             tg.create_task(self._timer()),
             tg.create_task(self._control()),
         ]
+        if self.live is not None:
+            tasks.append(tg.create_task(self.live.execution.run()))
+        return tasks
 
     async def _timer(self) -> None:
         while True:
@@ -112,7 +127,8 @@ class PaperTrading:
         for venue in self.engine.accounts:
             snap = self.ledger.snapshot(venue, self.clock.now_ns())
             accounts[venue.value] = {"cash": str(snap.cash), "equity": str(snap.equity), "fees": str(snap.fees)}
-        return {
+        out = {
+            "mode": self.mode,
             **self.engine.summary(),
             "equity": str(self.ledger.equity()),
             "accounts": accounts,
@@ -120,11 +136,22 @@ class PaperTrading:
             "risk": dict(self.gate.stats()),
             "state_db": self.store.stats(),
         }
+        if self.live is not None:
+            out["live"] = self.live.execution.summary()
+        return out
 
     async def stop(self, cancel_open: bool = True) -> None:
-        """Cancel open orders and wait out the cancel latency (the timer still runs), then a last snapshot."""
+        """Cancel open orders and wait until they are closed (paper: the cancel latency, the timer still
+        runs; live: the venue's answers), at most ``stop_wait_s``; then a last snapshot."""
         if cancel_open and self.engine.cancel_all(self.clock.now_ns(), reason="stop"):
-            await asyncio.sleep(self.cancel_latency_s + 3 * TIMER_S)
+            for _ in range(int(self.stop_wait_s / TIMER_S) + 1):  # the timer task moves paper orders on
+                if not self.engine.open_orders():
+                    break
+                await asyncio.sleep(TIMER_S)
+            left = self.engine.open_orders()
+            if left:
+                log.error("orders_left_open_at_stop", count=len(left),
+                          orders=[o.client_order_id for o in left][:20])  # fmt: skip
         now = self.clock.now_ns()
         self.engine.on_time(now)
         self.engine.snapshot(now)
@@ -187,7 +214,7 @@ async def open_state(stack: contextlib.AsyncExitStack, settings: BotSettings) ->
     return store, persisted
 
 
-async def start_paper_trading(
+async def start_trading(
     stack: contextlib.AsyncExitStack,
     settings: BotSettings,
     bus: EventBus,
@@ -197,9 +224,12 @@ async def start_paper_trading(
     *,
     sim: bool = False,
     state: tuple[StateStore, PersistedState] | None = None,
-) -> PaperTrading:
+    live: bool = False,
+    sim_roots: dict[Venue, str] | None = None,
+) -> Trading:
     """Rebuild what the state database holds (``state`` from ``open_state``, else opened here) and wire
-    the order path onto ``bus``.
+    the order path onto ``bus``: paper, or ``live`` through ccxt (``sim_roots``: the loopback exchange's
+    http root per venue, under ``--sim``).
 
     ``workers``: the loaded models; ConfigError (every problem in one message) when an enabled strategy
     could never get a usable signal from them (``strategy_problems``).
@@ -218,16 +248,28 @@ async def start_paper_trading(
 
     store, persisted = state if state is not None else await open_state(stack, settings)
     store.on_failure = on_store_failure
-    accounts = [v for v in settings.paper.venues if v in enabled]
-    ledger = Ledger({v: settings.paper.venues[v].balances for v in accounts})
-    gate = RiskGate(settings.risk, ledger, bus.publish, state=persisted.trading_state)
-    gate.restore_equity(persisted.peak_equity, persisted.day_start_equity, persisted.day_start_ns)
+    await check_mode(store, "live" if live else "paper")
     health = BookHealthView()
     bus.subscribe(BookHealth, health.on_health)
-    paper = PaperExecution(settings.paper, books, bus.publish, live=health.live)
+    session: LiveSession | None = None
+    execution: Execution
+    if live:
+        session = await open_live(stack, settings, store, bus, clock, sim_roots=sim_roots)
+        accounts = list(session.exchanges)
+        ledger = Ledger({v: {"USDT": session.start_cash[v]} for v in accounts})
+        execution = session.execution
+        stop_wait_s = settings.live.request_timeout_s
+    else:
+        accounts = [v for v in settings.paper.venues if v in enabled]
+        ledger = Ledger({v: settings.paper.venues[v].balances for v in accounts})
+        execution = PaperExecution(settings.paper, books, bus.publish, live=health.live)
+        cancel_ms = max((settings.paper.venues[v].cancel_latency_ms for v in accounts), default=0.0)
+        stop_wait_s = cancel_ms / 1e3 + 3 * TIMER_S + 1.0
+    gate = RiskGate(settings.risk, ledger, bus.publish, state=persisted.trading_state)
+    gate.restore_equity(persisted.peak_equity, persisted.day_start_equity, persisted.day_start_ns)
     strategies = build_strategies(settings.strategies)
     engine = Engine(
-        strategies, gate, paper, ledger, accounts=accounts,
+        strategies, gate, execution, ledger, accounts=accounts,
         snapshot_every_ns=int(settings.state.snapshot_every_s * 1e9), next_seq=persisted.next_order_seq,
     )
     engine_ref.append(engine)
@@ -239,11 +281,32 @@ async def start_paper_trading(
                 ledger.on_mark(p.venue, p.symbol, p.mark)
     store.attach(bus)
     engine.attach(bus)
+    if session is not None:
+        await _reconcile(session, engine, persisted, bus, clock)
     log.info(
-        "paper_trading_ready", strategies=[s.name for s in strategies], accounts=[v.value for v in accounts],
-        restored_fills=len(persisted.fills), restored_open_orders=len(persisted.orders),
-        trading_state=gate.state.value, state_db=str(settings.state.db),
+        "live_trading_ready" if live else "paper_trading_ready", strategies=[s.name for s in strategies],
+        accounts=[v.value for v in accounts], restored_fills=len(persisted.fills),
+        restored_open_orders=len(persisted.orders), trading_state=gate.state.value, state_db=str(settings.state.db),
     )
-    cancel_s = max((settings.paper.venues[v].cancel_latency_ms for v in accounts), default=0.0) / 1e3
-    return PaperTrading(engine=engine, ledger=ledger, gate=gate, paper=paper, store=store, health=health,
-                        clock=clock, cancel_latency_s=cancel_s)
+    return Trading(engine=engine, ledger=ledger, gate=gate, execution=execution, store=store, health=health,
+                   clock=clock, stop_wait_s=stop_wait_s, live=session)
+
+
+async def _reconcile(session: LiveSession, engine: Engine, persisted: PersistedState, bus: EventBus,
+                     clock: Clock) -> None:  # fmt: skip
+    """Before the first intent: the venue's word on the orders and fills we persisted (published on the
+    bus, so the ledger and the database take them), then its positions against all our fills. A position
+    off is not traded on: HALTED (latched) until the operator has looked (``python -m bot resume``)."""
+    fills: list[Fill] = list(persisted.fills)
+    bus.subscribe(Fill, fills.append)
+    try:
+        await session.execution.reconcile(persisted.orders, persisted.fills)
+        problems = await session.check_positions(fills)
+    except ccxt.BaseError as e:
+        raise ConfigError(f"live reconciliation failed talking to the venue: {type(e).__name__}") from None
+    finally:
+        bus.unsubscribe(Fill, fills.append)
+    if problems:
+        log.error("live_positions_differ", problems=problems)
+        engine.halt("reconcile_mismatch", clock.now_ns())
+    log.info("live_reconciled", orders=len(persisted.orders), fills=len(fills), positions_ok=not problems)

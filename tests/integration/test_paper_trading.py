@@ -109,7 +109,7 @@ def test_embedded_default_loops_twice_clean_trades_and_keeps_a_consistent_ledger
     cfg = _config(tmp_path / "cfg")
     other = tmp_path / "elsewhere"
     other.mkdir()
-    env = {f"BOT_VENUES__{v}__{k}": val for v in ("BINANCE_USDM", "BYBIT_LINEAR")
+    env = {f"BOT_{v}_{k}": val for v in ("BINANCE", "BYBIT_LINEAR")
            for k, val in (("API_KEY", KEY), ("API_SECRET", SECRET))}
     # Act: speed 16 plays the longest demo session (Binance spot, 346 s) in 22 s: 55 s is two loops and more
     rc, out, err, status = _run(cfg, other, duration=55, speed=16, env=env)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from typing import Any
 
@@ -13,6 +14,7 @@ from bot.execution.live import LiveExecution, TokenBucket
 from bot.orders import Fill, Liquidity, OrderRequest, OrderStatus, OrderType, OrderUpdate, TimeInForce
 
 pytestmark = pytest.mark.unit
+SPOT = Venue.BINANCE_SPOT
 
 
 class FakeExchange:
@@ -44,7 +46,7 @@ class FakeExchange:
             raise ccxt.OrderNotFound("no such order")
         return self.orders[cid]
 
-    async def fetch_my_trades(self, symbol: str) -> list[dict[str, Any]]:
+    async def fetch_my_trades(self, symbol: str, since: int | None = None) -> list[dict[str, Any]]:
         return self.trades
 
     async def cancel_order(self, oid: Any, symbol: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -72,8 +74,13 @@ def request(cid: str = "b000000001") -> OrderRequest:
 def make() -> tuple[LiveExecution, FakeExchange, list[OrderUpdate]]:
     ex = FakeExchange()
     events: list[Event] = []
-    live = LiveExecution(ex, events.append, max_orders_per_s=1000, clock_ns=lambda: 5)
+    live = LiveExecution({SPOT: ex}, events.append, max_orders_per_s=1000, clock_ns=lambda: 5, fill_wait_s=0.01)
     return live, ex, events  # type: ignore[return-value]
+
+
+def trade(tid: str, qty: str, order: str = "v1") -> dict[str, Any]:
+    return {"id": tid, "order": order, "amount": qty, "price": 60000, "timestamp": 7,
+            "fee": {"cost": 0.06, "currency": "USDT"}, "takerOrMaker": "maker"}  # fmt: skip
 
 
 async def test_submit_publishes_new_at_once_then_accepted_partial_filled() -> None:
@@ -83,14 +90,55 @@ async def test_submit_publishes_new_at_once_then_accepted_partial_filled() -> No
     await live.run_once()
     assert ev[-1].status is OrderStatus.ACCEPTED
     assert ev[-1].venue_order_id == "v1"
+    live.apply_venue_trade(SPOT, trade("t1", "0.004"))
     live.apply_venue_order("b000000001", {"id": "v1", "status": "open", "filled": 0.004})
     assert ev[-1].status is OrderStatus.PARTIALLY_FILLED
     assert ev[-1].filled_qty == Decimal("0.004")
+    live.apply_venue_trade(SPOT, trade("t2", "0.006"))
     live.apply_venue_order("b000000001", {"id": "v1", "status": "closed", "filled": 0.01, "average": 60000})
     assert ev[-1].status is OrderStatus.FILLED
     assert live.open_orders() == []
     live.apply_venue_order("b000000001", {"id": "v1", "status": "canceled", "filled": 0.01})
     assert ev[-1].status is OrderStatus.FILLED  # a closed order never moves again
+
+
+async def test_an_order_reported_filled_before_its_trades_waits_for_them() -> None:
+    # Arrange: the order stream says closed before the trade stream has delivered the fill
+    live, _ex, ev = make()
+    live.submit(request())
+    await live.run_once()
+    # Act
+    live.apply_venue_order("b000000001", {"id": "v1", "status": "closed", "filled": 0.01, "average": 60000})
+    held = ev[-1]
+    live.apply_venue_trade(SPOT, trade("t1", "0.01"))
+    # Assert: held open without fills, then the Fill, then FILLED
+    assert held.status is OrderStatus.ACCEPTED
+    assert held.filled_qty == 0
+    assert isinstance(ev[-2], Fill)
+    assert ev[-1].status is OrderStatus.FILLED
+    assert ev[-1].filled_qty == Decimal("0.01")
+
+
+async def test_a_trade_seen_before_its_order_id_is_applied_once_the_id_is_known() -> None:
+    live, ex, ev = make()
+    live.submit(request())
+    live.apply_venue_trade(SPOT, trade("t1", "0.01"))  # a market order's fill, ahead of the REST answer
+    assert not any(isinstance(e, Fill) for e in ev)
+    ex.answer = {"status": "closed", "filled": 0.01}
+    await live.run_once()
+    assert [e.trade_id for e in ev if isinstance(e, Fill)] == ["t1"]
+    assert ev[-1].status is OrderStatus.FILLED
+
+
+async def test_a_closed_order_whose_trades_never_stream_gets_them_by_rest() -> None:
+    live, ex, ev = make()
+    ex.answer = {"status": "closed", "filled": 0.01}
+    ex.trades = [trade("t1", "0.01")]
+    live.submit(request())
+    await live.run_once()
+    await asyncio.sleep(0.05)  # fill_wait_s
+    assert [e.trade_id for e in ev if isinstance(e, Fill)] == ["t1"]
+    assert ev[-1].status is OrderStatus.FILLED
 
 
 async def test_timeout_is_resolved_by_client_id_never_sent_twice() -> None:
@@ -144,17 +192,8 @@ async def test_a_trade_becomes_one_fill_even_when_seen_twice() -> None:
     live, _ex, ev = make()
     live.submit(request())
     await live.run_once()
-    trade = {
-        "id": "t1",
-        "order": "v1",
-        "amount": 0.01,
-        "price": 60000,
-        "timestamp": 7,
-        "fee": {"cost": 0.06, "currency": "USDT"},
-        "takerOrMaker": "maker",
-    }
-    live.apply_venue_trade(trade)
-    live.apply_venue_trade(trade)
+    live.apply_venue_trade(SPOT, trade("t1", "0.01"))
+    live.apply_venue_trade(SPOT, trade("t1", "0.01"))
     fills = [e for e in ev if isinstance(e, Fill)]
     assert len(fills) == 1
     assert fills[0].client_order_id == "b000000001"
@@ -185,7 +224,7 @@ async def test_reconcile_after_restart_fills_once_and_rejects_orders_the_venue_d
     ex.orders["b000000001"] = {"id": "v9", "status": "closed", "filled": 0.01, "average": 60000}
     t = {"order": "v9", "amount": 0.005, "price": 60000, "timestamp": 1, "fee": {"cost": 0, "currency": "USDT"}}
     ex.trades = [{**t, "id": "t1"}, {**t, "id": "t2"}]
-    fresh = LiveExecution(ex, ev.append, clock_ns=lambda: 9)  # type: ignore[arg-type]
+    fresh = LiveExecution({SPOT: ex}, ev.append, clock_ns=lambda: 9)  # type: ignore[arg-type]
     ev.clear()
     old = Fill(
         ts_event=1,
@@ -203,7 +242,7 @@ async def test_reconcile_after_restart_fills_once_and_rejects_orders_the_venue_d
         trade_id="t1",
     )
     # Act
-    await fresh.reconcile(persisted, [old], ["BTC/USDT"])
+    await fresh.reconcile(persisted, [old])
     # Assert
     fills = [e for e in ev if isinstance(e, Fill)]
     assert [f.trade_id for f in fills] == ["t2"]
