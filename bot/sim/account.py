@@ -6,7 +6,8 @@ when it is placed, and resting orders are checked each time the private side is 
 whenever the replay publishes. Fees: 0.1 % spot, 0.02 % / 0.05 % USD-M and Bybit linear (maker / taker).
 
 Spot balances move by fills (base and quote, fee in the quote); perpetuals keep a signed position per
-symbol with an average entry, and cash moves by realised PnL and fees.
+symbol with an average entry, and cash moves by realised PnL and fees (each fill's realised PnL is kept
+in ``trade_pnl`` by venue trade id, the running sum in ``Position.realized``).
 
 Every change of an order reaches ``SimAccount.listeners`` (the private streams) once its state is
 current: ``listener(order, fill, trade_id)``, with the fill and its venue trade id when the change was
@@ -82,6 +83,7 @@ class SimOrder:
 class Position:
     qty: Decimal = ZERO  # signed
     entry: Decimal = ZERO
+    realized: Decimal = ZERO  # accumulated realised PnL before fees (the venue's "cr")
 
 
 Listener = Callable[[SimOrder, Fill | None, int | None], None]
@@ -106,6 +108,7 @@ class SimAccount:
         self._t = 0
         self._trade_ids = itertools.count(5_000_001)
         self._pending: dict[int, tuple[Fill, int]] = {}  # the fill whose order update comes next
+        self.trade_pnl: dict[int, Decimal] = {}  # venue trade id -> realised PnL of that fill (perpetuals)
         self.listeners: list[Listener] = []
 
     def _book(self, venue: Venue, symbol: str) -> _FloatBook | None:
@@ -198,21 +201,23 @@ class SimAccount:
         elif isinstance(ev, Fill):
             oid = int(ev.client_order_id.split("|")[1])
             o = self.orders.get(oid)
+            pnl = self._book_fill(ev)
             if o is not None:
                 tid = next(self._trade_ids)
                 o.fills.append(ev)
                 o.trade_ids.append(tid)
+                self.trade_pnl[tid] = pnl
                 self._pending[oid] = (ev, tid)
-            self._book_fill(ev)
 
-    def _book_fill(self, f: Fill) -> None:
+    def _book_fill(self, f: Fill) -> Decimal:
+        """Balances and position after ``f``; returns its realised PnL (zero on spot)."""
         bal = self.balances[f.venue]
         base, quote = split_symbol(f.symbol)
         sign = 1 if f.side is Side.BUY else -1
         if f.venue.market == "spot":
             bal[base] = bal.get(base, ZERO) + sign * f.qty
             bal[quote] = bal.get(quote, ZERO) - sign * f.qty * f.price - f.fee
-            return
+            return ZERO
         pos = self.positions.setdefault((f.venue, f.symbol), Position())
         signed = sign * f.qty
         realized = ZERO
@@ -228,4 +233,6 @@ class SimAccount:
                 pos.entry = ZERO
             elif (pos.qty > 0) == (signed > 0):  # flipped
                 pos.entry = f.price
+        pos.realized += realized
         bal[quote] = bal.get(quote, ZERO) + realized - f.fee
+        return realized
