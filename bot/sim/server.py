@@ -50,6 +50,7 @@ from bot.sim.private_binance import BinancePrivate
 from bot.sim.replay import BINANCE, Timeline, VenueReplay, load_timelines
 from bot.sim.rest import BinanceRest, BybitRest, error_middleware
 from bot.sim.truth import RefBook
+from bot.sim.userdata_binance import BinanceUserData
 from bot.sim.ws import SimStats, SimTimings, VenueHub, report_handler_error
 
 log = structlog.get_logger(__name__)
@@ -240,14 +241,15 @@ class LoopbackExchange:
     def _binance_app(self, venue: Venue) -> web.Application:
         app = web.Application(middlewares=[error_middleware(venue, self.sim_stats, self.runners[venue].now_ms)])
         prefixes = _USDM_WS_PREFIXES if venue is Venue.BINANCE_USDM else ("",)
+        assert self.account is not None
+        private = BinancePrivate(venue, self.account, self.runners[venue].now_ms, self._api_key, self._api_secret)
+        user = BinanceUserData(private, self.hubs[venue])  # a live listenKey on /ws/... or /stream is private
         for prefix in prefixes:
             app.router.add_get(f"{prefix}/ws", self._ws_route(venue, combined=False, streams=False))
-            app.router.add_get(prefix + "/ws/{streams:.+}", self._ws_route(venue, combined=False, streams=True))
-            app.router.add_get(f"{prefix}/stream", self._ws_route(venue, combined=True, streams=True))
-        assert self.account is not None
-        app.add_routes(
-            BinancePrivate(venue, self.account, self.runners[venue].now_ms, self._api_key, self._api_secret).routes()
-        )
+            raw, combined = (self._ws_route(venue, combined=c, streams=True) for c in (False, True))
+            app.router.add_get(prefix + "/ws/{streams:.+}", user.divert(raw, combined=False))
+            app.router.add_get(f"{prefix}/stream", user.divert(combined, combined=True))
+        app.add_routes(private.routes() + user.routes())
         rest = BinanceRest(
             venue,
             self.replays[venue] if venue in self.timelines else None,
