@@ -323,6 +323,9 @@ class LiveVenueConfig(Section):
     # where orders go: the venue's testnet (Binance spot testnet / Bybit testnet), its demo-trading
     # environment, or the real venue. Market data always comes from [venues] (the real books).
     endpoint: Literal["testnet", "demo", "mainnet"] = "testnet"
+    # or every ccxt REST and websocket root at this http root instead (a loopback exchange started with
+    # `python -m bot sim`, a proxy); endpoint is then not used. `run --live --sim` sets it itself.
+    url: str | None = Field(default=None, pattern=r"^https?://[^/?#]+$")
 
 
 class LiveConfig(Section):

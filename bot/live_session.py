@@ -113,11 +113,12 @@ async def open_live(
     if not traded:
         raise ConfigError("live trading needs at least one enabled [[strategies]] table: nothing would trade")
     venues = sorted(traded, key=lambda v: v.value)
+    cfg = settings.live
+    roots = {v: cfg.venues[v].url for v in venues if cfg.venues[v].url} if sim_roots is None else sim_roots
     if sim_roots is None:
         problem = missing_credentials(venues)
         if problem:
             raise ConfigError(problem)
-    cfg = settings.live
     exchanges: dict[Venue, Any] = {}
 
     async def close_all() -> None:
@@ -133,7 +134,7 @@ async def open_live(
             found = credentials(v)
             assert found is not None
             key, secret = found
-        exchanges[v] = build_exchange(v, key, secret, cfg, sim_root=None if sim_roots is None else sim_roots[v])
+        exchanges[v] = build_exchange(v, key, secret, cfg, root=roots.get(v))
     symbols = {v: tuple(sorted(traded[v])) for v in venues}
     live = LiveExecution(exchanges, bus.publish, max_orders_per_s=cfg.max_orders_per_s, clock_ns=clock.now_ns,
                          resync_every_s=cfg.resync_every_s, time_sync_every_s=cfg.time_sync_every_s)  # fmt: skip
@@ -146,7 +147,7 @@ async def open_live(
                           "pair and the [live.venues] endpoint it belongs to") from None  # fmt: skip
     except ccxt.BaseError as e:
         raise ConfigError(f"live set-up failed talking to the venue: {type(e).__name__}") from None
-    endpoints = {v.value: ("sim" if sim_roots is not None else cfg.venues[v].endpoint) for v in venues}
+    endpoints = {v.value: roots.get(v) or cfg.venues[v].endpoint for v in venues}
     log.info("live_ready", venues=endpoints, symbols={v.value: list(s) for v, s in symbols.items()},
              time_offset_ms={v.value: ms for v, ms in live.time_offset_ms.items()})  # fmt: skip
     return session

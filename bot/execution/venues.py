@@ -2,8 +2,8 @@
 
     credentials(venue)          keys from the environment only (never from a file, never logged)
     build_exchange(venue, ...)  ccxt.pro binance/bybit for that market, on the testnet, demo or mainnet
-                                endpoint ([live.venues.X] endpoint), or every root pointed at the loopback
-                                exchange (``sim_root``); server-time offset taken at load, recvWindow set
+                                endpoint ([live.venues.X] endpoint), or every root pointed at one http
+                                root (``url``: the loopback exchange); time offset taken at load, recvWindow
     VenueApi                    the few calls whose ccxt spelling differs per venue (client-id lookups)
 
 ccxt.pro objects do both: REST (orders, balances, fills) and the private streams (``watch_orders``,
@@ -80,10 +80,11 @@ def point_at(ex: Any, rest_root: str, ws_root: str) -> None:
 
 
 def build_exchange(
-    venue: Venue, key: str, secret: str, cfg: LiveConfig, *, sim_root: str | None = None
+    venue: Venue, key: str, secret: str, cfg: LiveConfig, *, root: str | None = None
 ) -> Any:
-    """ccxt.pro for ``venue`` (not loaded yet: ``await ex.load_markets()``). ``sim_root``: the loopback
-    exchange's http root for this venue; then the endpoint setting is not used."""
+    """ccxt.pro for ``venue`` (not loaded yet: ``await ex.load_markets()``). ``root``: an http root every
+    REST and websocket root is pointed at (the loopback exchange's, for this venue); then the endpoint
+    setting is not used."""
     default_type, market_type = _TYPES[venue]
     options: dict[str, Any] = {
         "defaultType": default_type,
@@ -93,13 +94,13 @@ def build_exchange(
     }
     if venue is Venue.BYBIT_LINEAR:
         options["defaultSubType"] = "linear"
-    if sim_root is not None:
+    if root is not None:
         options.update(fetchCurrencies=False, fetchMargins=False)  # the sim serves no sapi
     cls = ccxt_pro.binance if venue in BINANCE else ccxt_pro.bybit
     ex = cls({"apiKey": key, "secret": secret, "enableRateLimit": True,
               "timeout": int(cfg.request_timeout_s * 1000), "options": options})  # fmt: skip
-    if sim_root is not None:
-        point_at(ex, sim_root, "ws" + sim_root.removeprefix("http"))
+    if root is not None:
+        point_at(ex, root, "ws" + root.removeprefix("http"))
     elif cfg.venues[venue].endpoint == "testnet":
         ex.set_sandbox_mode(True)
     elif cfg.venues[venue].endpoint == "demo":

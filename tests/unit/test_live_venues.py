@@ -38,7 +38,7 @@ def test_missing_keys_name_the_variables_to_set() -> None:
 
 @pytest.mark.parametrize("venue", list(Venue))
 def test_under_the_sim_every_root_points_at_it(venue: Venue) -> None:
-    ex = build_exchange(venue, "k", "s", LiveConfig(), sim_root="http://127.0.0.1:9")
+    ex = build_exchange(venue, "k", "s", LiveConfig(), root="http://127.0.0.1:9")
     urls = _urls(ex.urls["api"])
     assert urls
     assert all(u.startswith(("http://127.0.0.1:9", "ws://127.0.0.1:9")) for u in urls), urls
