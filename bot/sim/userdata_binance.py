@@ -3,8 +3,9 @@
 USD-M: ``POST/PUT/DELETE /fapi/v1/listenKey`` with the ``X-MBX-APIKEY`` header only (no signature, as the
 venue: a missing key -2014, a wrong one -2015, both HTTP 401). POST returns the account's active key
 (extending it) or a new one, PUT extends it (``{"listenKey": ...}``; none active: -1125 "This listenKey
-does not exist."), DELETE closes its streams. A key lives 60 minutes of the sim's clock after the last
-POST/PUT; then its streams get ``{"e":"listenKeyExpired","E":...,"listenKey":...}`` and nothing more.
+does not exist."), DELETE closes its streams. A key lives 60 minutes after the last POST/PUT, wall-clock
+time (``key_life_s``: a client's keep-alive timer is wall-clock, whatever the replay speed); then its
+streams get ``{"e":"listenKeyExpired","E":...,"listenKey":...}`` and nothing more.
 Streams: ``/private/ws?listenKey=K`` (what ccxt 4.5.90's ``get_private_ws_url`` builds from
 ``urls['api']['ws']['linear']``), ``/private/ws/K``, ``/private/stream?listenKey=K`` (``{"stream","data"}``
 wrapper), and the legacy ``/ws/K``, ``/stream?streams=K`` (a live key among the names of those public
@@ -22,9 +23,17 @@ and ``userDataStream.subscribe.signature`` with ``apiKey``, ``timestamp``, optio
 keysort + rawencode); refusals -1102 (missing), 401 -2015 (key), 400 -1022 (signature), 400 -1021
 (timestamp). The result is ``{"subscriptionId": N}`` (per connection, from 0; one per account and
 connection: a repeat answers the active id); then events arrive as ``{"subscriptionId":N,"event":{...}}``.
-Unverified: an unknown method answers 400 -1020 "This operation is not supported.", malformed JSON 400
--1135 "Invalid JSON Request". The retired ``POST/PUT/DELETE /api/v3/userDataStream`` (PUT/DELETE need
-``listenKey``) and ``/ws/<key>`` still work for older clients, with bare events.
+The retired ``POST/PUT/DELETE /api/v3/userDataStream`` (PUT/DELETE need ``listenKey``) and ``/ws/<key>``
+still work for older clients, with bare events.
+
+Checked against the venues' pages (spot "User Data Stream requests", "Response format", "WebSocket API
+general information", ``user-data-stream.md`` and ``errors.md`` of binance/binance-spot-api-docs; USD-M
+"User Data Streams" connect notes, "Important WebSocket Change Notice", "error-code"): the listen-key rules
+above, -1125, the subscribe request and answer, the one-subscription-per-account rule, the event envelope,
+the 20 s pings of the WebSocket API, and the error codes and messages. Not found there, so chosen: an unknown
+method answers 400 -1020 "This operation is not supported.", malformed JSON 400 -1135 "Invalid JSON
+Request", a repeated subscribe the active id, a DELETEd key's sockets a 1000 close, the handshake refusal of
+a dead key on ``/private`` (status and body).
 
 Every private socket is a ``bot.sim.ws.Conn`` of the venue's hub (so the sim's stop closes it) with the
 venue's ping frames (``binance.ping_loop``; the WebSocket API pings as spot streams do, 20 s) and answers
@@ -38,6 +47,7 @@ import asyncio
 import contextlib
 import itertools
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,7 +70,6 @@ from bot.sim.private_binance import JSON, BinancePrivate, Refused
 from bot.sim.replay import Item
 from bot.sim.ws import Conn, VenueHub, report_handler_error
 
-KEY_LIFE_MS = 60 * 60_000
 _NO_KEY = "This listenKey does not exist."
 _NO_TS = "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed."
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -82,7 +91,8 @@ class BinanceUserData:
 
     def __init__(self, private: BinancePrivate, hub: VenueHub) -> None:
         self.p, self.hub, self.spot = private, hub, private.spot
-        self.keys: dict[str, int] = {}  # listen key -> expiry on the sim's clock
+        self.keys: dict[str, float] = {}  # listen key -> expiry (time.monotonic())
+        self.key_life_s = 3600.0
         self.subs: dict[Conn, _Sub] = {}
         self._n = itertools.count(1)
         self._exec_ids = itertools.count(1)
@@ -123,7 +133,7 @@ class BinanceUserData:
 
     # -- listen keys -------------------------------------------------------------------------------------
     def live(self, key: str) -> bool:
-        return self.keys.get(key, 0) > self.p.clock_ms()
+        return self.keys.get(key, 0.0) > time.monotonic()
 
     def _key_route(self, method: str) -> Handler:
         async def handler(request: web.Request) -> web.StreamResponse:
@@ -143,7 +153,7 @@ class BinanceUserData:
         return handler
 
     def _listen_key(self, method: str, params: dict[str, str]) -> dict[str, Any]:
-        now = self.p.clock_ms()
+        expiry = time.monotonic() + self.key_life_s
         active = next((k for k in self.keys if self.live(k)), None)
         if self.spot and method != "POST":
             given = params.get("listenKey", "")
@@ -155,12 +165,12 @@ class BinanceUserData:
                 rng = random.Random(f"listenKey/{self.p.venue.value}/{next(self._n)}")
                 active = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
                                  for _ in range(64))  # fmt: skip
-            self.keys[active] = now + KEY_LIFE_MS
+            self.keys[active] = expiry
             return {"listenKey": active}
         if active is None:
             raise Refused(400, -1125, _NO_KEY)
         if method == "PUT":
-            self.keys[active] = now + KEY_LIFE_MS
+            self.keys[active] = expiry
             return {} if self.spot else {"listenKey": active}
         del self.keys[active]
         for conn, sub in list(self.subs.items()):

@@ -26,6 +26,7 @@ import pytest_asyncio
 
 from bot.events import Venue
 from bot.sim import LoopbackExchange
+from bot.sim.userdata_binance import BinanceUserData
 from tests.integration.test_sim_ccxt import closing
 from tests.integration.test_sim_private import OPTS, _all_to, _signed
 
@@ -340,6 +341,25 @@ async def test_usdm_private_stream_pushes_the_venue_fields(sim: LoopbackExchange
     assert (account["e"], account["a"]["m"]) == ("ACCOUNT_UPDATE", "ORDER")
     assert set(account["a"]["P"][0]) == {"s", "pa", "ep", "bep", "cr", "up", "mt", "iw", "ps"}
     assert set(account["a"]["B"][0]) == {"a", "wb", "cw", "bc"}
+
+
+async def test_usdm_listen_key_expires_with_the_venue_event(sim: LoopbackExchange) -> None:
+    assert sim.account is not None
+    owners = [getattr(fn, "__self__", None) for fn in sim.account.listeners]
+    user = next(u for u in owners if isinstance(u, BinanceUserData) and u.p.venue is USDM)
+    rest, headers = sim.urls[USDM].rest_url, {"X-MBX-APIKEY": KEY}
+    user.key_life_s = 0.6
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{rest}/fapi/v1/listenKey", headers=headers) as r:
+                key = (await r.json())["listenKey"]
+            async with http.ws_connect(f"{sim.urls[USDM].ws_url}/private/ws/{key}") as ws:
+                expired = orjson.loads((await ws.receive(timeout=5)).data)
+            async with http.put(f"{rest}/fapi/v1/listenKey", headers=headers) as r:
+                assert (r.status, (await r.json())["code"]) == (400, -1125)
+    finally:
+        user.key_life_s = 3600.0
+    assert (expired["e"], expired["listenKey"], type(expired["E"])) == ("listenKeyExpired", key, int)
 
 
 async def test_no_handler_errors(sim: LoopbackExchange) -> None:
