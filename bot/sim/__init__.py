@@ -24,8 +24,10 @@ and counted (``sim.stats[venue]["handler_errors"]``), never a traceback or an ab
 
 The private side (``bot.sim.account``, ``bot.sim.private_binance``): Binance spot ``/api/v3`` and USD-M
 ``/fapi`` signed REST for one account (``api_key``, ``api_secret``, ``balances`` keywords; ``bot sim
---api-key/--api-secret``), orders matched by ``bot.execution.paper`` against the truth books. Bybit's
-private REST and the private websocket streams are not served yet.
+--api-key/--api-secret``), orders matched by ``bot.execution.paper`` against the truth books; Binance's
+user-data streams (``bot.sim.userdata_binance``: the spot WebSocket API's ``userDataStream.subscribe.signature``,
+USD-M and legacy listenKeys) push its order, fill and balance events. Bybit's private REST and private
+websocket streams are not served yet.
 
 See ``bot.sim.server`` for the programmatic use, ``bot.sim.cli`` for the command line, ``bot.sim.ws`` and
 ``bot.sim.rest`` for the wire behaviour, ``bot.sim.faults`` for fault injection, ``bot.sim.replay`` for
