@@ -110,7 +110,7 @@ async def run_bot(
         slog = SignalLog.from_config(settings.signal_log) if settings.signal_log.enabled else None
         if slog is not None:
             slog.attach(bus)
-        reference = ReferenceData(settings, bus, clock, measure_skew=not sim)
+        reference = ReferenceData(settings, bus, clock, measure_skew=False if sim else None)  # None: [reference]
         roots = {v: u.rest_url for v, u in market.exchange.urls.items()} if market.exchange is not None else None
         trading = await start_trading(stack, settings, bus, clock, collector.get_book, workers, sim=sim,
                                       state=state, live=live, sim_roots=roots)

@@ -182,10 +182,8 @@ class LiveExecution:
         if o is None or not o.status.is_open:
             return
         vid = str(vo.get("id") or o.venue_order_id or "")
-        if vid and (o.venue, vid) not in self._by_venue_id:
+        if vid:  # the order's venue id goes out with its next state, not as an update of its own
             self._by_venue_id[(o.venue, vid)] = cid
-            if vid != o.venue_order_id:
-                self._set(o, o.status, venue_order_id=vid)
         view = self._venue_view.setdefault(cid, {})
         if _dec(vo.get("filled")) >= _dec(view.get("filled")):  # a stale answer never moves it back
             view.update(vo)
@@ -211,8 +209,9 @@ class LiveExecution:
             filled, avg = seen, o.avg_price
             if _STATUS.get(str(view.get("status"))) in _TERMINAL_WITH_FILLS:
                 self._chase(o)
-        self._set(o, status, filled_qty=filled, avg_price=_dec(avg) if avg else o.avg_price,
-                  reason=str(view.get("info", {}).get("rejectReason") or "") if status is OrderStatus.REJECTED
+        vid = str(view.get("id") or o.venue_order_id or "")
+        self._set(o, status, filled_qty=filled, avg_price=_dec(avg) if avg else o.avg_price, venue_order_id=vid,
+                  reason=str((view.get("info") or {}).get("rejectReason") or "") if status is OrderStatus.REJECTED
                   else o.reason)  # fmt: skip
 
     def apply_venue_trade(self, venue: Venue, tr: dict[str, Any]) -> None:
