@@ -73,9 +73,14 @@ def error_middleware(venue: Venue | None, stats: SimStats, clock_ms: Callable[[]
 _KEY_HEADERS = ("X-MBX-APIKEY", "X-BAPI-API-KEY", "X-BAPI-SIGN")
 
 
+_PRIVATE_PATHS = ("/ws-api/", "/private/", "/v5/private", "/api/v3/userDataStream", "/fapi/v1/listenKey")
+
+
 def _is_signed(request: web.Request) -> bool:
-    """A request that carries an API key or a signature (Binance ``signature``, Bybit ``X-BAPI-*``)."""
-    return "signature" in request.query or any(h in request.headers for h in _KEY_HEADERS)
+    """A request that carries an API key or a signature (Binance ``signature``, Bybit ``X-BAPI-*``), or opens
+    a private stream (the WebSocket API, a listenKey, Bybit's private socket: signed inside the socket)."""
+    return ("signature" in request.query or any(h in request.headers for h in _KEY_HEADERS)
+            or request.path.startswith(_PRIVATE_PATHS) or "listenKey" in request.query)  # fmt: skip
 
 
 def _spot_depth_weight(limit: int) -> int:
