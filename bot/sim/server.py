@@ -15,6 +15,9 @@ frames in the venue modules' read loops, anything else around a connection here 
 each counted in ``stats[venue]["handler_errors"]``.
 All four venues are always served; a venue the recording does not hold answers REST with no symbols and
 keeps its sockets silent, and ``venue_overrides()`` disables it.
+The private side (one account: ``account.py``) is ``private_binance.py`` and, on the Bybit host, the
+signed ``/v5/order/*``, ``/v5/account/*``... (``private_bybit.py``) and the ``/v5/private`` stream
+(``private_bybit_ws.py``).
 
 ``sim.urls[venue]`` is a ``MarketUrls(ws_url, rest_url)`` whose ``ws_url`` goes straight into
 ``VenueConfig.ws_url``: Bybit ``ws://127.0.0.1:P/v5/public/spot``, Binance the base ``ws://127.0.0.1:P``
@@ -43,10 +46,13 @@ from bot.errors import ConfigError
 from bot.events import Venue
 from bot.sim import binance, bybit
 from bot.sim.account import SimAccount
+from bot.sim.bybit_ledger import BybitLedger
 from bot.sim.faults import FaultSpec, RestartDice, RestDice
 from bot.sim.klines import KlineStore, LiveKlines
 from bot.sim.loop import VenueRunner
 from bot.sim.private_binance import BinancePrivate
+from bot.sim.private_bybit import BybitPrivate
+from bot.sim.private_bybit_ws import BybitPrivateStream
 from bot.sim.replay import BINANCE, Timeline, VenueReplay, load_timelines
 from bot.sim.rest import BinanceRest, BybitRest, error_middleware
 from bot.sim.truth import RefBook
@@ -117,6 +123,7 @@ class LoopbackExchange:
         self.timelines: dict[Venue, Timeline] = {}
         self.replays: dict[Venue, VenueReplay] = {}
         self.hubs: dict[Venue, VenueHub] = {}
+        self._private_hubs: list[VenueHub] = []  # the private streams' (closed at stop like the public ones)
         self.runners: dict[Venue, VenueRunner] = {}
         self.urls: dict[Venue, MarketUrls] = {}
         self._app_runners: list[web.AppRunner] = []
@@ -200,7 +207,7 @@ class LoopbackExchange:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        for hub in self.hubs.values():
+        for hub in [*self.hubs.values(), *self._private_hubs]:
             hub.close_all(GOING_AWAY, "going away")
         if self._handlers:
             await asyncio.wait(list(self._handlers), timeout=2.0)
@@ -236,6 +243,13 @@ class LoopbackExchange:
             self.sim_stats,
         )
         app.add_routes(rest.routes())
+        assert self.account is not None
+        ledger = BybitLedger(self.account, {v: self.runners[v].now_ms for v in bybit})
+        stream = BybitPrivateStream(ledger, self._api_key, self._api_secret, self.replays[Venue.BYBIT_LINEAR],
+                                    self.timings, self.sim_stats, self._handlers)  # fmt: skip
+        self._private_hubs.append(stream.hub)
+        app.add_routes([*BybitPrivate(ledger, self._api_key, self._api_secret).routes(),
+                        web.get("/v5/private", stream.handle)])  # fmt: skip
         return app
 
     def _binance_app(self, venue: Venue) -> web.Application:
