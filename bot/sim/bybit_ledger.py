@@ -43,7 +43,6 @@ def num(d: Decimal | float | int | None) -> str:
     return format(v.normalize(), "f") if v else "0"
 
 
-
 @dataclass
 class Meta:
     """What the client sent that the sim's order does not keep."""

@@ -58,6 +58,9 @@ class _PrivateHub(VenueHub):
     def count(self, what: str, n: int = 1) -> None:
         super().count(f"private_{what}", n)
 
+    def conn_id(self, index: int) -> str:
+        return super().conn_id(-1 - index)  # never one of the public connections' ids
+
 
 def _no_fanout(hub: VenueHub, item: Item, parsed: Any) -> None:
     return None  # the replay publishes nothing on the private stream
