@@ -100,6 +100,10 @@ async def run_bot(
     warm_s = warm_up()  # the compiled book kernels: before any socket opens, not on the first message
     if warm_s > 1.0:
         log.info("kernels_compiled", seconds=round(warm_s, 1), note="first start after an install only")
+    if live:
+        from bot.live_session import live_settings
+
+        settings = live_settings(settings, sim)
     async with contextlib.AsyncExitStack() as stack:
         state = await open_state(stack, settings)
         market = await start_market_data(stack, settings, bus, clock, sim=sim, sim_data=sim_data, speed=speed)

@@ -17,6 +17,7 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import ccxt.async_support as ccxt
@@ -30,11 +31,32 @@ from bot.events import Side, Venue
 from bot.execution.live import LiveExecution
 from bot.execution.venues import build_exchange, credentials, missing_credentials
 from bot.orders import ZERO, Fill
-from bot.state import StateStore
+from bot.state import StateStore, live_db
 
 log = structlog.get_logger(__name__)
 
 QUOTE = "USDT"
+
+
+def live_settings(settings: BotSettings, sim: bool) -> BotSettings:
+    """Live trading keeps its own state database (``bot.state.live_db``: ``live.sqlite`` beside paper's
+    default ``state.sqlite``), and the signal log follows when it shared the file.
+    Under ``--sim`` it is ``live-sim.sqlite``, started afresh each run: the sim's account lives only as
+    long as the sim, so the last run's database is kept as ``live-sim.prev.sqlite`` and not reconciled.
+    (A database named in the config is used as it is.)"""
+    db = settings.state.db
+    target = live_db(db, sim)
+    if sim and target.name == "live-sim.sqlite" and target.exists():
+        prev = target.with_name(target.stem + ".prev.sqlite")
+        for suffix in ("", "-wal", "-shm"):
+            old = Path(str(target) + suffix)
+            if old.exists():
+                old.replace(Path(str(prev) + suffix))
+        log.info("live_sim_state_set_aside", db=str(target), kept_as=str(prev))
+    update: dict[str, Any] = {"state": settings.state.model_copy(update={"db": target})}
+    if settings.signal_log.db == db:
+        update["signal_log"] = settings.signal_log.model_copy(update={"db": target})
+    return settings.model_copy(update=update)
 
 
 async def check_mode(store: StateStore, mode: str) -> None:
@@ -69,7 +91,7 @@ class LiveSession:
                     out[(venue, sym)] = Decimal(str(total.get(_base(sym)) or 0))
                 continue
             ccxt_syms = [self.execution.ccxt_symbol(venue, s) for s in self.symbols[venue]]
-            held = {p.get("symbol"): p for p in await ex.fetch_positions(ccxt_syms)}
+            held = {p.get("symbol"): p for p in await ex.fetch_positions(None)}  # Bybit: one symbol or all
             for sym, cs in zip(self.symbols[venue], ccxt_syms, strict=True):
                 p = held.get(cs) or {}
                 qty = Decimal(str(p.get("contracts") or 0)) * Decimal(str(p.get("contractSize") or 1))

@@ -191,6 +191,13 @@ def check_own(tables: Iterable[str], path: Path) -> None:
                           "point [state] db (or --db) at the bot's own file")
 
 
+def live_db(db: Path, sim: bool = False) -> Path:
+    """Live trading's own state database: where ``db`` is the default ``state.sqlite`` (paper's),
+    ``live.sqlite`` beside it (``live-sim.sqlite`` under ``--sim``); a database named otherwise is used
+    as it is."""
+    return db if db.name != "state.sqlite" else db.with_name("live-sim.sqlite" if sim else "live.sqlite")
+
+
 def lock_path(db: Path) -> Path:
     return db.with_name(db.name + ".lock")
 

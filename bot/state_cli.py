@@ -39,6 +39,7 @@ from bot.state import (
     TABLES_SQL,
     check_own,
     check_version,
+    live_db,
     writer_pid,
 )
 
@@ -81,22 +82,35 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("status", help="positions, equity, open orders and risk state from the state database")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the tables")
     p.add_argument("--db", type=Path, default=None, help="state database (default: [state] db of the config)")
+    _live_flags(p)
     p.set_defaults(func=status_handler)
     h = sub.add_parser("halt", help="halt trading (latched until resume); --reduce: only reducing orders")
     h.add_argument("--reduce", action="store_true", help="REDUCING instead of HALTED: positions may be closed")
     h.add_argument("--reason", default="", help="why (kept with the request)")
     h.add_argument("--db", type=Path, default=None, help=argparse.SUPPRESS)
+    _live_flags(h)
     h.set_defaults(func=lambda a: control_handler(a, "reduce" if a.reduce else "halt"))
     r = sub.add_parser("resume", help="clear a halt (operator or kill switch): back to ACTIVE")
     r.add_argument("--reason", default="", help="why (kept with the request)")
     r.add_argument("--db", type=Path, default=None, help=argparse.SUPPRESS)
+    _live_flags(r)
     r.set_defaults(func=lambda a: control_handler(a, "resume"))
+
+
+def _live_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--live", action="store_true", help="the live session's database (run --live)")
+    p.add_argument("--sim", action="store_true", help="with --live: the run --live --sim session's")
 
 
 def _db_path(args: argparse.Namespace) -> Path:
     if args.db is not None:
         return Path(args.db)
-    return Path(load_settings(getattr(args, "config", None)).state.db)
+    db = Path(load_settings(getattr(args, "config", None)).state.db)
+    if getattr(args, "live", False):
+        return live_db(db, getattr(args, "sim", False))
+    if getattr(args, "sim", False):
+        raise ConfigError("--sim goes with --live (paper under --sim uses the usual database)")
+    return db
 
 
 # -- halt / resume ---------------------------------------------------------------------------------------

@@ -248,7 +248,7 @@ async def start_trading(
 
     store, persisted = state if state is not None else await open_state(stack, settings)
     store.on_failure = on_store_failure
-    await check_mode(store, "live" if live else "paper")
+    await check_mode(store, ("live-sim" if sim else "live") if live else "paper")
     health = BookHealthView()
     bus.subscribe(BookHealth, health.on_health)
     session: LiveSession | None = None

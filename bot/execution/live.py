@@ -117,6 +117,8 @@ class LiveExecution:
         from bot.errors import ConfigError
 
         for venue, api in self._apis.items():
+            if hasattr(api.ex, "load_time_difference"):  # ccxt signs its currency list before it would take it
+                await api.ex.load_time_difference()
             await api.ex.load_markets()
             self._note_offset(venue)
             by_id = {m["id"]: m["symbol"] for m in api.ex.markets.values()}

@@ -138,7 +138,7 @@ def test_kill_9_mid_session_then_restart_reconciles_with_the_venue(
 ) -> None:
     # Arrange: a maker (post-only orders resting 3 bps behind the touch) and a taker on Binance spot
     cfg = _config(tmp_path, sim)
-    db = tmp_path / "out" / "state.sqlite"
+    db = tmp_path / "out" / "live.sqlite"  # live's own (bot.state.live_db), beside paper's state.sqlite
     venue = _venue(sim)
     first_log = tmp_path / "first.log"
     with first_log.open("w") as log:
@@ -192,8 +192,8 @@ def test_kill_9_mid_session_then_restart_reconciles_with_the_venue(
     assert total.get("BTC", D(0)) == D(start[f"live_start:{SPOT}:BTCUSDT"]) + held
     assert total["USDT"] == D(start[f"live_start:{SPOT}:cash"]) + cash - fees
     # the keys appear nowhere: not in either run's output or log, the state database or `bot status`
-    status = subprocess.run([sys.executable, "-m", "bot", "--config", str(cfg), "status", "--json"], cwd=tmp_path,
-                            env=_env(), capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    status = subprocess.run([sys.executable, "-m", "bot", "--config", str(cfg), "status", "--live", "--json"],
+                            cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60, check=False)
     assert status.returncode == 0, status.stderr
     blob = first_log.read_text() + p.stdout + p.stderr + status.stdout + status.stderr
     blob += db.read_bytes().decode("latin-1")

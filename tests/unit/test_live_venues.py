@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,3 +59,24 @@ def test_mainnet_is_the_venue_itself() -> None:
     ex = build_exchange(Venue.BYBIT_LINEAR, "k", "s", cfg)
     assert "testnet" not in " ".join(_urls(ex.urls["api"]))
     assert cfg.venues[Venue.BINANCE_SPOT].endpoint == "testnet"  # a partial table keeps the others' defaults
+
+
+def test_live_keeps_its_own_database_and_a_sim_session_starts_afresh(tmp_path: Path) -> None:
+    from bot.config import load_settings
+    from bot.live_session import live_settings
+    from bot.state import live_db
+
+    assert live_db(tmp_path / "state.sqlite") == tmp_path / "live.sqlite"
+    assert live_db(tmp_path / "mine.sqlite", sim=True) == tmp_path / "mine.sqlite"
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("")
+    s = load_settings(cfg)
+    old = tmp_path / "out" / "live-sim.sqlite"
+    old.parent.mkdir()
+    old.write_text("last run")
+    live = live_settings(s, sim=True)
+    assert live.state.db == old
+    assert live.signal_log.db == old  # it shared paper's file, so it follows
+    assert not old.exists()
+    assert (tmp_path / "out" / "live-sim.prev.sqlite").read_text() == "last run"
+    assert live_settings(s, sim=False).state.db == tmp_path / "out" / "live.sqlite"
