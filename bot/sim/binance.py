@@ -10,7 +10,8 @@ synthesized from the truth book after every replayed diff, in the venue's own sh
 ``{lastUpdateId,bids,asks}``, USD-M a full ``depthUpdate``). A well-formed stream name the recording
 does not hold is accepted and stays silent; a malformed one gets ``{"error":{"code":2,...}}``. The server
 sends a ping frame every 20 s (spot) / 3 min (USD-M) and cuts a connection whose ping was not answered
-with the same payload within 1 min / 10 min (``SimTimings``); more than 5 (spot) / 10 (USD-M) incoming
+with the same payload within 1 min / 10 min (``SimTimings``; ``pings_sent``, ``pongs_received``); a client's ping
+frame is answered with a pong of its payload (``client_pings``); more than 5 (spot) / 10 (USD-M) incoming
 frames a second, pings and pongs included, also cut the connection. Ping and pong payloads are compared
 as ``bytes`` (aiohttp hands a received payload over as a ``bytearray``, whatever the client: the
 ``websockets`` library, aiohttp, ccxt.pro); a pong with a payload never sent (an unsolicited one) is
@@ -152,6 +153,7 @@ async def read_loop(hub: VenueHub, conn: Conn) -> None:
             conn.close(1008, "Too many requests")
             return
         if msg.type == WSMsgType.PING:
+            hub.count("client_pings")
             await ws.pong(bytes(msg.data))
         elif msg.type == WSMsgType.PONG:
             sent = conn.pings.pop(bytes(msg.data), None)

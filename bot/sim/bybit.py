@@ -5,7 +5,8 @@
 unless one was sent); a topic of unknown form gets ``{"success":false,"ret_msg":"Invalid topic: ..."}``
 (the well-formed topics of the same request are still subscribed); subscribing twice to a topic gets
 ``"error:already subscribed,topic:..."``. ``{"op":"ping"}`` is answered ``{"success":true,"ret_msg":"pong",
-...,"op":"ping"}`` on spot and ``{"req_id"?,"op":"pong","args":[ms],"conn_id"}`` on linear. A new
+...,"op":"ping"}`` on spot and ``{"req_id"?,"op":"pong","args":[ms],"conn_id"}`` on linear (counted,
+``client_pings``). A new
 ``orderbook.N.SYM`` subscription gets a snapshot of the current truth book (top N levels, current ``u``,
 ``seq``, ``ts``, ``cts``) at once, then the live deltas; before the recorded snapshot was replayed it
 simply waits for it. A depth at least the recorded one is an alias of the recorded topic (renamed); a
@@ -244,6 +245,7 @@ def _bybit_op(hub: VenueHub, conn: Conn, text: str) -> str | None:
     op = req.get("op")
     req_id = req.get("req_id")
     if op == "ping":
+        hub.count("client_pings")
         if hub.venue is Venue.BYBIT_SPOT:
             out: dict[str, Any] = {"success": True, "ret_msg": "pong", "conn_id": conn.conn_id}
             if req_id is not None:
