@@ -15,7 +15,8 @@ watch call fails (disconnect, auth), and every ``resync_every_s`` anyway, the op
 since the oldest one are read by REST; fills are deduplicated by the venue's trade id.
 
 Rules kept here:
-- A request that fails with ``ccxt.NetworkError`` (``RequestTimeout`` included) is never sent again: the
+- A request that fails with ``ccxt.OperationFailed`` (``NetworkError``, ``RequestTimeout``, and what ccxt
+  raises for a venue's "internal error, outcome unknown", Binance -1001 in a 503) is never sent again: the
   order is looked up by its client id; when the venue does not know it, it is REJECTED
   ``unknown_after_timeout``. The client id makes any retry by ccxt itself idempotent at the venue.
 - ``Fill`` events come before the order state that counts them: a venue order reported filled for more
@@ -317,7 +318,7 @@ class LiveExecution:
             price = float(req.price) if req.price is not None else None
             vo = await self._signed(req.venue, api.ex.create_order, self.ccxt_symbol(req.venue, req.symbol),
                                     req.order_type.value, req.side.value, float(req.qty), price, params)
-        except ccxt.NetworkError as e:
+        except ccxt.OperationFailed as e:  # NetworkError, or the venue's "unknown outcome" (-1001 in a 503)
             self.stats["uncertain"] += 1
             log.warning("order_request_uncertain", client_order_id=cid, error=type(e).__name__)
             found = await self._find(req.venue, cid, req.symbol)

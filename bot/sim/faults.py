@@ -3,7 +3,7 @@
 A spec is a comma-separated list of ``kind=probability[:parameter]``::
 
     drop=0.01,dup=0.01,reorder=0.01,malformed=0.005,stall=0.002:3,disconnect=0.001,
-    rest429=0.2:1,snapshot_fail=0.2,bybit_reset=0.002,restart=0.5
+    rest429=0.2:1,snapshot_fail=0.2,bybit_reset=0.002,restart=0.5,order_timeout=0.1:5,order_lost=0.05:5
 
 Stream kinds are rolled once per **book diff message** sent on a connection (Binance ``depthUpdate``
 diffs, Bybit ``orderbook`` deltas); trades, klines, tickers and synthesized snapshots are never touched,
@@ -31,6 +31,17 @@ rest429:R      Binance: HTTP 429 with ``Retry-After: R`` (default 1 s). A client
                Bybit: HTTP 200 with ``retCode`` 10006 ("Too many visits!").
 =============  ==================================================================================
 
+Order kinds are rolled once per **signed new-order request** on Binance (spot ``POST /api/v3/order``,
+USD-M ``POST /fapi/v1/order``), before the request is read; at most one fires per request:
+
+================  ===============================================================================
+order_timeout:S   the order is handled as usual (placed, or refused) and the answer is held S seconds
+                  (default 5) before it is sent: the venue has the order, the client hears late (one
+                  with a shorter timeout sees a timeout)
+order_lost:S      the request is not acted on (no order): the answer is held S seconds (default 5),
+                  then HTTP 503 with the venue's JSON error body (code -1001)
+================  ===============================================================================
+
 The venue kind is rolled once per **end of the recording** of each venue (``bot.sim.replay``):
 
 =============  ==================================================================================
@@ -41,8 +52,8 @@ restart        instead of the seamless wrap, the venue restarts: every connectio
 =============  ==================================================================================
 
 Dice are deterministic: a connection's generator is seeded from ``(seed, venue, connection index)``
-(the n-th websocket accepted by that venue), REST dice from ``(seed, venue)``, restart dice from
-``(seed, venue, "restart")``, and exactly one number is
+(the n-th websocket accepted by that venue), REST dice from ``(seed, venue)``, order dice from
+``(seed, venue, "order")``, restart dice from ``(seed, venue, "restart")``, and exactly one number is
 drawn per diff message, so the same seed and the same client behaviour give the same faults.
 """
 
@@ -55,9 +66,11 @@ from bot.errors import ConfigError
 
 STREAM_KINDS = ("drop", "dup", "reorder", "malformed", "stall", "disconnect", "bybit_reset")
 REST_KINDS = ("snapshot_fail", "rest429")
+ORDER_KINDS = ("order_timeout", "order_lost")
 VENUE_KINDS = ("restart",)
-KINDS = STREAM_KINDS + REST_KINDS + VENUE_KINDS
-_PARAM_KINDS = {"stall": "stall_s", "rest429": "retry_after_s"}
+KINDS = STREAM_KINDS + REST_KINDS + ORDER_KINDS + VENUE_KINDS
+_PARAM_KINDS = {"stall": "stall_s", "rest429": "retry_after_s", "order_timeout": "order_timeout_s",
+                "order_lost": "order_lost_s"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -71,9 +84,13 @@ class FaultSpec:
     bybit_reset: float = 0.0
     snapshot_fail: float = 0.0
     rest429: float = 0.0
+    order_timeout: float = 0.0
+    order_lost: float = 0.0
     restart: float = 0.0
     stall_s: float = 3.0
     retry_after_s: float = 1.0
+    order_timeout_s: float = 5.0
+    order_lost_s: float = 5.0
 
     @classmethod
     def parse(cls, spec: str | FaultSpec | None) -> FaultSpec:
@@ -110,6 +127,8 @@ class FaultSpec:
             raise ConfigError(f"fault spec: stream fault probabilities add up to {stream_total:g} > 1")
         if out.snapshot_fail + out.rest429 > 1.0:
             raise ConfigError("fault spec: snapshot_fail + rest429 add up to more than 1")
+        if out.order_timeout + out.order_lost > 1.0:
+            raise ConfigError("fault spec: order_timeout + order_lost add up to more than 1")
         return out
 
     def __str__(self) -> str:
@@ -176,6 +195,26 @@ class RestDice:
             return "snapshot_fail"
         if r < self.spec.snapshot_fail + self.spec.rest429:
             return "rest429"
+        return None
+
+
+class OrderDice:
+    """One venue's new-order faults: one draw per signed new-order request."""
+
+    def __init__(self, spec: FaultSpec, seed: int, venue: str) -> None:
+        self.spec = spec
+        self.rng = random.Random(f"{seed}/{venue}/order")
+
+    def roll(self) -> tuple[str, float] | None:
+        """``(kind, hold seconds)`` of the fault that fires, or None."""
+        s = self.spec
+        if s.order_timeout <= 0 and s.order_lost <= 0:
+            return None
+        r = self.rng.random()
+        if r < s.order_timeout:
+            return "order_timeout", s.order_timeout_s
+        if r < s.order_timeout + s.order_lost:
+            return "order_lost", s.order_lost_s
         return None
 
 

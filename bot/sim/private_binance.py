@@ -18,12 +18,14 @@ the ``SimAccount`` trade id that the user-data streams push as ``t``), with the 
 with a time and spot any combination its docs do not list: -1128), ``limit`` default 500, at most 1000;
 without ``fromId``/``startTime`` the most recent trades (USD-M: of the last 7 days), oldest first.
 
-Orders go to ``bot.sim.account.SimAccount`` (the paper matcher against the truth books). Every fill of
-this venue is kept as a ``SimTrade`` (``trades``), stamped with the sim's clock when it happened.
+New orders roll the ``order_timeout`` / ``order_lost`` dice (``faults.py``): the answer held back, with
+the order placed or not. Orders go to ``bot.sim.account.SimAccount`` (the paper matcher against the truth
+books). Every fill of this venue is kept as a ``SimTrade`` (``trades``), stamped with the sim's clock when it happened.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -39,6 +41,8 @@ from aiohttp import web
 from bot.events import Side, Venue
 from bot.orders import Fill, Liquidity, OrderStatus, OrderType, TimeInForce
 from bot.sim.account import SimAccount, SimOrder
+from bot.sim.faults import OrderDice
+from bot.sim.ws import SimStats
 
 JSON = "application/json"
 _MISSING = "Mandatory parameter '{}' was not sent, was empty/null, or malformed."
@@ -114,9 +118,11 @@ class BinancePrivate:
     """The signed endpoints of one Binance venue (spot or USD-M)."""
 
     def __init__(
-        self, venue: Venue, account: SimAccount, clock_ms: Callable[[], int], api_key: str, api_secret: str
-    ) -> None:
+        self, venue: Venue, account: SimAccount, clock_ms: Callable[[], int], api_key: str, api_secret: str,
+        dice: OrderDice | None = None, stats: SimStats | None = None,
+    ) -> None:  # fmt: skip
         self.venue = venue
+        self.dice, self.stats = dice, stats
         self.spot = venue is Venue.BINANCE_SPOT
         self.account = account
         self.clock_ms = clock_ms
@@ -141,14 +147,14 @@ class BinancePrivate:
         if self.spot:
             return [
                 web.get("/api/v3/account", h(self.spot_account)),
-                web.post("/api/v3/order", h(self.new_order)),
+                web.post("/api/v3/order", self._order_faults(h(self.new_order))),
                 web.get("/api/v3/order", h(self.query_order)),
                 web.delete("/api/v3/order", h(self.cancel_order)),
                 web.get("/api/v3/openOrders", h(self.open_orders)),
                 web.get("/api/v3/myTrades", h(self.my_trades)),
             ]
         out = [
-            web.post("/fapi/v1/order", h(self.new_order)),
+            web.post("/fapi/v1/order", self._order_faults(h(self.new_order))),
             web.get("/fapi/v1/order", h(self.query_order)),
             web.delete("/fapi/v1/order", h(self.cancel_order)),
             web.get("/fapi/v1/openOrders", h(self.open_orders)),
@@ -177,6 +183,28 @@ class BinancePrivate:
             return web.Response(body=orjson.dumps(body), content_type=JSON)
 
         return handler
+
+    def _order_faults(
+        self, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """``order_timeout``: the request handled, its answer held; ``order_lost``: not handled, a 503 late."""
+
+        async def faulty(request: web.Request) -> web.StreamResponse:
+            fault = self.dice.roll() if self.dice is not None else None
+            if fault is None:
+                return await handler(request)
+            kind, hold_s = fault
+            if self.stats is not None:
+                self.stats.faults[(self.venue, kind)] += 1
+            if kind == "order_lost":
+                await asyncio.sleep(hold_s)
+                body = {"code": -1001, "msg": "Internal error; unable to process your request. Please try again."}
+                return web.Response(body=orjson.dumps(body), status=503, content_type=JSON)
+            answer = await handler(request)
+            await asyncio.sleep(hold_s)
+            return answer
+
+        return faulty
 
     async def _authenticate(self, request: web.Request) -> dict[str, str]:
         query = request.rel_url.raw_query_string

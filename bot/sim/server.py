@@ -47,7 +47,7 @@ from bot.events import Venue
 from bot.sim import binance, bybit
 from bot.sim.account import SimAccount
 from bot.sim.bybit_ledger import BybitLedger
-from bot.sim.faults import FaultSpec, RestartDice, RestDice
+from bot.sim.faults import FaultSpec, OrderDice, RestartDice, RestDice
 from bot.sim.klines import KlineStore, LiveKlines
 from bot.sim.loop import VenueRunner
 from bot.sim.private_binance import BinancePrivate
@@ -256,7 +256,8 @@ class LoopbackExchange:
         app = web.Application(middlewares=[error_middleware(venue, self.sim_stats, self.runners[venue].now_ms)])
         prefixes = _USDM_WS_PREFIXES if venue is Venue.BINANCE_USDM else ("",)
         assert self.account is not None
-        private = BinancePrivate(venue, self.account, self.runners[venue].now_ms, self._api_key, self._api_secret)
+        private = BinancePrivate(venue, self.account, self.runners[venue].now_ms, self._api_key, self._api_secret,
+                                 OrderDice(self.faults, self.seed, venue.value), self.sim_stats)  # fmt: skip
         user = BinanceUserData(private, self.hubs[venue])  # a live listenKey on /ws/... or /stream is private
         for prefix in prefixes:
             app.router.add_get(f"{prefix}/ws", self._ws_route(venue, combined=False, streams=False))
