@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 KEY, SECRET = "liveKEYsentinel0123456789", "liveSECRETsentinel9876543210"
 D = Decimal
-SPOT = "binance_spot"
+SPOT, USDM = "binance_spot", "binance_usdm"
 
 MAKER = """
 [[strategies]]
@@ -45,6 +45,16 @@ order_type = "limit"
 limit_offset_bps = 3
 post_only = true
 limit_timeout_s = 600
+
+[[strategies]]
+name = "taker_usdm_btc"
+kind = "threshold"
+model = "tabl_binance-spot-btcusdt_h10"
+venue = "binance_usdm"
+symbols = ["BTCUSDT"]
+threshold = 0.34
+allow_short = true
+notional = 250  # USD-M's minimum notional is 100 USDT, after rounding down to the 0.001 BTC step
 
 [[strategies]]
 name = "taker_spot_btc"
@@ -75,32 +85,30 @@ def sim() -> Iterator[dict[str, dict[str, Any]]]:
 
 def _config(folder: Path, urls: dict[str, dict[str, Any]]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    venues = "\n".join(f'[venues.{v}]\nenabled = false\n' for v in urls if v != SPOT)
-    spot = urls[SPOT]
+    venues = "\n".join(f'[venues.{v}]\nenabled = false\n' for v in urls if v not in (SPOT, USDM))
+    for v in (SPOT, USDM):
+        u = urls[v]
+        venues += (f'[venues.{v}]\nws_url = "{u["ws"]}"\nrest_url = "{u["rest"]}"\n'
+                   f'symbols = {json.dumps(u["symbols"])}\n[live.venues.{v}]\nurl = "{u["rest"]}"\n')
     cfg = folder / "config.toml"
     cfg.write_text(f"""
-[venues.{SPOT}]
-ws_url = "{spot['ws']}"
-rest_url = "{spot['rest']}"
-symbols = {json.dumps(spot['symbols'])}
 {venues}
 [models]
 dir = "{ROOT / 'models' / 'checkpoints'}"
+serve_on = {{ tabl = ["binance_usdm"] }}
 
 [reference]
 measure_skew = false  # the sim's clock is the recording's (2024): ccxt tracks the offset for signing
-
-[live.venues.{SPOT}]
-url = "{spot['rest']}"
 {MAKER}""")
     return cfg
 
 
-def _venue(urls: dict[str, dict[str, Any]]) -> Any:
+def _venue(urls: dict[str, dict[str, Any]], venue: str = SPOT) -> Any:
+    kind = "spot" if venue == SPOT else "linear"
     ex = ccxt.binance({"apiKey": KEY, "secret": SECRET, "options": {
-        "fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False,
-        "adjustForTimeDifference": True}})  # fmt: skip
-    point_at(ex, urls[SPOT]["rest"], urls[SPOT]["ws"])
+        "fetchMarkets": {"types": [kind]}, "defaultType": "spot" if venue == SPOT else "future",
+        "fetchCurrencies": False, "fetchMargins": False, "adjustForTimeDifference": True}})  # fmt: skip
+    point_at(ex, urls[venue]["rest"], urls[venue]["ws"])
     ex.load_markets()
     return ex
 
@@ -136,10 +144,11 @@ def test_live_without_keys_names_the_variables_and_exits_2(tmp_path: Path, sim: 
 def test_kill_9_mid_session_then_restart_reconciles_with_the_venue(
     tmp_path: Path, sim: dict[str, dict[str, Any]]
 ) -> None:
-    # Arrange: a maker (post-only orders resting 3 bps behind the touch) and a taker on Binance spot
+    # Arrange: a maker (post-only orders resting 3 bps behind the touch) and a taker on Binance spot, a
+    # taker on USD-M (long and short)
     cfg = _config(tmp_path, sim)
     db = tmp_path / "out" / "live.sqlite"  # live's own (bot.state.live_db), beside paper's state.sqlite
-    venue = _venue(sim)
+    venue, perp = _venue(sim), _venue(sim, USDM)
     first_log = tmp_path / "first.log"
     with first_log.open("w") as log:
         proc = subprocess.Popen(_cmd(cfg, 150), cwd=tmp_path, env=_env(), stdout=log, stderr=subprocess.STDOUT)
@@ -170,7 +179,9 @@ def test_kill_9_mid_session_then_restart_reconciles_with_the_venue(
     assert reconciled[0]["positions_ok"] is True
     # Assert: nothing orphaned at the venue, nothing doubled, the ledger equal to the venue's view
     assert venue.fetch_open_orders("BTC/USDT") == []
-    venue_trades = {str(t["id"]): t for t in venue.fetch_my_trades("BTC/USDT", limit=1000)}
+    assert perp.fetch_open_orders("BTC/USDT:USDT") == []
+    venue_trades = {(SPOT, str(t["id"])) for t in venue.fetch_my_trades("BTC/USDT", limit=1000)}
+    venue_trades |= {(USDM, str(t["id"])) for t in perp.fetch_my_trades("BTC/USDT:USDT", limit=1000)}
     with contextlib.closing(sqlite3.connect(db)) as conn:
         assert conn.execute("SELECT COUNT(*) FROM orders WHERE status IN ('new', 'accepted', 'partially_filled')"
                             ).fetchone()[0] == 0  # fmt: skip
@@ -179,8 +190,9 @@ def test_kill_9_mid_session_then_restart_reconciles_with_the_venue(
             assert st in ("filled", "cancelled"), (cid, st)
         news = conn.execute("SELECT COUNT(*) FROM order_events WHERE status = 'new' GROUP BY client_order_id")
         assert all(n == 1 for (n,) in news)
-        fills = conn.execute("SELECT trade_id, side, qty, price, fee FROM fills").fetchall()
-        assert sorted(f[0] for f in fills) == sorted(venue_trades)  # every venue trade once, none made up
+        assert sorted(conn.execute("SELECT venue, trade_id FROM fills")) == sorted(venue_trades)  # once, none made up
+        fills = conn.execute("SELECT trade_id, side, qty, price, fee FROM fills WHERE venue = ?", (SPOT,)).fetchall()
+        perp_fills = conn.execute("SELECT side, qty FROM fills WHERE venue = ?", (USDM,)).fetchall()
         for cid, filled in conn.execute("SELECT client_order_id, filled_qty FROM orders"):
             got = sum((D(q) for (q,) in conn.execute("SELECT qty FROM fills WHERE client_order_id = ?", (cid,))), D(0))
             assert got == D(filled), cid
@@ -191,6 +203,10 @@ def test_kill_9_mid_session_then_restart_reconciles_with_the_venue(
     total = {b["asset"]: D(b["free"]) + D(b["locked"]) for b in venue.fetch_balance()["info"]["balances"]}
     assert total.get("BTC", D(0)) == D(start[f"live_start:{SPOT}:BTCUSDT"]) + held
     assert total["USDT"] == D(start[f"live_start:{SPOT}:cash"]) + cash - fees
+    assert perp_fills, "the USD-M strategy never traded: the position check would prove nothing"
+    risk = perp.fapiPrivateV2GetPositionRisk({"symbol": "BTCUSDT"})
+    perp_held = sum((D(q) if side == "buy" else -D(q) for side, q in perp_fills), D(0))
+    assert D(risk[0]["positionAmt"]) == D(start[f"live_start:{USDM}:BTCUSDT"]) + perp_held
     # the keys appear nowhere: not in either run's output or log, the state database or `bot status`
     status = subprocess.run([sys.executable, "-m", "bot", "--config", str(cfg), "status", "--live", "--json"],
                             cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60, check=False)
