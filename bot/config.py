@@ -339,12 +339,26 @@ class LiveConfig(Section):
     recv_window_ms: int = Field(default=5000, ge=1000, le=60_000)  # signed requests' validity window
     time_sync_every_s: float = Field(default=300.0, gt=0)  # the server-time offset is measured again
     resync_every_s: float = Field(default=30.0, gt=0)  # open orders and fills checked by REST as well
-    venues: dict[Venue, LiveVenueConfig] = Field(default_factory=lambda: {v: LiveVenueConfig() for v in Venue})
+    venues: dict[Venue, LiveVenueConfig] = Field(default_factory=lambda: _default_live_venues())
 
     @field_validator("venues", mode="before")
     @classmethod
     def _merge(cls, v: Any) -> Any:
-        return merge_per_venue(v, {v_: LiveVenueConfig() for v_ in Venue}, "live.venues")
+        return merge_per_venue(v, _default_live_venues(), "live.venues")
+
+    @field_validator("venues")
+    @classmethod
+    def _no_futures_testnet(cls, v: dict[Venue, LiveVenueConfig]) -> dict[Venue, LiveVenueConfig]:
+        usdm = v.get(Venue.BINANCE_USDM)
+        if usdm is not None and usdm.endpoint == "testnet" and usdm.url is None:
+            raise ValueError('binance_usdm has no testnet any more (Binance retired it; ccxt refuses to sign for '
+                             'it): use endpoint = "demo" (the default) or "mainnet"')  # fmt: skip
+        return v
+
+
+def _default_live_venues() -> dict[Venue, LiveVenueConfig]:
+    # the testnets by default; Binance USD-M's testnet is retired, its demo trading replaces it
+    return {v: LiveVenueConfig(endpoint="demo" if v is Venue.BINANCE_USDM else "testnet") for v in Venue}
 
 
 class RiskConfig(Section):

@@ -14,6 +14,8 @@ used for paper trading is refused for live (and the reverse): one database, one 
 from __future__ import annotations
 
 import contextlib
+import secrets
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -57,6 +59,17 @@ def live_settings(settings: BotSettings, sim: bool) -> BotSettings:
     if settings.signal_log.db == db:
         update["signal_log"] = settings.signal_log.model_copy(update={"db": target})
     return settings.model_copy(update=update)
+
+
+async def order_prefix(store: StateStore) -> str:
+    """Live client order ids start with this database's own random letters (kept in ``meta``): a new or
+    deleted database never reuses an id the account already has (Bybit refuses a reused orderLinkId, and
+    on Binance a lookup by a reused id would find the old order)."""
+    have = (await store.meta("order_prefix")).get("order_prefix")
+    if have is None:
+        have = "b" + "".join(secrets.choice(string.ascii_lowercase) for _ in range(6))
+        await store.set_meta({"order_prefix": have})
+    return have
 
 
 async def check_mode(store: StateStore, mode: str) -> None:
@@ -181,9 +194,13 @@ async def _starting_view(session: LiveSession, store: StateStore) -> None:
     if not stored:
         now = await session.venue_positions()
         rows = {}
+        bybit_counted = False
         for venue, ex in session.exchanges.items():
             total = (await ex.fetch_balance()).get("total") or {}
-            rows[f"live_start:{venue.value}:cash"] = str(Decimal(str(total.get(QUOTE) or 0)))
+            cash = Decimal(str(total.get(QUOTE) or 0))
+            if venue.value.startswith("bybit"):  # one unified wallet behind both markets: counted once
+                cash, bybit_counted = (ZERO, True) if bybit_counted else (cash, True)
+            rows[f"live_start:{venue.value}:cash"] = str(cash)
         for (venue, sym), qty in now.items():
             rows[f"live_start:{venue.value}:{sym}"] = str(qty)
         await store.set_meta(rows)

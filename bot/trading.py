@@ -36,7 +36,7 @@ from bot.events import BookHealth, BookState, Venue
 from bot.execution.base import Execution
 from bot.execution.paper import BookView, PaperExecution
 from bot.ledger import Ledger
-from bot.live_session import LiveSession, check_mode, open_live
+from bot.live_session import LiveSession, check_mode, open_live, order_prefix
 from bot.orders import Fill
 from bot.risk import RiskGate
 from bot.state import PersistedState, StateStore
@@ -143,8 +143,12 @@ class Trading:
     async def stop(self, cancel_open: bool = True) -> None:
         """Cancel open orders and wait until they are closed (paper: the cancel latency, the timer still
         runs; live: the venue's answers), at most ``stop_wait_s``; then a last snapshot."""
-        if cancel_open and self.engine.cancel_all(self.clock.now_ns(), reason="stop"):
-            for _ in range(int(self.stop_wait_s / TIMER_S) + 1):  # the timer task moves paper orders on
+        open_now = self.engine.cancel_all(self.clock.now_ns(), reason="stop") if cancel_open else 0
+        if open_now:
+            wait_s = self.stop_wait_s
+            if self.live is not None:  # the cancels go out at the venue's order rate
+                wait_s += open_now / self.live.execution.orders_per_s
+            for _ in range(int(wait_s / TIMER_S) + 1):  # the timer task moves paper orders on
                 if not self.engine.open_orders():
                     break
                 await asyncio.sleep(TIMER_S)
@@ -271,6 +275,7 @@ async def start_trading(
     engine = Engine(
         strategies, gate, execution, ledger, accounts=accounts,
         snapshot_every_ns=int(settings.state.snapshot_every_s * 1e9), next_seq=persisted.next_order_seq,
+        order_prefix=await order_prefix(store) if live else "b",
     )
     engine_ref.append(engine)
     now = clock.now_ns()

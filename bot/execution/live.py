@@ -57,6 +57,9 @@ _STATUS = {
 _TERMINAL_WITH_FILLS = (OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.EXPIRED)
 STREAM_BACKOFF_S = (0.5, 30.0)
 TRADES_LOOKBACK_MS = 10 * 60_000
+# refusals after which nothing was placed; any other exchange error leaves the order to be looked up
+_REFUSED = (ccxt.InvalidOrder, ccxt.InsufficientFunds, ccxt.BadRequest, ccxt.AuthenticationError,
+            ccxt.PermissionDenied, ccxt.BadSymbol, ccxt.AccountSuspended)
 
 
 class TokenBucket:
@@ -99,14 +102,19 @@ class LiveExecution:
         self._venue_view: dict[str, dict[str, Any]] = {}  # the venue's last word on each of our orders
         self._seen: dict[str, Decimal] = {}  # fill qty published per order
         self._first_ns: dict[str, int] = {}  # each order's first event (fills are looked for after it)
-        self._by_venue_id: dict[tuple[Venue, str], str] = {}
-        self._unmatched: dict[tuple[Venue, str], list[dict[str, Any]]] = {}  # trades before their order's id
+        # Binance numbers orders and trades per symbol: every id is keyed (venue, symbol, id)
+        self._by_venue_id: dict[tuple[Venue, str, str], str] = {}
+        self._unmatched: dict[tuple[Venue, str, str], list[dict[str, Any]]] = {}  # trades before their order's id
         self._buckets = {v: TokenBucket(max_orders_per_s) for v in exchanges}
-        self._trade_ids: set[tuple[Venue, str]] = set()
+        self.orders_per_s = max_orders_per_s
+        self._trade_ids: set[tuple[Venue, str, str]] = set()
+        self._native: dict[Venue, dict[str, str]] = {v: {} for v in exchanges}  # ccxt symbol -> ours
         self._symbols: dict[Venue, dict[str, str]] = {v: {} for v in exchanges}  # native -> ccxt symbol
         self._resync_every_s, self._time_sync_every_s, self._fill_wait_s = (
             resync_every_s, time_sync_every_s, fill_wait_s)  # fmt: skip
         self._chasing: set[str] = set()
+        self._inflight: set[str] = set()  # submitted, the venue's answer not in yet: no resync judges them
+        self._cancel_wanted: set[str] = set()  # cancels asked for and not yet confirmed (re-sent on a timer)
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats: Counter[str] = Counter()
         self.time_offset_ms: dict[Venue, int] = {}
@@ -127,6 +135,7 @@ class LiveExecution:
             if missing:
                 raise ConfigError(f"{venue.value} does not list {missing} for trading")
             self._symbols[venue] = {s: by_id[s] for s in symbols.get(venue, ())}
+            self._native[venue] = {by_id[s]: s for s in symbols.get(venue, ())}
 
     def ccxt_symbol(self, venue: Venue, native: str) -> str:
         return self._symbols.get(venue, {}).get(native, native)
@@ -141,6 +150,7 @@ class LiveExecution:
         upd = request.update(OrderStatus.NEW, request.ts_decision)
         self._orders[request.client_order_id] = upd
         self._first_ns[request.client_order_id] = upd.ts_event
+        self._inflight.add(request.client_order_id)
         self._publish(upd)
         try:
             self._queue.put_nowait(("submit", request))
@@ -151,6 +161,7 @@ class LiveExecution:
     def cancel(self, client_order_id: str, ts_ns: int) -> None:
         o = self._orders.get(client_order_id)
         if o is not None and o.status.is_open:
+            self._cancel_wanted.add(client_order_id)  # re-sent by the housekeeping until the venue confirms
             try:
                 self._queue.put_nowait(("cancel", client_order_id))
             except asyncio.QueueFull:
@@ -168,7 +179,7 @@ class LiveExecution:
             self._orders.setdefault(o.client_order_id, o)
             self._first_ns.setdefault(o.client_order_id, o.ts_event)
             if o.venue_order_id:
-                self._by_venue_id[(o.venue, o.venue_order_id)] = o.client_order_id
+                self._by_venue_id[(o.venue, o.symbol, o.venue_order_id)] = o.client_order_id
 
     # -- the state machine ---------------------------------------------------------------------------------
     def _set(self, o: OrderUpdate, status: OrderStatus, **kw: Any) -> None:
@@ -186,13 +197,17 @@ class LiveExecution:
             return
         vid = str(vo.get("id") or o.venue_order_id or "")
         if vid:  # the order's venue id goes out with its next state, not as an update of its own
-            self._by_venue_id[(o.venue, vid)] = cid
+            self._by_venue_id[(o.venue, o.symbol, vid)] = cid
         view = self._venue_view.setdefault(cid, {})
-        if _dec(vo.get("filled")) >= _dec(view.get("filled")):  # a stale answer never moves it back
+        stale = _dec(vo.get("filled")) < _dec(view.get("filled")) or (
+            not _STATUS.get(str(view.get("status")), OrderStatus.ACCEPTED).is_open and vo.get("status") == "open")
+        if not stale:  # an older answer never moves the venue's view back
             view.update(vo)
+            if str((vo.get("info") or {}).get("orderStatus")) == "PartiallyFilledCanceled":  # ccxt says closed
+                view["status"] = "canceled"
         for tr in vo.get("trades") or []:  # Binance answers a new order with its fills
             self.apply_venue_trade(o.venue, {**tr, "order": tr.get("order") or vid})
-        for tr in self._unmatched.pop((o.venue, vid), []):
+        for tr in self._unmatched.pop((o.venue, o.symbol, vid), []):
             self.apply_venue_trade(o.venue, tr)
         self._advance(cid)
 
@@ -221,15 +236,18 @@ class LiveExecution:
         """One ccxt trade dict (stream, REST, or inside an order answer) becomes a ``Fill``, once per trade
         id; a trade of an order whose venue id we do not know yet waits for it."""
         tid, oid = str(tr.get("id") or ""), str(tr.get("order") or "")
-        if not tid or (venue, tid) in self._trade_ids:
+        sym = self._native.get(venue, {}).get(str(tr.get("symbol")), str(tr.get("symbol")))
+        if not tid or (venue, sym, tid) in self._trade_ids:
             return
-        cid = self._by_venue_id.get((venue, oid))
+        cid = self._by_venue_id.get((venue, sym, oid))
         o = self._orders.get(cid) if cid is not None else None
         if o is None:
-            if oid and len(self._unmatched) < 1000:
-                self._unmatched.setdefault((venue, oid), []).append(tr)
+            if oid:  # bounded: the oldest waiting trades give way (REST brings them back if they were ours)
+                if len(self._unmatched) >= 1000:
+                    self._unmatched.pop(next(iter(self._unmatched)))
+                self._unmatched.setdefault((venue, sym, oid), []).append(tr)
             return
-        self._trade_ids.add((venue, tid))
+        self._trade_ids.add((venue, sym, tid))
         fee = tr.get("fee") or {}
         qty = _dec(tr.get("amount"))
         self._seen[o.client_order_id] = self._seen.get(o.client_order_id, ZERO) + qty
@@ -270,7 +288,7 @@ class LiveExecution:
                     ):
                         self.stats["fills_missing"] += 1
                         log.error("fills_missing", client_order_id=o.client_order_id, venue=o.venue.value)
-            except ccxt.BaseError as e:
+            except Exception as e:  # a failed fetch is logged (class only), never fatal
                 log.warning("fills_fetch_failed", venue=o.venue.value, error=type(e).__name__)
             finally:
                 self._chasing.discard(key)
@@ -307,13 +325,20 @@ class LiveExecution:
         cid, api = req.client_order_id, self._apis[req.venue]
         await self._wait_rate(req.venue)
         params: dict[str, Any] = {"clientOrderId": cid}
-        if req.reduce_only:
+        if req.reduce_only and req.venue.market != "spot":  # spot has no such flag (Binance: -1104)
             params["reduceOnly"] = True
         if req.tif is TimeInForce.POST_ONLY:
             params["postOnly"] = True
         elif req.tif is TimeInForce.IOC:
             params["timeInForce"] = "IOC"
         self.stats["orders_sent"] += 1
+        try:
+            await self._send_once(req, api, params)
+        finally:
+            self._inflight.discard(cid)
+
+    async def _send_once(self, req: OrderRequest, api: VenueApi, params: dict[str, Any]) -> None:
+        cid = req.client_order_id
         try:
             price = float(req.price) if req.price is not None else None
             vo = await self._signed(req.venue, api.ex.create_order, self.ccxt_symbol(req.venue, req.symbol),
@@ -326,10 +351,19 @@ class LiveExecution:
                 self._set(self._orders[cid], OrderStatus.REJECTED, reason="unknown_after_timeout")
                 return
             vo = found
-        except ccxt.ExchangeError as e:
+        except _REFUSED as e:  # the venue looked at it and said no: nothing was placed
             self.stats["rejected"] += 1
             self._set(self._orders[cid], OrderStatus.REJECTED, reason=type(e).__name__)
             return
+        except ccxt.ExchangeError as e:  # a system error, "try again": it may or may not be placed
+            self.stats["uncertain"] += 1
+            log.warning("order_request_uncertain", client_order_id=cid, error=type(e).__name__)
+            await asyncio.sleep(1.0)  # let a venue still processing it finish before asking
+            found = await self._find(req.venue, cid, req.symbol)
+            if found is None:
+                self._set(self._orders[cid], OrderStatus.REJECTED, reason=f"unknown_after_{type(e).__name__}")
+                return
+            vo = found
         self.apply_venue_order(cid, vo)
 
     async def _find(self, venue: Venue, cid: str, symbol: str) -> dict[str, Any] | None:
@@ -370,7 +404,7 @@ class LiveExecution:
         """Before trading on a restart: every persisted open order is looked up by its client id (gone:
         REJECTED ``unknown_at_venue``, else the venue's state applied) and the fills the venue has for them
         that we do not (deduplicated by trade id) are published."""
-        self._trade_ids.update((f.venue, f.trade_id) for f in fills)
+        self._trade_ids.update((f.venue, f.symbol, f.trade_id) for f in fills)
         for f in fills:
             self._seen[f.client_order_id] = self._seen.get(f.client_order_id, ZERO) + f.qty
         self.restore(orders, self._clock())
@@ -392,20 +426,31 @@ class LiveExecution:
 
     async def _fetch_trades(self, venue: Venue, orders: Sequence[OrderUpdate]) -> None:
         api = self._apis[venue]
-        by_symbol: dict[str, int] = {}
-        for o in orders:  # from a while before the oldest one's first event: its fills cannot be older
+        for o in orders:  # per order (no page limit can cut them off), from a while before its first event
+            o = self._orders.get(o.client_order_id, o)
             first = self._first_ns.get(o.client_order_id, o.ts_event)
-            since = max(first // 1_000_000 - TRADES_LOOKBACK_MS, 0)
-            by_symbol[o.symbol] = min(by_symbol.get(o.symbol, since), since)
-        for symbol, since in by_symbol.items():
-            trades = await self._signed(venue, api.ex.fetch_my_trades, self.ccxt_symbol(venue, symbol), since or None)
+            since = max(first // 1_000_000 - TRADES_LOOKBACK_MS, 0) or None
+            params = {"orderId": o.venue_order_id} if o.venue_order_id else {}
+            if params:
+                since = None  # the venues take an order id or a time range, not both (Binance -1128)
+            trades = await self._signed(venue, api.ex.fetch_my_trades, self.ccxt_symbol(venue, o.symbol), since,
+                                        None, params)  # fmt: skip
             for tr in trades:
                 self.apply_venue_trade(venue, tr)
 
     async def resync(self, venue: Venue) -> None:
-        """REST's view of our open orders on ``venue`` and their fills (after a stream gap, and on a timer)."""
+        """REST's view of our open orders on ``venue`` and their fills (after a stream gap, and on a timer);
+        orders whose sending is not answered yet are left to ``_send``."""
         self.stats["resyncs"] += 1
-        await self._resync_orders(venue, [o for o in self.open_orders() if o.venue is venue])
+        mine = [o for o in self.open_orders() if o.venue is venue and o.client_order_id not in self._inflight]
+        await self._resync_orders(venue, mine)
+        for cid in [c for c in self._cancel_wanted if c in self._orders]:
+            o = self._orders[cid]
+            if not o.status.is_open:
+                self._cancel_wanted.discard(cid)
+            elif o.venue is venue and cid not in self._inflight:
+                self.stats["cancels_resent"] += 1
+                self.cancel(cid, self._clock())
 
     # -- tasks ---------------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -429,7 +474,7 @@ class LiveExecution:
                 await self._send(item)
             else:
                 await self._cancel(item)
-        except ccxt.BaseError as e:  # the lookup after a timeout failed too: the order is left for resync
+        except Exception as e:  # the lookup failed too (or ccxt broke): left for the resync
             self.stats["request_errors"] += 1
             log.error("order_request_failed", kind=kind, error=type(e).__name__)
 
@@ -447,12 +492,12 @@ class LiveExecution:
                     for tr in await ex.watch_my_trades():
                         self.apply_venue_trade(venue, tr)
                 delay = STREAM_BACKOFF_S[0]
-            except ccxt.BaseError as e:
+            except Exception as e:  # a stream error must never end the bot's TaskGroup
                 self.stats[f"stream_errors_{what}"] += 1
                 log.warning("private_stream_error", venue=venue.value, stream=what, error=type(e).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, STREAM_BACKOFF_S[1])
-                with contextlib.suppress(ccxt.BaseError):
+                with contextlib.suppress(Exception):
                     await self.resync(venue)  # whatever the gap hid
 
     async def _housekeeping(self, venue: Venue) -> None:
@@ -466,19 +511,8 @@ class LiveExecution:
                     await ex.load_time_difference()
                     self._note_offset(venue)
                     next_time = time.monotonic() + self._time_sync_every_s
-            except ccxt.BaseError as e:
+            except Exception as e:  # logged (class only); the next round tries again
                 log.warning("resync_failed", venue=venue.value, error=type(e).__name__)
-
-    async def stop(self, cancel_open: bool = True, timeout_s: float = 10.0) -> None:
-        """Cancel every open order first (``[live] cancel_on_stop``) and wait for the venue's answer."""
-        if not cancel_open:
-            return
-        async with asyncio.timeout(timeout_s):
-            for o in self.open_orders():
-                try:
-                    await self._cancel(o.client_order_id)
-                except ccxt.BaseError as e:
-                    log.error("cancel_on_stop_failed", client_order_id=o.client_order_id, error=type(e).__name__)
 
     def summary(self) -> dict[str, Any]:
         return {"open_orders": len(self.open_orders()), "queued": self._queue.qsize(),

@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import ccxt.async_support as ccxt
+import msgspec
 import pytest
 
 from bot.events import Event, Side, Venue
@@ -46,7 +47,8 @@ class FakeExchange:
             raise ccxt.OrderNotFound("no such order")
         return self.orders[cid]
 
-    async def fetch_my_trades(self, symbol: str, since: int | None = None) -> list[dict[str, Any]]:
+    async def fetch_my_trades(self, symbol: str, since: int | None = None, limit: int | None = None,
+                              params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         return self.trades
 
     async def cancel_order(self, oid: Any, symbol: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -79,7 +81,7 @@ def make() -> tuple[LiveExecution, FakeExchange, list[OrderUpdate]]:
 
 
 def trade(tid: str, qty: str, order: str = "v1") -> dict[str, Any]:
-    return {"id": tid, "order": order, "amount": qty, "price": 60000, "timestamp": 7,
+    return {"id": tid, "order": order, "symbol": "BTC/USDT", "amount": qty, "price": 60000, "timestamp": 7,
             "fee": {"cost": 0.06, "currency": "USDT"}, "takerOrMaker": "maker"}  # fmt: skip
 
 
@@ -160,13 +162,60 @@ async def test_timeout_of_an_order_the_venue_never_got_is_rejected_not_resent() 
     assert ev[-1].reason == "unknown_after_timeout"
 
 
-async def test_stop_cancels_open_orders() -> None:
+async def test_a_cancel_is_confirmed_by_the_venue() -> None:
     live, _ex, ev = make()
     live.submit(request())
     await live.run_once()
-    await live.stop()
+    live.cancel("b000000001", 2)
+    await live.run_once()
     assert ev[-1].status is OrderStatus.CANCELLED
     assert live.open_orders() == []
+
+
+async def test_a_resync_leaves_an_order_in_flight_alone_and_resends_unconfirmed_cancels() -> None:
+    # Arrange: one order queued (not answered yet), one resting whose cancel was lost
+    live, ex, ev = make()
+    live.submit(request("b000000001"))
+    await live.run_once()
+    live.cancel("b000000001", 2)
+    live._queue.get_nowait()  # the cancel request is lost
+    live.submit(request("b000000002"))
+    # Act
+    await live.resync(SPOT)
+    # Assert: the queued order is not judged unknown; the lost cancel goes out again
+    assert {e.client_order_id: e.status for e in ev if isinstance(e, OrderUpdate)}["b000000002"] is OrderStatus.NEW
+    await live.run_once()  # the order
+    await live.run_once()  # the cancel, re-sent
+    assert ex.orders["b000000001"]["status"] == "canceled"
+    assert live.stats["cancels_resent"] == 1
+
+
+async def test_spot_orders_never_carry_reduce_only() -> None:
+    live, ex, _ev = make()
+    seen: list[dict[str, Any]] = []
+    create = ex.create_order
+
+    async def spy(*a: Any) -> dict[str, Any]:
+        seen.append(a[-1])
+        return await create(*a)
+
+    ex.create_order = spy  # type: ignore[method-assign]
+    live.submit(msgspec.structs.replace(request(), reduce_only=True))
+    await live.run_once()
+    assert "reduceOnly" not in seen[0]
+
+
+async def test_a_system_error_is_looked_up_not_rejected() -> None:
+    live, ex, ev = make()
+    ex.fail_next_create = ccxt.ExchangeNotAvailable("busy")  # a NetworkError: looked up
+    live.submit(request())
+    await live.run_once()
+    assert ev[-1].status is OrderStatus.ACCEPTED
+    ex.fail_next_create = ccxt.ExchangeError("system error, try again")
+    live.submit(request("b000000002"))
+    await live.run_once()
+    assert ev[-1].status is OrderStatus.ACCEPTED
+    assert ex.created.count("b000000002") == 1
 
 
 async def test_secret_in_an_exception_text_is_not_logged(capsys: pytest.CaptureFixture[str]) -> None:
@@ -222,7 +271,8 @@ async def test_reconcile_after_restart_fills_once_and_rejects_orders_the_venue_d
     live.submit(request("b000000002"))
     persisted = live.open_orders()
     ex.orders["b000000001"] = {"id": "v9", "status": "closed", "filled": 0.01, "average": 60000}
-    t = {"order": "v9", "amount": 0.005, "price": 60000, "timestamp": 1, "fee": {"cost": 0, "currency": "USDT"}}
+    t = {"order": "v9", "symbol": "BTC/USDT", "amount": 0.005, "price": 60000, "timestamp": 1,
+         "fee": {"cost": 0, "currency": "USDT"}}
     ex.trades = [{**t, "id": "t1"}, {**t, "id": "t2"}]
     fresh = LiveExecution({SPOT: ex}, ev.append, clock_ns=lambda: 9)  # type: ignore[arg-type]
     ev.clear()

@@ -46,12 +46,19 @@ def test_under_the_sim_every_root_points_at_it(venue: Venue) -> None:
     assert not _urls(ex.urls.get("test", {}))
 
 
-@pytest.mark.parametrize("venue", list(Venue))
+@pytest.mark.parametrize("venue", [v for v in Venue if v is not Venue.BINANCE_USDM])
 def test_the_default_endpoint_is_the_testnet(venue: Venue) -> None:
     ex = build_exchange(venue, "k", "s", LiveConfig())
     urls = " ".join(_urls(ex.urls["api"]))
     assert "testnet" in urls
     assert ex.options["recvWindow"] == 5000
+
+
+def test_usdm_defaults_to_demo_trading_and_refuses_the_retired_testnet() -> None:
+    ex = build_exchange(Venue.BINANCE_USDM, "k", "s", LiveConfig())
+    assert "demo-fapi" in " ".join(_urls(ex.urls["api"]))
+    with pytest.raises(ValueError, match="demo"):
+        LiveConfig.model_validate({"venues": {"binance_usdm": {"endpoint": "testnet"}}})
 
 
 def test_mainnet_is_the_venue_itself() -> None:
