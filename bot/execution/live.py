@@ -97,7 +97,8 @@ class LiveExecution:
     ) -> None:
         self._apis = {v: VenueApi(v, ex) for v, ex in exchanges.items()}
         self._publish, self._clock = publish, clock_ns
-        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(queue_size)
+        # one request queue and worker per venue: a slow or rate-limited venue never delays another's cancels
+        self._queues: dict[Venue, asyncio.Queue[tuple[str, Any]]] = {v: asyncio.Queue(queue_size) for v in exchanges}
         self._orders: dict[str, OrderUpdate] = {}
         self._venue_view: dict[str, dict[str, Any]] = {}  # the venue's last word on each of our orders
         self._seen: dict[str, Decimal] = {}  # fill qty published per order
@@ -153,7 +154,7 @@ class LiveExecution:
         self._inflight.add(request.client_order_id)
         self._publish(upd)
         try:
-            self._queue.put_nowait(("submit", request))
+            self._queues[request.venue].put_nowait(("submit", request))
         except asyncio.QueueFull:
             self.stats["dropped"] += 1
             self._set(upd, OrderStatus.REJECTED, reason="queue_full")
@@ -163,7 +164,7 @@ class LiveExecution:
         if o is not None and o.status.is_open:
             self._cancel_wanted.add(client_order_id)  # re-sent by the housekeeping until the venue confirms
             try:
-                self._queue.put_nowait(("cancel", client_order_id))
+                self._queues[o.venue].put_nowait(("cancel", client_order_id))
             except asyncio.QueueFull:
                 self.stats["dropped"] += 1
 
@@ -456,19 +457,21 @@ class LiveExecution:
     async def run(self) -> None:
         """The request queue, and per venue its private streams, the REST resync and the time sync."""
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._requests())
             for venue, api in self._apis.items():
+                tg.create_task(self._requests(venue))
                 if hasattr(api.ex, "watch_orders"):
                     tg.create_task(self._watch(venue, "orders"))
                     tg.create_task(self._watch(venue, "trades"))
                 tg.create_task(self._housekeeping(venue))
 
-    async def _requests(self) -> None:
+    async def _requests(self, venue: Venue) -> None:
         while True:
-            await self.run_once()
+            await self.run_once(venue)
 
-    async def run_once(self) -> None:
-        kind, item = await self._queue.get()
+    async def run_once(self, venue: Venue | None = None) -> None:
+        """Send the next request of ``venue`` (default: the only venue), waiting for one."""
+        queue = self._queues[venue if venue is not None else next(iter(self._queues))]
+        kind, item = await queue.get()
         try:
             if kind == "submit":
                 await self._send(item)
@@ -515,5 +518,5 @@ class LiveExecution:
                 log.warning("resync_failed", venue=venue.value, error=type(e).__name__)
 
     def summary(self) -> dict[str, Any]:
-        return {"open_orders": len(self.open_orders()), "queued": self._queue.qsize(),
+        return {"open_orders": len(self.open_orders()), "queued": sum(q.qsize() for q in self._queues.values()),
                 "time_offset_ms": {v.value: ms for v, ms in self.time_offset_ms.items()}, **self.stats}  # fmt: skip

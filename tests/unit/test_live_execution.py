@@ -178,7 +178,7 @@ async def test_a_resync_leaves_an_order_in_flight_alone_and_resends_unconfirmed_
     live.submit(request("b000000001"))
     await live.run_once()
     live.cancel("b000000001", 2)
-    live._queue.get_nowait()  # the cancel request is lost
+    live._queues[SPOT].get_nowait()  # the cancel request is lost
     live.submit(request("b000000002"))
     # Act
     await live.resync(SPOT)
