@@ -1,9 +1,9 @@
 """Live execution through ccxt: the second implementation of ``bot.execution.base.Execution``.
 
-``submit``/``cancel`` put the request on a bounded queue and return at once; ``run()`` (a task the app's
-TaskGroup owns) sends each one through the venue's ccxt.pro object (``bot.execution.venues``), at most
-``max_orders_per_s`` per venue, and watches the venue's private streams. One state machine takes what
-the venue says from any source (REST answers, the streams, the REST resync):
+``submit``/``cancel`` put the request on the venue's bounded queue and return at once; ``run()`` (a task
+the app's TaskGroup owns) sends each one through the venue's ccxt.pro object (``bot.execution.venues``),
+at most ``max_orders_per_s`` per venue, one worker per venue, and watches the venue's private streams.
+One state machine takes what the venue says from any source (REST answers, the streams, the resync):
 
     NEW (ours, at submit) -> ACCEPTED -> PARTIALLY_FILLED -> FILLED | CANCELLED | REJECTED | EXPIRED
 
@@ -11,14 +11,16 @@ Why ccxt.pro's ``watch_orders``/``watch_my_trades`` and not our own private-stre
 books, an order stream has no sequence numbers for us to check (nothing to gain from raw frames), and
 ccxt gives the same normalised order and trade dicts as its REST calls, so the stream and REST feed one
 state machine. What ccxt cannot give is gap detection, so we do not trust the stream alone: whenever a
-watch call fails (disconnect, auth), and every ``resync_every_s`` anyway, the open orders and the fills
-since the oldest one are read by REST; fills are deduplicated by the venue's trade id.
+watch call fails (disconnect, auth), and every ``resync_every_s`` anyway, the open orders and their fills
+(by order id) are read by REST; fills are deduplicated by the venue's trade id. Unconfirmed cancels are
+sent again then; orders whose sending is not answered yet are left alone.
 
 Rules kept here:
 - A request that fails with ``ccxt.OperationFailed`` (``NetworkError``, ``RequestTimeout``, and what ccxt
   raises for a venue's "internal error, outcome unknown", Binance -1001 in a 503) is never sent again: the
   order is looked up by its client id; when the venue does not know it, it is REJECTED
-  ``unknown_after_timeout``. The client id makes any retry by ccxt itself idempotent at the venue.
+  ``unknown_after_timeout``. So is any other exchange error but a clear refusal (``_REFUSED``). The
+  client id makes any retry by ccxt itself idempotent at the venue.
 - ``Fill`` events come before the order state that counts them: a venue order reported filled for more
   than the fills seen is held at PARTIALLY_FILLED until the trades arrive (stream or REST), so the
   ledger never sees an order closed without its fills.
