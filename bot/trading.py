@@ -305,7 +305,7 @@ async def _reconcile(session: LiveSession, engine: Engine, persisted: PersistedS
     fills: list[Fill] = list(persisted.fills)
     bus.subscribe(Fill, fills.append)
     try:
-        await session.execution.reconcile(persisted.orders, persisted.fills)
+        await session.execution.reconcile(persisted.orders, persisted.fills, engine.order_prefix)
         problems = await session.check_positions(fills)
     except ccxt.BaseError as e:
         raise ConfigError(f"live reconciliation failed talking to the venue: {type(e).__name__}") from None

@@ -403,10 +403,11 @@ class LiveExecution:
         self.apply_venue_order(cid, vo)
 
     # -- reconciliation ------------------------------------------------------------------------------------
-    async def reconcile(self, orders: Sequence[OrderUpdate], fills: Sequence[Fill]) -> None:
+    async def reconcile(self, orders: Sequence[OrderUpdate], fills: Sequence[Fill], own_prefix: str = "") -> None:
         """Before trading on a restart: every persisted open order is looked up by its client id (gone:
         REJECTED ``unknown_at_venue``, else the venue's state applied) and the fills the venue has for them
-        that we do not (deduplicated by trade id) are published."""
+        that we do not (deduplicated by trade id) are published; orders open at the venue with our
+        ``own_prefix`` that we never recorded are cancelled."""
         self._trade_ids.update((f.venue, f.symbol, f.trade_id) for f in fills)
         for f in fills:
             self._seen[f.client_order_id] = self._seen.get(f.client_order_id, ZERO) + f.qty
@@ -414,6 +415,20 @@ class LiveExecution:
         for venue in self._apis:
             mine = [o for o in orders if o.venue is venue and o.status.is_open]
             await self._resync_orders(venue, mine)
+        if own_prefix:
+            await self._sweep(own_prefix)
+
+    async def _sweep(self, prefix: str) -> None:
+        """Orders open at the venue under our client-id prefix that the database never recorded (a crash
+        between sending and writing NEW): cancelled, since no strategy owns them."""
+        for venue, api in self._apis.items():
+            for symbol in self._symbols.get(venue, {}).values():
+                for vo in await self._signed(venue, api.ex.fetch_open_orders, symbol):
+                    cid = str(vo.get("clientOrderId") or "")
+                    if cid.startswith(prefix) and cid not in self._orders:
+                        self.stats["orphans_cancelled"] += 1
+                        log.warning("orphan_order_cancelled", venue=venue.value, client_order_id=cid)
+                        await self._signed(venue, api.ex.cancel_order, vo.get("id"), symbol, {})
 
     async def _resync_orders(self, venue: Venue, orders: Sequence[OrderUpdate]) -> None:
         views = []

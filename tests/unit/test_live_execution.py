@@ -51,8 +51,12 @@ class FakeExchange:
                               params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         return self.trades
 
+    async def fetch_open_orders(self, symbol: str) -> list[dict[str, Any]]:
+        return [vo for vo in self.orders.values() if vo["status"] == "open"]
+
     async def cancel_order(self, oid: Any, symbol: str, params: dict[str, Any]) -> dict[str, Any]:
-        vo = self.orders[params["clientOrderId"]]
+        cid = params.get("clientOrderId") or next(c for c, vo in self.orders.items() if vo["id"] == oid)
+        vo = self.orders[cid]
         vo["status"] = "canceled"
         return vo
 
@@ -299,3 +303,18 @@ async def test_reconcile_after_restart_fills_once_and_rejects_orders_the_venue_d
     status = {e.client_order_id: e.status for e in ev if isinstance(e, OrderUpdate)}
     assert status == {"b000000001": OrderStatus.FILLED, "b000000002": OrderStatus.REJECTED}
     assert fresh.open_orders() == []
+
+
+async def test_reconcile_cancels_venue_orders_of_ours_the_database_never_recorded() -> None:
+    # Arrange: a crash between sending and writing NEW left one of our orders open at the venue; another
+    # client's order (another prefix) rests there too
+    live, ex, _ev = make()
+    live._symbols[SPOT] = {"BTCUSDT": "BTC/USDT"}
+    ex.orders = {cid: {"id": vid, "clientOrderId": cid, "status": "open", "filled": 0}
+                 for cid, vid in (("bqwerty000000007", "v7"), ("manual-1", "m1"))}
+    # Act
+    await live.reconcile([], [], "bqwerty")
+    # Assert
+    assert ex.orders["bqwerty000000007"]["status"] == "canceled"
+    assert ex.orders["manual-1"]["status"] == "open"
+    assert live.stats["orphans_cancelled"] == 1
