@@ -24,6 +24,7 @@ import ccxt
 import pytest
 
 from bot.execution.venues import point_at
+from tests.integration.test_paper_trading import MAKER
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -32,20 +33,8 @@ KEY, SECRET = "liveKEYsentinel0123456789", "liveSECRETsentinel9876543210"
 D = Decimal
 SPOT, USDM = "binance_spot", "binance_usdm"
 
-MAKER = """
-[[strategies]]
-name = "maker_spot_btc"
-kind = "threshold"
-model = "tabl_binance-spot-btcusdt_h10"
-venue = "binance_spot"
-symbols = ["BTCUSDT"]
-threshold = 0.34
-notional = 100
-order_type = "limit"
-limit_offset_bps = 3
-post_only = true
-limit_timeout_s = 600
-
+# paper's resting maker on Binance spot, and two takers
+STRATEGIES = MAKER + """
 [[strategies]]
 name = "taker_usdm_btc"
 kind = "threshold"
@@ -99,7 +88,7 @@ serve_on = {{ tabl = ["binance_usdm"] }}
 
 [reference]
 measure_skew = false  # the sim's clock is the recording's (2024): ccxt tracks the offset for signing
-{MAKER}""")
+{STRATEGIES}""")
     return cfg
 
 
