@@ -400,6 +400,15 @@ class StateConfig(Section):
     queue_size: int = Field(default=100_000, ge=1)
 
 
+class ReplayConfig(Section):
+    """``python -m bot replay``: what a kline file cannot say. A replay from kline files alone has no order
+    book; the paper matcher then fills against one level per side at each bar's close, ``bar_spread_bps``
+    wide in all and ``bar_depth_notional`` (quote asset) deep."""
+
+    bar_spread_bps: float = Field(default=2.0, ge=0, le=1000)
+    bar_depth_notional: Decimal = Field(default=Decimal(1_000_000), gt=0)
+
+
 class LogConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     json_logs: bool | None = None  # None: JSON when stderr is not a TTY
@@ -428,6 +437,7 @@ class BotSettings(BaseSettings):
     risk: RiskConfig = RiskConfig()
     reference: ReferenceConfig = ReferenceConfig()
     state: StateConfig = StateConfig()
+    replay: ReplayConfig = ReplayConfig()
     strategies: tuple[StrategyConfig, ...] = ()  # [[strategies]] tables (strategies/config.py)
 
     @field_validator("strategies")

@@ -29,7 +29,7 @@ from __future__ import annotations
 import csv
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -377,7 +377,27 @@ def load_kline_csv(
     interval_s: int | None = None,
     source: str = "rest",
 ) -> list[KlineClosed]:
-    """Read a ``timestamp,open,high,low,close,volume`` file (timestamp = bar open, UTC) into closed bars.
+    """Read a ``timestamp,open,high,low,close,volume`` file (timestamp = bar open, UTC) into closed bars:
+    ``iter_kline_csv``'s bars as a list."""
+    return list(iter_kline_csv(path, venue=venue, symbol=symbol, interval_s=interval_s, source=source))
+
+
+def kline_file_key(path: str | Path) -> tuple[str, int] | None:
+    """(symbol, interval_s) from a file name like ``BTCUSDT_1m.csv`` / ``ETHUSDT_60m.csv``, or None."""
+    m = _NAME.match(Path(path).stem)
+    return None if m is None else (m.group(1).upper(), int(m.group(2)) * _UNIT_S[m.group(3)])
+
+
+def iter_kline_csv(
+    path: str | Path,
+    *,
+    venue: Venue,
+    symbol: str | None = None,
+    interval_s: int | None = None,
+    source: str = "rest",
+) -> Iterator[KlineClosed]:
+    """The closed bars of a ``timestamp,open,high,low,close,volume`` file (timestamp = bar open, UTC), read
+    as they are needed (a file of any length in constant memory).
 
     ``symbol`` and ``interval_s`` default to the file name (``BTCUSDT_1m.csv``, ``ETHUSDT_60m.csv``).
     ``ts_event`` and ``ts_recv`` are both the bar's close time (the file records no receive time).
@@ -399,7 +419,6 @@ def load_kline_csv(
         interval_s = int(m.group(2)) * _UNIT_S[m.group(3)]
     symbol = symbol.upper()
     span_ms = interval_s * 1000
-    out: list[KlineClosed] = []
     with p.open(newline="") as fh:
         reader = csv.reader(fh)
         header = [h.strip().lower() for h in next(reader, [])]
@@ -444,5 +463,4 @@ def load_kline_csv(
             why = _bad_bar(k)
             if why is not None:
                 raise DataIntegrityError(f"{p}:{line}: {why}")
-            out.append(k)
-    return out
+            yield k

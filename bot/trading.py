@@ -37,7 +37,7 @@ from bot.execution.base import Execution
 from bot.execution.paper import BookView, PaperExecution
 from bot.ledger import Ledger
 from bot.live_session import LiveSession, check_mode, open_live, order_prefix
-from bot.orders import Fill
+from bot.orders import Fill, TradingState
 from bot.risk import RiskGate
 from bot.state import PersistedState, StateStore
 from strategies import MODEL_FAMILIES, build_strategies
@@ -205,6 +205,43 @@ def strategy_problems(
     return problems
 
 
+def paper_execution(
+    settings: BotSettings, bus: EventBus, books: Callable[[Venue, str], BookView | None], health: BookHealthView
+) -> tuple[PaperExecution, Ledger, list[Venue]]:
+    """The paper matcher on ``books`` and a ledger holding ``[paper]``'s balances for every enabled venue."""
+    enabled = settings.enabled_venues()
+    accounts = [v for v in settings.paper.venues if v in enabled]
+    ledger = Ledger({v: settings.paper.venues[v].balances for v in accounts})
+    return PaperExecution(settings.paper, books, bus.publish, live=health.live), ledger, accounts
+
+
+def order_path(
+    settings: BotSettings,
+    bus: EventBus,
+    execution: Execution,
+    ledger: Ledger,
+    accounts: Sequence[Venue],
+    *,
+    persisted: PersistedState | None = None,
+    order_prefix: str = "b",
+    snapshot_every_s: float | None = None,
+) -> tuple[RiskGate, Engine]:
+    """The risk gate, the strategies and the engine over ``execution`` and ``ledger`` (not attached yet):
+    what ``run`` and ``replay`` share. ``persisted``: the state database's word (latched state, equity
+    marks, next order id); None for a fresh start (a replay)."""
+    state = persisted.trading_state if persisted is not None else TradingState.ACTIVE
+    gate = RiskGate(settings.risk, ledger, bus.publish, state=state)
+    if persisted is not None:
+        gate.restore_equity(persisted.peak_equity, persisted.day_start_equity, persisted.day_start_ns)
+    every_s = snapshot_every_s if snapshot_every_s is not None else settings.state.snapshot_every_s
+    engine = Engine(
+        build_strategies(settings.strategies), gate, execution, ledger, accounts=accounts,
+        snapshot_every_ns=int(every_s * 1e9), next_seq=persisted.next_order_seq if persisted else 1,
+        order_prefix=order_prefix,
+    )
+    return gate, engine
+
+
 def _no_engine_yet(exc: Exception) -> None:
     log.error("state_db_write_failed", error=str(exc) or type(exc).__name__, action="nothing to halt yet")
 
@@ -242,7 +279,6 @@ async def start_trading(
         problems = strategy_problems(settings.strategies, workers, models_enabled=settings.models.enabled, sim=sim)
         if problems:
             raise ConfigError("; ".join(problems))
-    enabled = settings.enabled_venues()
     engine_ref: list[Engine] = []
 
     def on_store_failure(exc: Exception) -> None:
@@ -264,19 +300,11 @@ async def start_trading(
         execution = session.execution
         stop_wait_s = settings.live.request_timeout_s
     else:
-        accounts = [v for v in settings.paper.venues if v in enabled]
-        ledger = Ledger({v: settings.paper.venues[v].balances for v in accounts})
-        execution = PaperExecution(settings.paper, books, bus.publish, live=health.live)
+        execution, ledger, accounts = paper_execution(settings, bus, books, health)
         cancel_ms = max((settings.paper.venues[v].cancel_latency_ms for v in accounts), default=0.0)
         stop_wait_s = cancel_ms / 1e3 + 3 * TIMER_S + 1.0
-    gate = RiskGate(settings.risk, ledger, bus.publish, state=persisted.trading_state)
-    gate.restore_equity(persisted.peak_equity, persisted.day_start_equity, persisted.day_start_ns)
-    strategies = build_strategies(settings.strategies)
-    engine = Engine(
-        strategies, gate, execution, ledger, accounts=accounts,
-        snapshot_every_ns=int(settings.state.snapshot_every_s * 1e9), next_seq=persisted.next_order_seq,
-        order_prefix=await order_prefix(store) if live else "b",
-    )
+    gate, engine = order_path(settings, bus, execution, ledger, accounts, persisted=persisted,
+                              order_prefix=await order_prefix(store) if live else "b")
     engine_ref.append(engine)
     now = clock.now_ns()
     engine.restore(persisted.fills, persisted.orders, now)
@@ -289,7 +317,7 @@ async def start_trading(
     if session is not None:
         await _reconcile(session, engine, persisted, bus, clock)
     log.info(
-        "live_trading_ready" if live else "paper_trading_ready", strategies=[s.name for s in strategies],
+        "live_trading_ready" if live else "paper_trading_ready", strategies=[s.name for s in engine.strategies],
         accounts=[v.value for v in accounts], restored_fills=len(persisted.fills),
         restored_open_orders=len(persisted.orders), trading_state=gate.state.value, state_db=str(settings.state.db),
     )

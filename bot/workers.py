@@ -35,9 +35,8 @@ are the trained instrument's) and every configured venue holding all assets for 
 the default serves crossasset on bybit_linear as well, the one venue of the embedded demo that trades BTC,
 ETH and SOL (see ModelsConfig). Instruments that are not configured are left out with a warning.
 
-The checkpoint directory: ``models.dir`` left at its default (``models/checkpoints``) is the package's
-shipped checkpoints (``SHIPPED_DIR``), wherever the bot runs from; any other value is used as given. A file
-that is not a loadable checkpoint is skipped with one warning line naming it and what is wrong.
+The checkpoint directory and loading one file: bot/checkpoints.py. A file that is not a loadable
+checkpoint is skipped with one warning line naming it and what is wrong.
 
 Wiring (bot/app.py)::
 
@@ -45,12 +44,13 @@ Wiring (bot/app.py)::
     ... in the TaskGroup: tg.create_task(workers.run())
     ... in grid_timer, right after rings.on_time(now): workers.on_tick(now)
     ... in the status: workers.stats() (JSON), workers.status_lines() (one line per worker, for a terminal)
+
+A replay (replay/engine.py) calls ``workers.tick_inline(ts)`` instead: the same tick, the job run at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -61,10 +61,17 @@ from typing import Any, Literal
 import structlog
 import torch
 
-import models
 from bot.bus import BoundedQueue, EventBus
+from bot.checkpoints import (
+    CHECKPOINT_SUFFIXES,
+    SHIPPED_DIR,
+    LoadedCheckpoint,
+    checkpoint_dir,
+    load_checkpoint_file,
+    pick_device,
+)
 from bot.clock import Clock
-from bot.config import BotSettings, ModelsConfig
+from bot.config import BotSettings
 from bot.events import BookHealth, BookState, Signal, Venue
 from bot.heads import (
     HEADS,
@@ -81,9 +88,9 @@ from bot.klines import KlineStore
 from bot.model_inputs import RingWindowSource, check_capacity, explain_wait, streams
 from bot.ring import RingSet
 from models import inputs as model_inputs
-from models.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint
+from models.checkpoint import CheckpointError
 
-__all__ = [  # the public names of the three modules, importable from here as before the split
+__all__ = [  # the public names of the four modules, importable from here as before the split
     "HEADS", "SHIPPED_DIR", "Head", "LoadedCheckpoint", "ModelWorker", "RingWindowSource", "SignalFields", "Target",
     "WorkerSet", "checkpoint_dir", "collate", "duration_label", "explain_wait", "load_checkpoint_file",
     "load_workers", "pick_device", "split_output", "to_device",
@@ -93,60 +100,14 @@ log = structlog.get_logger(__name__)
 
 NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 REASONS = ("unchanged", "no_input", "input_error", "not_live", "stale")
-SHIPPED_DIR = Path(models.__file__).resolve().parent / "checkpoints"
-DEFAULT_DIR = ModelsConfig.model_fields["dir"].default
 
 Serve = Literal["trained", "all"]
 InputBuilder = Callable[..., Any]  # models.inputs.build_input's signature
 Key = tuple[Venue, str]
 
 
-def checkpoint_dir(configured: str | Path | None) -> Path:
-    """The checkpoint directory: the shipped checkpoints for None or the config's default, else as given."""
-    if configured is None or Path(configured) == DEFAULT_DIR:
-        return SHIPPED_DIR
-    return Path(configured)
-
-
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as e:
-        raise CheckpointError(f"unknown torch device {device!r}: {e}") from e
-
-
 # -- one worker per checkpoint -------------------------------------------------------------------------
-
-@dataclass
-class LoadedCheckpoint:
-    """What loading a checkpoint file gives (safe to produce on any thread)."""
-
-    path: Path
-    model: torch.nn.Module
-    meta: CheckpointMeta
-    sha256: str
-    device: torch.device
-
-
-def load_checkpoint_file(path: str | Path, device: str = "auto") -> LoadedCheckpoint:
-    """Load and hash one checkpoint; CheckpointError for anything that would not serve."""
-    p = Path(path)
-    dev = pick_device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CheckpointError(f"device {device!r} requested but CUDA is not available")
-    model, meta = load_checkpoint(p, map_location=dev)
-    spec = meta.extra.get("inputs") if isinstance(meta.extra, dict) else None
-    if not isinstance(spec, dict):
-        raise CheckpointError(f"{p}: no input spec (extra['inputs']); cannot build its inputs")
-    if spec.get("family") != meta.family:
-        raise CheckpointError(f"{p}: input spec is for {spec.get('family')!r}, the model is {meta.family!r}")
-    digest = hashlib.sha256(p.read_bytes()).hexdigest()
-    return LoadedCheckpoint(p, model, meta, digest, dev)
-
 
 @dataclass
 class WorkerStats:
@@ -266,6 +227,7 @@ class ModelWorker:
         self._last_data: dict[Target, int] = {}
         self._last_error: dict[Target, str] = {}
         self._waiting: dict[Target, str] = {}  # what a target's next signal waits for, in words
+        self._predict: Callable[[Target, int], Sequence[SignalFields]] | None = None
         self._busy = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -377,18 +339,34 @@ class ModelWorker:
             while True:
                 job = await self._handoff.get()
                 try:
-                    result = await loop.run_in_executor(self._executor, self._infer, job)
+                    result: _Result | Exception = await loop.run_in_executor(self._executor, self._infer, job)
                 except Exception as e:  # a broken model must not take the bot down: counted, logged
-                    self._stats.inference_errors += 1
-                    log.error("model_inference_failed", model=self.name, error=repr(e),
-                              errors=self._stats.inference_errors)
-                else:
-                    self._publish(job, result)
-                finally:
-                    self._busy = False
-                    self._idle.set()
+                    result = e
+                self._done(job, result)
         finally:
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def tick_inline(self, ts_ns: int) -> None:
+        """The replay's tick: ``on_tick``, then its job at once on the caller's thread (no tick is skipped
+        for a busy model, so a replay is deterministic; the replay clock stands still meanwhile)."""
+        self.on_tick(ts_ns)
+        if self._busy:
+            job = self._handoff.get_nowait()
+            try:
+                result: _Result | Exception = self._infer(job)
+            except Exception as e:
+                result = e
+            self._done(job, result)
+
+    def _done(self, job: _Job, result: _Result | Exception) -> None:
+        if isinstance(result, Exception):  # a broken model must not take the bot down: counted, logged
+            self._stats.inference_errors += 1
+            log.error("model_inference_failed", model=self.name, error=repr(result),
+                      errors=self._stats.inference_errors)
+        else:
+            self._publish(job, result)
+        self._busy = False
+        self._idle.set()
 
     def _publish(self, job: _Job, result: _Result) -> None:
         st = self._stats
@@ -424,8 +402,15 @@ class ModelWorker:
                 st.published += 1
 
     # -- model thread ---------------------------------------------------------------------------------
+    def stand_in(self, predict: Callable[[Target, int], Sequence[SignalFields]]) -> None:
+        """Publish ``predict(target, tick_ns)`` in place of the model's output: the same ticks, inputs and
+        gating, no forward pass (a replay's no-model baseline)."""
+        self._predict = predict
+
     def _infer(self, job: _Job) -> _Result:
         start = self.clock.now_ns()
+        if self._predict is not None:
+            return _Result(start, start, tuple(tuple(self._predict(s.target, job.tick_ns)) for s in job.samples))
         groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
         for i, s in enumerate(job.samples):
             groups[batch_signature(s.x)].append(i)  # start-up windows may be shorter: same shapes batch together
@@ -556,6 +541,10 @@ class WorkerSet:
     def on_tick(self, ts_ns: int) -> None:
         for w in self.workers:
             w.on_tick(ts_ns)
+
+    def tick_inline(self, ts_ns: int) -> None:
+        for w in self.workers:
+            w.tick_inline(ts_ns)
 
     async def run(self) -> None:
         """Every worker's inference loop, until cancelled (returns at once when there are none)."""
