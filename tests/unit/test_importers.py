@@ -297,13 +297,21 @@ def test_bybit_archive_converts_into_a_native_recording(tmp_path: Path) -> None:
     assert (man["imported_from"], man["sources"]) == ("bybit-archive", ["XRPUSDT_ob500.data.zip"])
 
 
-def test_bybit_archive_needs_a_bybit_venue(tmp_path: Path) -> None:
-    f = _archive_zip(tmp_path / "a.zip", BYBIT_ARCHIVE_LINES)
+def test_bybit_archive_venue_is_given_or_told_by_path_or_depth_500_else_refused(tmp_path: Path) -> None:
+    ob500 = _archive_zip(tmp_path / "a.zip", BYBIT_ARCHIVE_LINES)
+    ob200_lines = [x.replace("orderbook.500.", "orderbook.200.") for x in BYBIT_ARCHIVE_LINES]
+    ob200 = _archive_zip(tmp_path / "b.zip", ob200_lines)
+    (tmp_path / "spot").mkdir()
+    in_spot_folder = _archive_zip(tmp_path / "spot" / "c.zip", ob200_lines)
 
+    # depth 500 exists on linear only; a "spot" folder (the archive's own layout) tells; 200 alone does not
+    assert {r.venue for r in records_for("bybit-archive", [ob500], None)} == {Venue.BYBIT_LINEAR}
+    assert {r.venue for r in records_for("bybit-archive", [in_spot_folder], None)} == {Venue.BYBIT_SPOT}
+    assert {r.venue for r in records_for("bybit-archive", [ob200], Venue.BYBIT_LINEAR)} == {Venue.BYBIT_LINEAR}
+    with pytest.raises(RecordingError, match=r"b\.zip:1: orderbook\.200\.XRPUSDT may be spot or linear; pass --venue"):
+        list(records_for("bybit-archive", [ob200], None))
     with pytest.raises(RecordingError, match="needs --venue bybit_linear or bybit_spot"):
-        list(records_for("bybit-archive", [f], None))
-    with pytest.raises(RecordingError, match="needs --venue bybit_linear or bybit_spot"):
-        list(records_for("bybit-archive", [f], Venue.BINANCE_SPOT))
+        list(records_for("bybit-archive", [ob500], Venue.BINANCE_SPOT))
 
 
 def test_bybit_archive_line_without_ts_is_refused_with_its_line_number(tmp_path: Path) -> None:
@@ -385,8 +393,8 @@ def test_binary_garbage_is_refused_not_decoded(tmp_path: Path) -> None:
 
 
 def test_unknown_format_is_refused() -> None:
-    with pytest.raises(RecordingError, match="unknown format 'tardis'"):
-        records_for("tardis", [], None)
+    with pytest.raises(RecordingError, match="unknown format 'kaiko'"):
+        records_for("kaiko", [], None)
 
 
 def _run_import_command(argv: list[str]) -> int:
