@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from bot.bootstrap import bootstrap, mean_stat, verdict
 from bot.config import BotSettings
 from bot.export import export_books
 from bot.importers import import_hftbacktest, slice_records
@@ -21,7 +22,15 @@ from bot.recording import RecordingWriter
 from bot.train_cli import register
 from models.checkpoint import load_checkpoint
 from models.datasets import collect, finalize, load_data
-from models.evaluate import classification_metrics, evaluate_checkpoint, regression_metrics
+from models.evaluate import (
+    _classification_task,
+    _macro_f1_rows,
+    classification_metrics,
+    evaluate_checkpoint,
+    format_report,
+    regression_intervals,
+    regression_metrics,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -114,6 +123,82 @@ def test_regression_metrics_and_a_no_change_forecast_calls_no_direction() -> Non
     assert m["mae"] == pytest.approx(7 / 4)
     assert m["direction_accuracy"] == pytest.approx(2 / 3)  # the unmoved sample is not counted
     assert z["direction_accuracy"] is None
+
+
+def test_vectorised_macro_f1_equals_the_confusion_matrix_one() -> None:
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 3, size=(4, 200))
+    p = rng.integers(0, 3, size=(4, 200))
+    p[2] = 1  # one row predicts one class only: zero precision/recall for the others
+
+    rows = _macro_f1_rows(y, p)
+
+    assert rows == pytest.approx([classification_metrics(y[i], p[i])["macro_f1"] for i in range(4)])
+
+
+def _overlapping_labels(n: int = 17391, h: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """Labels of the h-step forward sum of a drifting random walk, scored at every step (so neighbours share
+    h-1 steps), and a model whose forecast is that sum seen through heavy, equally persistent noise."""
+    rng = np.random.default_rng(0)
+    e = rng.normal(size=n + 2 * h) + 0.03
+    fwd = np.convolve(e, np.ones(h), mode="valid")[h : h + n]
+    c = np.quantile(np.abs(fwd), 1 / 3)
+    y = np.where(fwd > c, 2, np.where(fwd < -c, 0, 1))
+    g = 0.3 * fwd + np.convolve(rng.normal(size=n + h - 1), np.ones(h), mode="valid")
+    return y, np.where(g < np.quantile(g, 0.2), 0, 2)
+
+
+def test_an_accuracy_edge_inside_the_overlap_noise_is_not_called_a_win() -> None:
+    # Arrange: 17,391 samples of a 60-step label (about 290 independent ones), model 0.438 vs majority 0.421
+    y, model = _overlapping_labels()
+    n = len(y)
+
+    # Act: block = horizon 60 / stride 1
+    task = _classification_task("direction h=60 bars", y, model, np.roll(y, 60), np.zeros((n, 1)),
+                                np.zeros((50, 1)), np.full(50, 2), 60)
+
+    # Assert: the point estimates say "better" (what the old verdict called a win) ...
+    acc = next(c for c in task["comparisons"] if c["baseline"] == "majority" and c["metric"] == "accuracy")
+    assert task["model"]["accuracy"] == pytest.approx(0.4379, abs=1e-4)
+    assert task["baselines"]["majority"]["accuracy"] == pytest.approx(0.4213, abs=1e-4)
+    assert acc["advantage"] == pytest.approx(task["model"]["accuracy"] - task["baselines"]["majority"]["accuracy"])
+    # ... but the interval of the difference straddles 0, so the verdict refuses it
+    lo, hi = acc["interval"]
+    assert lo < 0 < hi
+    assert acc["verdict"] == "indistinguishable"
+    assert acc["block"] == 60
+    assert "does NOT beat" in task["verdict"]
+    assert "accuracy 0.4379 vs majority 0.4213: not distinguishable" in task["verdict"]
+    # every method carries its own interval around its point estimate
+    for m in (task["model"], *task["baselines"].values()):
+        assert m["intervals"]["accuracy"][0] <= m["accuracy"] <= m["intervals"]["accuracy"][1]
+    # the same data treated as independent samples (block 1) would have called the edge real
+    diff = (model == y).astype(float) - (y == 2)
+    assert verdict(bootstrap(mean_stat, diff, block=1)) == "beats"
+    assert "model vs majority" in format_report({
+        "checkpoint": "x.pt", "cli_family": "multiscale", "data": {"venue": "v", "symbol": "s"},
+        "span": {"n": n, "from_ms": 0, "to_ms": 1}, "baseline_fit": {"n": 50, "how": "test"}, "tasks": [task]})
+
+
+def test_a_model_that_is_right_every_time_beats_every_baseline() -> None:
+    y, _ = _overlapping_labels(n=3000, h=10)
+
+    task = _classification_task("direction h=10 steps", y, y.copy(), np.roll(y, 10), np.zeros((3000, 1)),
+                                np.zeros((50, 1)), np.full(50, 2), 10)
+
+    assert all(c["verdict"] == "beats" for c in task["comparisons"])
+    assert task["verdict"].startswith("direction h=10 steps: the model beats every baseline on accuracy, macro_f1")
+
+
+def test_regression_intervals_resample_whole_rows_and_skip_an_undefined_direction() -> None:
+    t = np.arange(40, dtype=np.float64).reshape(20, 2) - 20
+    p = t + 1.0  # every error is exactly 1
+
+    ivs = regression_intervals(t, p, block=3)
+
+    assert ivs["mse"] == pytest.approx([1.0, 1.0])
+    assert ivs["mae"] == pytest.approx([1.0, 1.0])
+    assert regression_intervals(t, np.zeros_like(t), block=3)["direction_accuracy"] is None
 
 
 # -- evaluation --------------------------------------------------------------------------------------
