@@ -1,0 +1,488 @@
+"""The figures of a replay run, from its event stream (``replay.report_data``): returns, risk, trades, costs,
+exposure, per strategy and per symbol, and the same for buy-and-hold and the no-model baseline.
+
+Definitions (every time is an event's ``ts_recv``, the replay clock):
+
+* **Equity grid.** Points ``span_start + k * bar_s`` up to the span's end (walk-forward: the same within
+  each fold's test span, and nothing else: the report covers the test spans only). At each point an
+  account's equity is its last ``EquitySnapshot`` at or before it (its starting balance before the first);
+  the portfolio's is the sum over accounts. Per-period returns ``r = E_k / E_(k-1) - 1`` are taken between
+  neighbouring points of one span (never across the gap between two test spans).
+* **Total return** ``prod(1 + r) - 1``; **Sharpe** ``mean(r) / std(r, ddof=1) * sqrt(P)`` and **Sortino**
+  ``mean(r) / sqrt(mean(min(r, 0)^2)) * sqrt(P)`` with ``P = 365 * 86400 / bar_s`` periods a year (no
+  risk-free rate); **max drawdown** the largest ``1 - E / running peak`` of the compounded curve, its
+  **duration** the longest stretch (s) spent below a previous peak.
+* **Round trip** (a "trade"): per (strategy, venue, symbol), from the fill that takes the strategy's own
+  position away from zero to the fill that brings it back to zero; a fill through zero closes one trip and
+  opens the next with the rest of its quantity (its fee split pro rata). A trip's PnL is its cash flow
+  ``-sum(signed qty * price) - fees`` (quote asset; funding is not allotted to trips). Trips still open at
+  the end are counted apart and are not in the win rate. **Win rate**: trips with PnL > 0 over closed trips;
+  **profit factor**: gross profit / gross loss of closed trips (None without a losing trip); **holding
+  time**: exit fill time - entry fill time.
+* **Turnover**: traded notional ``sum |qty * price|`` over fills, and that over the mean equity.
+* **Fees**: the fills' fees. **Slippage** of a fill: ``side * (fill price - mid) * qty`` (side +1 buy,
+  -1 sell; positive = paid), ``mid`` being the last ``Price`` of the order's symbol at or before the order's
+  decision time, the ``ts_recv`` of its first ``OrderUpdate`` (status ``new``, stamped with the risk gate's
+  decision time). The Price series is a grid sample, so that mid may be up to one grid step old. A fill
+  whose order or mid is unknown is left out and counted. In bps: total slippage / matched notional * 1e4.
+* **Exposure**: the share of grid points at which any position is open (from the snapshots; per
+  strategy: from its own fills), and the mean gross notional ``sum |qty| * mark`` over equity.
+* **Buy-and-hold**: the summed starting balances split equally over the strategies' (venue, symbol)s,
+  each share bought at that symbol's first Price (cash until then), no fees, held to the end; valued on the
+  same grid with the last Price at or before each point.
+
+Every statistic of returns or hits carries a 95% circular block-bootstrap interval (``bot.bootstrap``;
+block n^(1/3) for grid returns and trips, the horizon in signals for hit rates); comparisons resample the
+two return series with the same indices and say "beats" only when the interval of the difference excludes 0
+on the right side (``bot.bootstrap.verdict``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bot.bootstrap import (
+    Interval,
+    bootstrap,
+    mean_stat,
+    rule_of_thumb_block,
+    sharpe_rows,
+    sortino_rows,
+    verdict,
+)
+from bot.events import Side
+from bot.orders import ZERO, EquitySnapshot, Fill
+from replay.report_data import Key, Run
+
+RESAMPLES = 2000
+LEVEL = 0.95
+SEED = 0
+NS = 1_000_000_000
+
+F64 = NDArray[np.float64]
+I64 = NDArray[np.int64]
+
+
+# -- the grid --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Grid:
+    """Sample times of the equity curve, one array per span in scope."""
+
+    segments: list[I64]
+    bar_s: float
+
+    @property
+    def times(self) -> I64:
+        return np.concatenate(self.segments) if self.segments else np.zeros(0, dtype=np.int64)
+
+    def returns(self, values: F64) -> F64:
+        """Per-period simple returns within each segment of ``values`` (sampled at ``times``)."""
+        out, i = [], 0
+        for seg in self.segments:
+            v = values[i : i + len(seg)]
+            i += len(seg)
+            if len(v) > 1:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    out.append(np.where(v[:-1] != 0, v[1:] / np.where(v[:-1] != 0, v[:-1], 1.0) - 1.0, 0.0))
+        return np.concatenate(out) if out else np.zeros(0)
+
+
+def make_grid(run: Run) -> Grid:
+    step = round(run.bar_s * NS)
+    segments = [np.arange(a, b + 1, step, dtype=np.int64) for a, b in run.scope() if b >= a]
+    return Grid([s for s in segments if len(s)], run.bar_s)
+
+
+def last_at(ts: I64, values: NDArray[Any], at: I64, default: Any) -> NDArray[Any]:
+    """``values`` of the last ``ts`` at or before each of ``at`` (``ts`` sorted), ``default`` before the first."""
+    idx = np.searchsorted(ts, at, side="right") - 1
+    out = np.where(idx >= 0, values[np.maximum(idx, 0)] if len(values) else default, default)
+    return np.asarray(out)
+
+
+def mids_at(run: Run, key: Key, at: I64) -> F64:
+    """The last Price mid of ``key`` at or before each time (NaN before the first)."""
+    got = run.events.prices.get(key)
+    if got is None:
+        return np.full(len(at), np.nan)
+    return last_at(got[0], got[1], at, np.nan).astype(np.float64)
+
+
+# -- equity and returns ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Curve:
+    """A portfolio's equity sampled on the grid, and its per-period returns."""
+
+    name: str
+    times: I64
+    equity: F64
+    returns: F64
+
+
+def equity_by_account(run: Run, at: I64) -> dict[str, F64]:
+    start = run.starting_equity()
+    snaps: dict[str, list[EquitySnapshot]] = defaultdict(list)
+    for s in run.events.equity:
+        snaps[s.venue.value].append(s)
+    out = {}
+    for venue in sorted(set(start) | set(snaps)):
+        rows = sorted(snaps.get(venue, []), key=lambda s: s.ts_recv)
+        ts = np.array([s.ts_recv for s in rows], dtype=np.int64)
+        eq = np.array([float(s.equity) for s in rows], dtype=np.float64)
+        out[venue] = last_at(ts, eq, at, start.get(venue, 0.0)).astype(np.float64)
+    return out
+
+
+def strategy_curve(run: Run, grid: Grid) -> Curve:
+    at = grid.times
+    accounts = equity_by_account(run, at)
+    total = np.sum(list(accounts.values()), axis=0) if accounts else np.zeros(len(at))
+    return Curve("strategy", at, total, grid.returns(total))
+
+
+def traded_keys(run: Run) -> list[Key]:
+    """Every (venue, symbol) a configured strategy trades, in run.json order, once each."""
+    keys: list[Key] = []
+    for s in run.meta["strategies"]:
+        for sym in s.get("symbols", []):
+            k = (str(s.get("venue")), str(sym))
+            if k not in keys:
+                keys.append(k)
+    return keys
+
+
+def buy_and_hold_curve(run: Run, grid: Grid) -> Curve:
+    at = grid.times
+    capital = sum(run.starting_equity().values())
+    keys = [k for k in traded_keys(run) if k in run.events.prices]
+    equity = np.full(len(at), capital, dtype=np.float64)
+    if keys:
+        share = capital / len(keys)
+        equity = np.zeros(len(at))
+        for k in keys:
+            first = run.events.prices[k][1][0]
+            held = mids_at(run, k, at)
+            equity += np.where(np.isnan(held), share, share * held / first)
+    return Curve("buy_and_hold", at, equity, grid.returns(equity))
+
+
+def _boot(stat: Any, *series: NDArray[Any], block: int) -> Interval:
+    return bootstrap(stat, *series, block=block, resamples=RESAMPLES, level=LEVEL, seed=SEED)
+
+
+def _iv(i: Interval) -> dict[str, Any]:
+    d = i.to_dict()
+    return {"low": d["low"], "high": d["high"], "block": i.block}
+
+
+def total_return_rows(r: F64) -> F64:
+    out: F64 = np.prod(1.0 + r, axis=1) - 1.0
+    return out
+
+
+def drawdown_rows(r: F64) -> F64:
+    """Max drawdown (a fraction) of the curve compounded from each row of returns."""
+    curve = np.cumprod(1.0 + np.concatenate([np.zeros((r.shape[0], 1)), r], axis=1), axis=1)
+    peak = np.maximum.accumulate(curve, axis=1)
+    out: F64 = np.max(1.0 - curve / peak, axis=1)
+    return out
+
+
+def drawdown_duration_s(r: F64, bar_s: float) -> float:
+    """The longest run of periods spent below a previous peak of the compounded curve, in seconds."""
+    curve = np.cumprod(np.concatenate([[1.0], 1.0 + r]))
+    peak = np.maximum.accumulate(curve)
+    longest = run = 0
+    for under in curve < peak * (1 - 1e-12):
+        run = run + 1 if under else 0
+        longest = max(longest, run)
+    return longest * bar_s
+
+
+def return_metrics(curve: Curve, run: Run) -> dict[str, Any]:
+    """Total return, Sharpe, Sortino, drawdown (with intervals), volatility, start and end equity."""
+    r = curve.returns
+    n = len(r)
+    ppy = run.periods_per_year
+    scale = math.sqrt(ppy)
+    block = rule_of_thumb_block(n)
+    out: dict[str, Any] = {"periods": n, "bar_s": run.bar_s, "periods_per_year": ppy,
+                           "start_equity": float(curve.equity[0]) if len(curve.equity) else None,
+                           "end_equity": float(curve.equity[-1]) if len(curve.equity) else None}
+    if n == 0:
+        return out | {"total_return": None, "sharpe": None, "sortino": None, "max_drawdown": None,
+                      "max_drawdown_duration_s": None, "volatility": None, "mean_return": None}
+    stats = {
+        "total_return": total_return_rows,
+        "mean_return": mean_stat,
+        "sharpe": lambda x: sharpe_rows(x, scale),
+        "sortino": lambda x: sortino_rows(x, scale),
+        "max_drawdown": drawdown_rows,
+    }
+    for name, stat in stats.items():
+        iv = _boot(stat, r, block=block)
+        out[name] = _finite(iv.estimate)
+        out[f"{name}_interval"] = _iv(iv)
+    out["volatility"] = float(np.std(r, ddof=1) * scale) if n > 1 else None
+    out["max_drawdown_duration_s"] = drawdown_duration_s(r, run.bar_s)
+    return out
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def compare_curves(ours: Curve, theirs: Curve, run: Run, vs: str) -> list[dict[str, Any]]:
+    """Paired differences (ours - theirs) of mean period return and Sharpe, with their verdicts."""
+    if len(ours.returns) != len(theirs.returns) or not np.array_equal(ours.times, theirs.times):
+        return [{"vs": vs, "statistic": s, "difference": None, "interval": None, "verdict": "not comparable",
+                 "why": "the two runs are not sampled on the same grid (different span or bar_s)"}
+                for s in ("mean_return", "sharpe")]
+    scale = math.sqrt(run.periods_per_year)
+    block = rule_of_thumb_block(len(ours.returns))
+    stats = {"mean_return": lambda a, b: mean_stat(a) - mean_stat(b),
+             "sharpe": lambda a, b: sharpe_rows(a, scale) - sharpe_rows(b, scale)}
+    out: list[dict[str, Any]] = []
+    for name, stat in stats.items():
+        if len(ours.returns) == 0:
+            out.append({"vs": vs, "statistic": name, "difference": None, "interval": None,
+                        "verdict": "indistinguishable", "why": "no returns"})
+            continue
+        iv = _boot(stat, ours.returns, theirs.returns, block=block)
+        out.append({"vs": vs, "statistic": name, "difference": _finite(iv.estimate), "interval": _iv(iv),
+                    "verdict": verdict(iv)})
+    return out
+
+
+# -- trades -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Trip:
+    strategy: str
+    venue: str
+    symbol: str
+    side: int  # +1 long, -1 short
+    entry_ns: int
+    exit_ns: int | None = None
+    qty: Decimal = ZERO  # the largest absolute position held
+    cash: Decimal = ZERO  # -sum(signed qty * price) of its fill parts
+    fees: Decimal = ZERO
+    fills: int = 0
+    open_qty: Decimal = ZERO  # signed position while open
+
+    @property
+    def pnl(self) -> Decimal:
+        return self.cash - self.fees
+
+
+def round_trips(fills: Sequence[Fill]) -> list[Trip]:
+    """Round trips per (strategy, venue, symbol) from fills in publish order (see the module docstring)."""
+    open_: dict[tuple[str, str, str], Trip] = {}
+    done: list[Trip] = []
+    for f in fills:
+        key = (f.strategy, f.venue.value, f.symbol)
+        q = f.qty if f.side is Side.BUY else -f.qty
+        rest, fee = q, f.fee
+        while rest != 0:
+            trip = open_.get(key)
+            if trip is None:
+                trip = open_[key] = Trip(f.strategy, f.venue.value, f.symbol, 1 if rest > 0 else -1, f.ts_recv)
+            part = rest
+            if (trip.open_qty > 0 > rest) or (trip.open_qty < 0 < rest):
+                part = max(rest, -trip.open_qty) if rest < 0 else min(rest, -trip.open_qty)
+            share = fee * abs(part) / abs(q) if q else fee
+            trip.cash -= part * f.price
+            trip.fees += share
+            trip.fills += 1
+            trip.open_qty += part
+            trip.qty = max(trip.qty, abs(trip.open_qty))
+            rest -= part
+            if trip.open_qty == 0:
+                trip.exit_ns = f.ts_recv
+                done.append(trip)
+                del open_[key]
+    return done + sorted(open_.values(), key=lambda t: (t.entry_ns, t.strategy, t.venue, t.symbol))
+
+
+def trade_metrics(trips: Sequence[Trip], marks: dict[Key, float]) -> dict[str, Any]:
+    """Counts, win rate, profit factor, mean PnL (intervals), holding time; open trips marked at ``marks``."""
+    closed = sorted((t for t in trips if t.exit_ns is not None), key=lambda t: (t.exit_ns or 0, t.entry_ns))
+    still = [t for t in trips if t.exit_ns is None]
+    pnl = np.array([float(t.pnl) for t in closed], dtype=np.float64)
+    out: dict[str, Any] = {"round_trips": len(closed), "open_trips": len(still),
+                           "long": sum(t.side > 0 for t in closed), "short": sum(t.side < 0 for t in closed)}
+    unreal = 0.0
+    for t in still:
+        mark = marks.get((t.venue, t.symbol))
+        if mark is not None and math.isfinite(mark):
+            unreal += float(t.cash) + float(t.open_qty) * mark - float(t.fees)
+    out["open_pnl"] = unreal
+    out["closed_pnl"] = float(pnl.sum()) if len(pnl) else 0.0
+    if not len(pnl):
+        return out | {"win_rate": None, "profit_factor": None, "mean_pnl": None, "mean_holding_s": None}
+    block = rule_of_thumb_block(len(pnl))
+    for name, stat in (("win_rate", lambda x: mean_stat(x > 0)), ("profit_factor", _profit_factor_rows),
+                       ("mean_pnl", mean_stat)):
+        iv = _boot(stat, pnl, block=block)
+        out[name] = _finite(iv.estimate)
+        out[f"{name}_interval"] = _iv(iv)
+    out["mean_holding_s"] = float(np.mean([((t.exit_ns or 0) - t.entry_ns) / NS for t in closed]))
+    return out
+
+
+def _profit_factor_rows(x: F64) -> F64:
+    gain = np.where(x > 0, x, 0.0).sum(axis=1)
+    loss = -np.where(x < 0, x, 0.0).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out: F64 = np.where(loss > 0, gain / np.where(loss > 0, loss, 1.0), np.nan)
+    return out
+
+
+# -- costs and exposure -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Costs:
+    notional: float = 0.0
+    fees: float = 0.0
+    slippage: float = 0.0
+    matched_notional: float = 0.0
+    unmatched_fills: int = 0
+    fills: int = 0
+
+    def to_dict(self, mean_equity: float | None) -> dict[str, Any]:
+        return {"fills": self.fills, "traded_notional": self.notional, "fees": self.fees,
+                "slippage": self.slippage, "unmatched_fills": self.unmatched_fills,
+                "slippage_bps": self.slippage / self.matched_notional * 1e4 if self.matched_notional else None,
+                "turnover": self.notional / mean_equity if mean_equity else None}
+
+
+def decision_times(run: Run) -> dict[str, int]:
+    """client order id -> ts_recv of its first OrderUpdate (the risk gate's decision)."""
+    out: dict[str, int] = {}
+    for o in run.events.orders:
+        out.setdefault(o.client_order_id, o.ts_recv)
+    return out
+
+
+def costs_by(run: Run, fills: Sequence[Fill], group: Any) -> dict[Any, Costs]:
+    """Fees, notional and slippage per ``group(fill)`` (see the module docstring for slippage)."""
+    decided = decision_times(run)
+    out: dict[Any, Costs] = defaultdict(Costs)
+    for f in fills:
+        c = out[group(f)]
+        qty, px = float(f.qty), float(f.price)
+        c.fills += 1
+        c.notional += abs(qty * px)
+        c.fees += float(f.fee)
+        t = decided.get(f.client_order_id)
+        mid = math.nan
+        if t is not None:
+            mid = float(mids_at(run, (f.venue.value, f.symbol), np.array([t], dtype=np.int64))[0])
+        if not math.isfinite(mid):
+            c.unmatched_fills += 1
+            continue
+        sign = 1.0 if f.side is Side.BUY else -1.0
+        c.slippage += sign * (px - mid) * qty
+        c.matched_notional += abs(qty * mid)
+    return out
+
+
+def snapshot_exposure(run: Run, grid: Grid, equity: F64) -> dict[str, Any]:
+    """Share of grid points with an open position, and mean gross notional / equity, from the snapshots."""
+    at = grid.times
+    if not len(at):
+        return {"time_in_market": None, "mean_gross_leverage": None}
+    by_venue: dict[str, list[EquitySnapshot]] = defaultdict(list)
+    for s in run.events.equity:
+        by_venue[s.venue.value].append(s)
+    gross = np.zeros(len(at))
+    for rows in by_venue.values():
+        rows.sort(key=lambda s: s.ts_recv)
+        ts = np.array([s.ts_recv for s in rows], dtype=np.int64)
+        g = np.array([sum(abs(float(p.qty)) * float(p.mark if p.mark is not None else p.avg_price)
+                          for p in s.positions) for s in rows], dtype=np.float64)
+        gross += last_at(ts, g, at, 0.0).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lev = np.where(equity > 0, gross / np.where(equity > 0, equity, 1.0), np.nan)
+    return {"time_in_market": float(np.mean(gross > 0)), "mean_gross_leverage": _finite(float(np.nanmean(lev)))
+            if np.isfinite(lev).any() else None}
+
+
+def position_paths(run: Run, fills: Sequence[Fill], at: I64) -> dict[tuple[str, str, str], F64]:
+    """Each (strategy, venue, symbol)'s own signed position at each time, from its fills."""
+    rows: dict[tuple[str, str, str], list[tuple[int, float]]] = defaultdict(list)
+    pos: dict[tuple[str, str, str], Decimal] = defaultdict(lambda: ZERO)
+    for f in fills:
+        key = (f.strategy, f.venue.value, f.symbol)
+        pos[key] += f.qty if f.side is Side.BUY else -f.qty
+        rows[key].append((f.ts_recv, float(pos[key])))
+    out = {}
+    for key, r in sorted(rows.items()):
+        ts = np.array([t for t, _ in r], dtype=np.int64)
+        q = np.array([v for _, v in r], dtype=np.float64)
+        out[key] = last_at(ts, q, at, 0.0).astype(np.float64)
+    return out
+
+
+# -- the whole analysis ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Analysis:
+    """A run's report (JSON-able) and the series its plots draw."""
+
+    report: dict[str, Any]
+    grid: Grid
+    strategy: Curve
+    buy_and_hold: Curve
+    baseline: Curve | None
+    fills: list[Fill] = field(default_factory=list)
+
+
+def scoped_fills(run: Run) -> list[Fill]:
+    return [f for f in run.events.fills if run.in_scope(f.ts_recv)]
+
+
+def portfolio_section(run: Run, grid: Grid) -> tuple[dict[str, Any], Curve, list[Fill]]:
+    """The whole account's figures (returns, trades, costs, exposure, fees and funding)."""
+    curve = strategy_curve(run, grid)
+    fills = scoped_fills(run)
+    trips = round_trips(fills)
+    end = grid.times[-1:] if len(grid.times) else np.array([run.span_ns[1]], dtype=np.int64)
+    marks = {k: float(mids_at(run, k, end)[0]) for k in run.events.prices}
+    mean_eq = float(np.mean(curve.equity)) if len(curve.equity) else None
+    cost = costs_by(run, fills, lambda f: "all").get("all", Costs())
+    section = {"returns": return_metrics(curve, run), "trades": trade_metrics(trips, marks),
+               "costs": cost.to_dict(mean_eq), "exposure": snapshot_exposure(run, grid, curve.equity),
+               "funding": cumulative(run, "funding"), "fees_booked": cumulative(run, "fees")}
+    return section, curve, fills
+
+
+def cumulative(run: Run, name: str) -> float:
+    """A cumulative snapshot field (fees, funding) summed over accounts and over the spans in scope."""
+    total = 0.0
+    by_venue: dict[str, list[EquitySnapshot]] = defaultdict(list)
+    for s in run.events.equity:
+        by_venue[s.venue.value].append(s)
+    for rows in by_venue.values():
+        rows.sort(key=lambda s: s.ts_recv)
+        ts = np.array([s.ts_recv for s in rows], dtype=np.int64)
+        v = np.array([float(getattr(s, name)) for s in rows], dtype=np.float64)
+        for a, b in run.scope():
+            ends = last_at(ts, v, np.array([a - 1, b], dtype=np.int64), 0.0)
+            total += float(ends[1] - ends[0])
+    return total
