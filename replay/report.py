@@ -124,6 +124,7 @@ def analyse(run: Run) -> Analysis:
         comparisons += compare_curves(curve, base_curve, run, "baseline")
     report: dict[str, Any] = {
         "version": 1,
+        "summary": _headline(portfolio, return_metrics(bh, run), baseline, comparisons, run),
         "run": run_section(run, grid),
         "portfolio": portfolio,
         "buy_and_hold": {"returns": return_metrics(bh, run), "symbols": [f"{v}:{s}" for v, s in traded_keys(run)
@@ -148,6 +149,21 @@ def analyse(run: Run) -> Analysis:
     }
     return Analysis(report=canonical(report), grid=grid, strategy=curve, buy_and_hold=bh, baseline=base_curve,
                     fills=fills)
+
+
+def _headline(portfolio: dict[str, Any], bh: dict[str, Any], baseline: dict[str, Any] | None,
+              comparisons: list[dict[str, Any]], run: Run) -> dict[str, Any]:
+    """The few figures a run is judged by (what ``python -m bot replay`` prints)."""
+    r, t, c = portfolio["returns"], portfolio["trades"], portfolio["costs"]
+    verdicts: dict[str, dict[str, str]] = {}
+    for comp in comparisons:
+        verdicts.setdefault(comp["vs"], {})[comp["statistic"]] = comp["verdict"]
+    return {"coverage": "test spans only" if run.mode == "walk_forward" else "whole span",
+            "total_return": r.get("total_return"), "sharpe": r.get("sharpe"), "max_drawdown": r.get("max_drawdown"),
+            "round_trips": t["round_trips"], "win_rate": t.get("win_rate"), "fees": c["fees"],
+            "slippage": c["slippage"], "buy_and_hold_total_return": bh.get("total_return"),
+            "baseline_total_return": baseline["returns"].get("total_return") if baseline else None,
+            "verdicts": verdicts}
 
 
 # -- writing ----------------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from bot.orders import (
 
 RUN_JSON = "run.json"
 EVENTS = "events.jsonl"
-MODES = ("replay", "walk_forward")
+MODES = ("replay", "walk_forward", "baseline")  # "baseline": the no-model run beside a replay, scored like one
 
 Key = tuple[str, str]  # (venue value, symbol)
 
@@ -108,6 +108,7 @@ class Run:
     meta: dict[str, Any]
     events: Events
     baseline: Run | None = None
+    spans: list[tuple[int, int]] | None = None  # a baseline is scored on the spans of the run it sits in
 
     @property
     def mode(self) -> str:
@@ -133,6 +134,8 @@ class Run:
 
     def scope(self) -> list[tuple[int, int]]:
         """The spans the report covers: the whole span (replay), or each fold's test span (walk-forward)."""
+        if self.spans is not None:
+            return self.spans
         if self.mode == "walk_forward":
             return [(int(f["test_ns"][0]), int(f["test_ns"][1])) for f in self.meta["folds"]]
         return [self.span_ns]
@@ -155,6 +158,7 @@ def load_run(run_dir: Path, *, with_baseline: bool = True) -> Run:
         if Path(str(base)).is_absolute() or ".." in Path(str(base)).parts:
             raise ReportError(f"{run_dir / RUN_JSON}: baseline must be a subdirectory name, got {base!r}")
         run.baseline = load_run(sub, with_baseline=False)
+        run.baseline.spans = run.scope()
     return run
 
 

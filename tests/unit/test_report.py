@@ -215,8 +215,9 @@ def test_the_baseline_subdirectory_is_reported_and_compared(tmp_path: Path) -> N
     g = [T0 + k * 60 * S for k in range(5)]
     base = [price(t, m) for t, m in zip(g, [100.0, 102.0, 101.0, 104.0, 103.0], strict=True)]
     base += [equity(t, v) for t, v in zip(g, ["10000", "10010", "10000", "10010", "10000"], strict=True)]
-    write_run(d / "baseline", base, meta(strategies=[{"name": "flat", "kind": "threshold",
-                                                       "venue": "binance_spot", "symbols": ["BTCUSDT"]}]))
+    write_run(d / "baseline", base, meta(mode="baseline", strategies=[{"name": "flat", "kind": "threshold",
+                                                                        "venue": "binance_spot",
+                                                                        "symbols": ["BTCUSDT"]}]))
 
     report = write_report(d)
 
@@ -225,6 +226,9 @@ def test_the_baseline_subdirectory_is_reported_and_compared(tmp_path: Path) -> N
     assert report["baseline"]["trades"]["round_trips"] == 0
     vs = {c["statistic"]: c for c in report["comparisons"] if c["vs"] == "baseline"}
     assert set(vs) == {"mean_return", "sharpe"}
+    assert report["summary"]["verdicts"]["baseline"] == {"mean_return": vs["mean_return"]["verdict"],
+                                                         "sharpe": vs["sharpe"]["verdict"]}
+    assert report["summary"]["baseline_total_return"] == pytest.approx(0.0)
     assert vs["mean_return"]["difference"] == pytest.approx(
         np.mean([EQ[i + 1] / EQ[i] - 1 for i in range(4)]) - np.mean([0.001, -10 / 10010, 0.001, -10 / 10010]))
 
@@ -242,7 +246,9 @@ def test_walk_forward_scores_only_the_test_spans_and_says_so(tmp_path: Path) -> 
     folds = [{"train_ns": [g[0], g[2]], "test_ns": [g[2], g[4]], "checkpoints": {}},
              {"train_ns": [g[4], g[6]], "test_ns": [g[6], g[8]], "checkpoints": {}}]
     d = write_run(tmp_path / "wf", sorted(ev, key=lambda e: e["ts_recv"] if isinstance(e, dict) else e.ts_recv),
-                  meta(mode="walk_forward", span_ns=[g[0], g[8]], folds=folds))
+                  meta(mode="walk_forward", span_ns=[g[0], g[8]], folds=folds, baseline="baseline"))
+    flat = [price(t, 100.0 + k) for k, t in enumerate(g)] + [equity(t, "10000") for t in g]
+    write_run(d / "baseline", flat, meta(mode="baseline", span_ns=[g[0], g[8]]))
 
     report = write_report(d)
 
@@ -252,6 +258,11 @@ def test_walk_forward_scores_only_the_test_spans_and_says_so(tmp_path: Path) -> 
     assert r["periods"] == 4  # two per test span, none across the gap
     assert r["total_return"] == pytest.approx((10200 / 10000) * (20402 / 20000) - 1)
     assert report["portfolio"]["costs"]["fills"] == 0
+    # the baseline (a plain run of the whole span) is scored on the same test spans, so it compares
+    assert report["baseline"]["returns"]["periods"] == 4
+    assert {c["verdict"] for c in report["comparisons"] if c["vs"] == "baseline"} <= {"beats", "indistinguishable",
+                                                                                      "worse"}
+    assert report["summary"]["coverage"] == "test spans only"
     assert "test spans only" in (d / "report.html").read_text()
 
 
