@@ -49,6 +49,8 @@ from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
+import structlog
+
 from bot.book import OrderBook
 from bot.config import BotSettings, load_settings
 from bot.errors import BotError, ConfigError, InvariantViolation
@@ -57,6 +59,8 @@ from bot.recording import Block, Frames, Row, iter_frames, read_manifest
 from bot.ring import LobGrid, lob_columns
 from bot.venues import make_adapter
 from bot.venues.base import NO_CLOCK, Action, NeedSnapshot, Publish, ReplayClock, Resubscribe, VenueAdapter
+
+log = structlog.get_logger(__name__)
 
 NS_PER_MS = 1_000_000
 WriteRow = Callable[[list[object]], object]  # csv writer's writerow
@@ -139,6 +143,7 @@ class FeedCounters:
     snapshots_skipped: int = 0
     resubscribes_unsatisfied: int = 0
     other_records: dict[str, int] = field(default_factory=dict)  # klines/info records, venues not replayed
+    unroutable: dict[str, int] = field(default_factory=dict)  # records routed nowhere, by "venue/reason"
 
 
 class _Lane(NamedTuple):
@@ -212,11 +217,13 @@ class OfflineFeed:
                     self._act(lane, lane.take_actions())
             else:
                 k = f"{venue_name}/{kind}"
+                why = f"{venue_name}/{'venue' if lane is None else 'kind'}_not_replayed:{kind}"
                 for row in run:
                     if row[0] > clock.due:
                         clock.on_time(row[0])
                     c.records += 1
                     c.other_records[k] = c.other_records.get(k, 0) + 1
+                    c.unroutable[why] = c.unroutable.get(why, 0) + 1
 
     def run_frames(self, items: Iterable[Frames | Block], clock: ReplayClock = NO_CLOCK) -> None:
         """``run`` for ``bot.recording.iter_frames``: a venue's websocket frames (nearly every record of a
@@ -254,14 +261,52 @@ class OfflineFeed:
 
     def _snapshot(self, lane: _Lane, symbol: str, raw: str, ts_recv: int) -> None:
         key = (lane.venue, symbol)
-        if key not in self.books:
-            return  # a symbol not replayed
+        if key not in self.books:  # a symbol not replayed
+            why = f"{lane.venue.value}/symbol_not_replayed:snapshot {symbol}"
+            self.counters.unroutable[why] = self.counters.unroutable.get(why, 0) + 1
+            return
         if key in self.asked or self._states[lane.venue].get(symbol) is not BookState.LIVE:
             self.asked.discard(key)
             self.counters.snapshots_fed += 1
             lane.adapter.on_snapshot(symbol, raw, ts_recv)
         else:
             self.counters.snapshots_skipped += 1
+
+    def unroutable(self) -> dict[str, int]:
+        """What reached no book and no handler, by ``"venue/reason"``: the feed's own (a kind or a venue not
+        replayed, a snapshot of a symbol not replayed) and each adapter's ``stats.skipped`` (an unknown
+        topic or stream, a symbol not configured, another depth, a stream not handled such as bookTicker)."""
+        out = dict(self.counters.unroutable)
+        for venue, adapter in self.adapters.items():
+            for reason, n in adapter.stats.skipped.items():
+                key = f"{venue.value}/{reason}"
+                out[key] = out.get(key, 0) + n
+        return dict(sorted(out.items()))
+
+    def check_books(self, rows: Mapping[tuple[Venue, str], int] | None = None) -> list[dict[str, Any]]:
+        """The end of a replay: a structlog warning for each book that received no depth message although
+        messages of its venue were there (``book_received_no_depth``, with that venue's largest unroutable
+        counts, which usually say why: another depth, a symbol not configured), and for each book that did
+        receive depth messages but ended with no row (``rows``, when given: ``book_has_no_rows``, with its
+        gaps, resyncs and whether a snapshot was still pending). Returns the warnings' fields."""
+        unroutable = self.unroutable()
+        out: list[dict[str, Any]] = []
+        for (venue, symbol), _ in self.books.items():
+            stats = self.adapters[venue].stats
+            depth = stats.book_messages.get(symbol, 0)
+            n_rows = None if rows is None else rows.get((venue, symbol), 0)
+            if not stats.messages or (depth and n_rows != 0):
+                continue
+            why = sorted(((n, k) for k, n in unroutable.items() if k.startswith(f"{venue.value}/")), reverse=True)
+            fields: dict[str, Any] = {
+                "event": "book_has_no_rows" if depth else "book_received_no_depth",
+                "venue": venue.value, "symbol": symbol, "venue_messages": stats.messages, "depth_messages": depth,
+                "rows": n_rows, "gaps": stats.gaps.get(symbol, 0), "resyncs": stats.resyncs.get(symbol, 0),
+                "snapshot_pending": (venue, symbol) in self.asked, "unroutable": {k: n for n, k in why[:5]},
+            }  # fmt: skip
+            log.warning(**fields)
+            out.append(fields)
+        return out
 
 
 class BooksExport:
@@ -309,6 +354,7 @@ class BooksExport:
                 "gaps": stats.gaps.get(symbol, 0),
                 "resyncs": stats.resyncs.get(symbol, 0),
                 "crossed_heals": stats.crossed.get(symbol, 0),
+                "depth_messages": stats.book_messages.get(symbol, 0),
                 "valid_from_ms": None if first is None else first // NS_PER_MS,
                 "live_at_end": g.live,
                 "snapshot_pending_at_end": (venue, symbol) in self.feed.asked,
@@ -323,6 +369,7 @@ class BooksExport:
             "snapshots_skipped": c.snapshots_skipped,
             "resubscribes_unsatisfied": c.resubscribes_unsatisfied,
             "other_records": dict(sorted(c.other_records.items())),
+            "unroutable": self.feed.unroutable(),
             "rows": sum(g.rows for g in self.grids.values()),
             "books": books,
         }
@@ -389,7 +436,9 @@ def export_books(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return exp.summary()
+    summary = exp.summary()
+    exp.feed.check_books({(v, s): summary["books"][f"{v.value}/{s}"]["rows"] for v, s in exp.feed.books})
+    return summary
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

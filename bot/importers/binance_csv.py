@@ -18,8 +18,8 @@ procedure (PROTOCOLS.md 2.4, 3.4) build the book, gaps included:
   ``..._depth_snap.csv`` beside ``..._depth_update.csv``) must come first in the list of files: files are
   read in the order given.
 
-Spot or USD-M: ``--venue``, else the ``pu`` of the file's first ``set`` row: ``-1``, empty or no ``pu``
-column is spot (its diffs have no ``pu``), anything else USD-M.
+Spot or USD-M: ``--venue``, else the ``pu`` of the first ``set`` row (or of a ``snap`` row that has one)
+of the files: ``-1``, empty or no ``pu`` column is spot (its diffs have no ``pu``), anything else USD-M.
 
 **No receive time.** The files hold exchange time only, so the exchange time stands in for the receive
 time of every record (``ts_recv`` = ``timestamp`` ms): latency between the venue and a collector is not in
@@ -49,8 +49,11 @@ def import_binance_csv(paths: Sequence[Path], venue: Venue | None = None) -> Ite
     """Records from Binance depth CSVs, file by file in the order given (see the module doc)."""
     if venue is not None and venue not in (Venue.BINANCE_SPOT, Venue.BINANCE_USDM):
         raise RecordingError(f"binance-csv files are Binance books; --venue {venue} does not fit")
+    state = _State(venue)
     for path in paths:
-        yield from _csv_file(Path(path), venue)
+        yield from _csv_file(Path(path), state)
+    if state.pending:
+        raise RecordingError(f"{paths[-1]}: snapshot rows only; cannot tell Binance spot from USD-M: pass --venue")
 
 
 class _Group:
@@ -66,7 +69,16 @@ class _Group:
         self.asks: list[Level] = []
 
 
-def _csv_file(path: Path, venue: Venue | None) -> Iterator[Record]:
+class _State:
+    """The venue (given or told by the first diff) and the snapshots read before it was known, across the
+    files of one import (a snapshot file comes before its update file)."""
+
+    def __init__(self, venue: Venue | None) -> None:
+        self.venue = venue
+        self.pending: list[tuple[_Group, Path]] = []
+
+
+def _csv_file(path: Path, state: _State) -> Iterator[Record]:
     rows = csv_rows(path)
     first = next(rows, None)
     if first is None:
@@ -77,7 +89,6 @@ def _csv_file(path: Path, venue: Venue | None) -> Iterator[Record]:
     i_side, i_type, i_px, i_qty = col["side"], col["update_type"], col["price"], col["qty"]
     i_pu = col.get("pu")
     width = len(header)
-    pending: list[_Group] = []  # snapshots read before the venue is known
     group: _Group | None = None
     for n, row in rows:
         where = f"{path}:{n}"
@@ -95,11 +106,11 @@ def _csv_file(path: Path, venue: Venue | None) -> Iterator[Record]:
         )  # fmt: skip
         pu_text = row[i_pu].strip() if i_pu is not None else ""
         pu = integer(pu_text, where, "pu") if pu_text else -1
-        if venue is None and kind == "set":
-            venue = Venue.BINANCE_SPOT if pu == -1 else Venue.BINANCE_USDM
+        if state.venue is None and (kind == "set" or pu != -1):
+            state.venue = Venue.BINANCE_SPOT if pu == -1 else Venue.BINANCE_USDM
         if group is None or group.key != key:
             if group is not None:
-                yield from _emit(group, venue, pending, path)
+                yield from _emit(group, state, path)
             group = _Group(key, pu, n)
         side = row[i_side]
         level = (number(row[i_px], where, "price"), number(row[i_qty], where, "qty"))
@@ -110,18 +121,16 @@ def _csv_file(path: Path, venue: Venue | None) -> Iterator[Record]:
         else:
             raise RecordingError(f"{where}: side {side[:20]!r} is neither 'b' nor 'a'")
     if group is not None:
-        yield from _emit(group, venue, pending, path)
-    if pending:
-        raise RecordingError(f"{path}: snapshot rows only; cannot tell Binance spot from USD-M: pass --venue")
+        yield from _emit(group, state, path)
 
 
-def _emit(group: _Group, venue: Venue | None, pending: list[_Group], path: Path) -> Iterator[Record]:
-    if venue is None:  # only snapshots so far: they wait for the first diff to tell the venue
-        pending.append(group)
+def _emit(group: _Group, state: _State, path: Path) -> Iterator[Record]:
+    if state.venue is None:  # only snapshots so far: they wait for the first diff to tell the venue
+        state.pending.append((group, path))
         return
-    for g in (*pending, group):
-        yield _record(g, venue, path)
-    pending.clear()
+    for g, p in (*state.pending, (group, path)):
+        yield _record(g, state.venue, p)
+    state.pending.clear()
 
 
 def _record(g: _Group, venue: Venue, path: Path) -> Record:

@@ -45,7 +45,8 @@ class BookAdapter(VenueAdapter):
         self._started = False
         self._stale_ns = int(book_cfg.stale_after_s * 1e9)
         self._closed_kline: dict[tuple[str, int], int] = {}  # (symbol, interval_ms) -> last open time sent
-        for counter in (self.stats.gaps, self.stats.resyncs, self.stats.crossed, self.stats.buffer_overflows):
+        stats = self.stats
+        for counter in (stats.gaps, stats.resyncs, stats.crossed, stats.buffer_overflows, stats.book_messages):
             for s in cfg.symbols:
                 counter[s] = 0
 
@@ -128,6 +129,12 @@ class BookAdapter(VenueAdapter):
             return False
         self._closed_kline[key] = open_ms
         return True
+
+    def _skip(self, reason: str, n: int = 1) -> None:
+        """Count ``n`` well-formed frames that go nowhere, by reason (``stats.skipped``; ``ignored`` is the
+        caller's to count)."""
+        skipped = self.stats.skipped
+        skipped[reason] = skipped.get(reason, 0) + n
 
     # -- bad input -------------------------------------------------------------------------------
     def _malformed(self, what: str, err: Exception, raw: str | bytes) -> None:

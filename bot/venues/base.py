@@ -64,6 +64,10 @@ class FeedStats:
     crossed: dict[str, int] = field(default_factory=dict)
     dropped_stale: dict[str, int] = field(default_factory=dict)
     buffer_overflows: dict[str, int] = field(default_factory=dict)  # diff buffer cap hit while syncing
+    book_messages: dict[str, int] = field(default_factory=dict)  # depth messages per symbol, used or not
+    # Well-formed frames routed to no book and no handler, by reason ("unknown_topic:allLiquidation.BTCUSDT",
+    # "not_handled:btcusdt@bookTicker", "symbol_not_configured:...", "other_depth:..."): what a replay skipped.
+    skipped: dict[str, int] = field(default_factory=dict)
 
 
 class ReplayClock(Protocol):

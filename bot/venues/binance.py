@@ -396,6 +396,15 @@ def parse_snapshot(raw: str | bytes) -> DepthSnapshot:
         raise MalformedMessage(f"not a Binance depth snapshot: {e}") from e
 
 
+def _name(f: Frame) -> str:
+    """A frame's stream, or for a raw payload its kind (and event type, symbol), for skip reasons."""
+    if f.stream:
+        return f.stream
+    obj = f.msg if isinstance(f.msg, dict) else {"s": getattr(f.msg, "s", None)}
+    e, s = obj.get("e"), obj.get("s")
+    return f"raw {f.kind.value}" + (f" e={e}" if isinstance(e, str) else "") + (f" {s}" if isinstance(s, str) else "")
+
+
 def to_best_quote(t: BookTicker) -> BestQuote:
     return BestQuote(t.s, t.u, t.b, t.B, t.a, t.A, t.E * NS_PER_MS)
 
@@ -490,8 +499,9 @@ class _BinanceAdapter(BookAdapter):
             routes[f"{low}@trade"] = (self._on_trade, s)
             for i in cfg.klines:
                 routes[f"{low}@kline_{i}"] = (self._on_kline, s)
-            # Not subscribed by connections(), but present in recordings: counted as ignored, not decoded.
-            routes[f"{low}@bookTicker"] = (None, s)
+            # Not subscribed by connections(), but present in recordings: counted as ignored, not decoded;
+            # a skipped stream's entry holds its reason for stats.skipped instead of a symbol.
+            routes[f"{low}@bookTicker"] = (None, f"not_handled:{low}@bookTicker")
             if self.funding is not None:
                 routes[f"{low}@{MARK_PRICE_STREAM}"] = (self._on_mark_price, s)
         self._routes = {f'{{"stream":"{name}"': r for name, r in routes.items()}
@@ -594,6 +604,7 @@ class _BinanceAdapter(BookAdapter):
                 self._on_other(parse_frame(raw, self.futures), ts_recv)
             elif route[0] is None:
                 self.ignored += 1
+                self._skip(route[1])
             else:
                 route[0](raw, route[1], ts_recv)
         except (*DECODE_ERRORS, MalformedMessage) as e:
@@ -609,7 +620,12 @@ class _BinanceAdapter(BookAdapter):
         ts = frames.ts
         n = len(ts)
         ids = route(np.frombuffer(data, np.uint8), frames.raw, frames.end, 11, self._heads, self._head_bounds)
-        todo = np.flatnonzero(self._handled[ids + 1])
+        handled = self._handled[ids + 1]
+        todo = np.flatnonzero(handled)
+        if len(todo) < n:  # frames of skipped streams, counted by reason (their route's entry)
+            per_route = np.bincount(ids[~handled], minlength=len(self._head_routes))
+            for rid in np.flatnonzero(per_route).tolist():
+                self._skip(self._head_routes[rid][1], int(per_route[rid]))
         if not self._started:  # the first frame of the session announces the books (as in on_ws)
             self._start(int(ts[0]))
         stats = self.stats
@@ -649,6 +665,7 @@ class _BinanceAdapter(BookAdapter):
                 log.warning("subscribe_refused", venue=self.venue.value, id=f.msg.id, error=str(f.msg.error)[:200])
             else:
                 self.ignored += 1
+                self._skip("control:response")
             return
         if f.kind is Kind.SHUTDOWN:
             self.shutdown_notices += 1
@@ -657,10 +674,13 @@ class _BinanceAdapter(BookAdapter):
         symbol = self._symbol_of(f)
         if symbol is None:
             self.ignored += 1
+            self._skip(("unknown_stream:" if f.kind is Kind.UNKNOWN else "symbol_not_configured:") + _name(f))
             return
-        if f.kind is Kind.DEPTH and not self.partial:
+        # A diff stream is a diff by its name, whatever the config; a raw payload names no stream, and a USD-M
+        # partial payload is a depthUpdate too: there the config decides.
+        if f.kind is Kind.DEPTH and not (self.partial and not f.stream):
             self._depth(f.msg, symbol, ts_recv)
-        elif f.kind is Kind.PARTIAL or (f.kind is Kind.DEPTH and self.partial):
+        elif f.kind is Kind.PARTIAL or f.kind is Kind.DEPTH:
             self._partial(f.msg, symbol, ts_recv)
         elif f.kind is Kind.TRADE:
             self.publish(to_trade(self.venue, symbol, f.msg, ts_recv))
@@ -670,6 +690,7 @@ class _BinanceAdapter(BookAdapter):
             self._mark_price(f.msg, symbol, ts_recv)
         else:  # bookTicker and unknown streams: not ours to act on
             self.ignored += 1
+            self._skip(f"not_handled:{_name(f)}")
 
     def _symbol_of(self, f: Frame) -> str | None:
         """The configured symbol a frame is about, or None."""
@@ -694,6 +715,7 @@ class _BinanceAdapter(BookAdapter):
         """One diff: from the hot path with its levels still text (read when applied or kept), or parsed."""
         st = self._sync[symbol]
         st.last_event_ms = ev.E
+        self.stats.book_messages[symbol] += 1
         if not st.synced:
             self._buffer(symbol, st, _parsed(ev), ts_recv)
             return
@@ -861,6 +883,7 @@ class _BinanceAdapter(BookAdapter):
 
     def _partial(self, msg: DepthUpdate | DepthSnapshot, symbol: str, ts_recv: int) -> None:
         book = self.books[symbol]
+        self.stats.book_messages[symbol] += 1
         if isinstance(msg, DepthUpdate):
             bids, asks, uid, ts_event = msg.b, msg.a, msg.u, msg.E * NS_PER_MS
         else:

@@ -11,6 +11,12 @@ matches keys. Prices are decimal strings, not zero-padded on spot (``"65140"``),
 floats; an orderbook frame's levels are kept as JSON text for the book (``bot.venues.levels``). A frame
 that does not decode is counted and dropped (a delta with malformed levels too, the book untouched).
 
+Book depth: live, the book is the configured ``orderbook.{depth}.{symbol}``. Offline (``live=False``:
+replays, ``bot books``) it is the depth the data has: an archive comes at its topic's depth
+(``orderbook.500`` linear, ``orderbook.200`` spot) whatever the config says, so the first orderbook topic
+of a symbol fixes its book's depth; another depth of that symbol later is counted (``stats.skipped``
+``other_depth:...``), never mixed into the book.
+
 Book sync (``shared/PROTOCOLS.md`` 1.4): a ``snapshot`` resets the book, always (Bybit resends one
 after a back-end restart, possibly with ``u == 1``; level-1 books push snapshots only, repeating ``u``);
 a ``delta`` must have ``u == previous u + 1``, anything else is a gap: the book becomes RESYNCING and a
@@ -304,7 +310,12 @@ class Ticker(NamedTuple):
     ts_event: int
 
 
+class _Topic(msgspec.Struct):
+    topic: str
+
+
 _BOOK = msgspec.json.Decoder(RawBookMsg)
+_TOPIC = msgspec.json.Decoder(_Topic)
 _TRADES = msgspec.json.Decoder(TradeMsg, strict=False)
 _KLINES = msgspec.json.Decoder(KlineMsg, strict=False)
 _TICKER = msgspec.json.Decoder(TickerMsg, strict=False)
@@ -389,9 +400,11 @@ class _BybitAdapter(BookAdapter):
         self.pongs = 0
         self._waiting: dict[str, int] = dict.fromkeys(self.symbols, 0)  # deltas ignored since the last request
         self._conn = f"{self.venue.value}/public"
+        self._book_depth: dict[str, str] = dict.fromkeys(self.symbols, cfg.depth)
+        self._depth_fixed: dict[str, bool] = dict.fromkeys(self.symbols, live)  # offline: fixed by the data
         self._routes: dict[str, tuple[Handler, str]] = {}  # topic -> (handler, symbol)
         for s in self.symbols:
-            self._routes[self.book_topic(s)] = (self._on_book, s)
+            self._routes[self.book_topic(s)] = (self._on_book if live else self._on_first_book, s)
             self._routes[f"publicTrade.{s}"] = (self._on_trades, s)
             self._routes[f"tickers.{s}"] = (self._on_ticker, s)
             for code in {INTERVAL_CODES[i] for i in cfg.klines}:
@@ -400,7 +413,30 @@ class _BybitAdapter(BookAdapter):
 
     # -- connection plan -------------------------------------------------------------------------
     def book_topic(self, symbol: str) -> str:
-        return f"orderbook.{self.cfg.depth}.{symbol}"
+        return f"orderbook.{self._book_depth[symbol]}.{symbol}"
+
+    def _follow_depth(self, symbol: str, topic: str) -> bool:
+        """Offline, the first orderbook topic of ``symbol`` fixes its book's depth (see the module doc);
+        False when the depth is fixed already (live: always) and ``topic`` is not it."""
+        if topic == self.book_topic(symbol):
+            if not self._depth_fixed[symbol]:
+                self._depth_fixed[symbol] = True
+                self._route(topic, self._on_book, symbol)
+            return True
+        depth = topic.split(".")[1]
+        if self._depth_fixed[symbol] or not depth.isdigit():
+            return False
+        old = self.book_topic(symbol)
+        del self._routes[old], self._routes_b[old.encode()]
+        self._book_depth[symbol] = depth
+        self._depth_fixed[symbol] = True
+        self._route(topic, self._on_book, symbol)
+        log.info("book_depth_from_data", venue=self.venue.value, symbol=symbol, depth=depth, configured=self.cfg.depth)
+        return True
+
+    def _route(self, topic: str, handler: Handler, symbol: str) -> None:
+        self._routes[topic] = (handler, symbol)
+        self._routes_b[topic.encode()] = (handler, symbol)
 
     def topics(self) -> list[str]:
         out = []
@@ -488,13 +524,18 @@ class _BybitAdapter(BookAdapter):
                 if j >= 0:
                     route = self._routes_b.get(raw[j + 9 : raw.find(b'"', j + 9)])
             if route is None:
-                self._on_other(parse_frame(raw), ts_recv)
+                msg = parse_frame(raw)
+                if msg is None:  # a topic of a kind we do not know
+                    self.ignored += 1
+                    self._skip(f"unknown_topic:{_TOPIC.decode(raw).topic}")
+                else:
+                    self._on_other(msg, ts_recv)
             else:
                 route[0](raw, route[1], ts_recv)
         except (*DECODE_ERRORS, MalformedMessage) as e:
             self._malformed("ws", e, raw)
 
-    def _on_other(self, msg: Wire | None, ts_recv: int) -> None:
+    def _on_other(self, msg: Wire, ts_recv: int) -> None:
         if isinstance(msg, OpMsg):
             if msg.is_pong:
                 self.pongs += 1
@@ -503,12 +544,18 @@ class _BybitAdapter(BookAdapter):
                 log.warning("subscribe_refused", venue=self.venue.value, op=msg.op, ret_msg=msg.ret_msg[:200])
             else:
                 self.ignored += 1
+                self._skip(f"control:{msg.op}")
             return
         symbol = self._symbol_of(msg)
-        if msg is None or symbol is None:
+        if symbol is None:
             self.ignored += 1
-        elif isinstance(msg, OrderBookMsg) and msg.topic == self.book_topic(symbol):
-            self._book(BookMsg.from_wire(msg), symbol, ts_recv)
+            self._skip(f"symbol_not_configured:{msg.topic}")
+        elif isinstance(msg, OrderBookMsg):
+            if self._follow_depth(symbol, msg.topic):
+                self._book(BookMsg.from_wire(msg), symbol, ts_recv)
+            else:
+                self.ignored += 1
+                self._skip(f"other_depth:{msg.topic}")
         elif isinstance(msg, TradeMsg):
             for t in to_trades(self.venue, symbol, msg, ts_recv):
                 self.publish(t)
@@ -518,9 +565,10 @@ class _BybitAdapter(BookAdapter):
             self._ticker(msg, symbol, ts_recv)
         else:
             self.ignored += 1
+            self._skip(f"not_handled:{msg.topic}")
 
-    def _symbol_of(self, msg: Wire | None) -> str | None:
-        if msg is None or isinstance(msg, OpMsg):
+    def _symbol_of(self, msg: Wire) -> str | None:
+        if isinstance(msg, OpMsg):
             return None
         s = msg.topic.rpartition(".")[2]
         return s if s in self.synced else None
@@ -529,10 +577,16 @@ class _BybitAdapter(BookAdapter):
     def _on_book(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
         self._book(BookMsg.from_raw(_BOOK.decode(data)), symbol, ts_recv)
 
+    def _on_first_book(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
+        """Offline, the configured topic seen first: it is the data's depth (from now on ``_on_book``)."""
+        self._follow_depth(symbol, self.book_topic(symbol))
+        self._on_book(data, symbol, ts_recv)
+
     def _book(self, msg: BookMsg, symbol: str, ts_recv: int) -> None:
         d = msg
         if d.s != symbol:
             raise MalformedMessage(f"book data for {d.s} on topic {msg.topic}")
+        self.stats.book_messages[symbol] += 1
         book = self.books[symbol]
         if msg.type == "snapshot":
             b, a = msg.levels()
