@@ -638,3 +638,40 @@ def test_a_book_whose_depth_messages_built_no_row_is_warned(shared: Path, tmp_pa
     assert summary["books"]["binance_spot/BTCUSDT"]["rows"] == 0
     assert (warning["event"], warning["rows"], warning["snapshot_pending"]) == ("book_has_no_rows", 0, True)
     assert warning["depth_messages"] == sum(1 for _, r in lines if "@depth" in r[:40])
+
+
+# -- the Bybit adapter's depth: the data's offline, the config's live -------------------------------------------
+
+XRP_500 = [
+    '{"topic":"orderbook.500.XRPUSDT","type":"snapshot","ts":1733011200691,"data":{"s":"XRPUSDT",'
+    '"b":[["1.9531","6203"],["1.9530","100"]],"a":[["1.9532","7154"]],"u":20254870,"seq":1},"cts":1733011200589}',
+    '{"topic":"orderbook.500.XRPUSDT","type":"delta","ts":1733011200791,"data":{"s":"XRPUSDT",'
+    '"b":[["1.9531","0"]],"a":[],"u":20254871,"seq":2},"cts":1733011200700}',
+]
+XRP_1 = (
+    '{"topic":"orderbook.1.XRPUSDT","type":"snapshot","ts":1733011200800,"data":{"s":"XRPUSDT",'
+    '"b":[["1.9000","1"]],"a":[["1.9900","1"]],"u":5,"seq":3},"cts":1733011200790}'
+)
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_bybit_adapter_offline_follows_the_datas_depth_and_never_mixes_a_second_one(live: bool) -> None:
+    from bot.venues.bybit import BybitLinearAdapter
+
+    settings = BotSettings()
+    cfg = settings.venues[Venue.BYBIT_LINEAR].model_copy(update={"symbols": ("XRPUSDT",), "depth": "200"})
+    adapter = BybitLinearAdapter(cfg, settings.book, lambda ev: None, live=live)
+
+    for i, raw in enumerate([*XRP_500, XRP_1]):
+        adapter.on_ws(raw, i)
+
+    book = adapter.books["XRPUSDT"]
+    if live:  # live, the book is the configured depth's: the archive's depth 500 is not it
+        assert adapter.stats.skipped == {"other_depth:orderbook.500.XRPUSDT": 2, "other_depth:orderbook.1.XRPUSDT": 1}
+        assert adapter.stats.book_messages["XRPUSDT"] == 0
+    else:  # offline, the first topic fixes the depth; the level-1 snapshot of the same symbol is kept out
+        assert adapter.book_topic("XRPUSDT") == "orderbook.500.XRPUSDT"
+        assert adapter.stats.skipped == {"other_depth:orderbook.1.XRPUSDT": 1}
+        assert adapter.stats.book_messages["XRPUSDT"] == 2
+        assert book.to_dicts() == ({1.953: 100.0}, {1.9532: 7154.0})
+        assert book.update_id == 20254871

@@ -22,12 +22,15 @@ from bot.errors import RecordingError
 from bot.events import Venue
 from bot.importers import (
     convert,
+    detect_format,
     import_bybit_archive,
     import_cryptofeed,
     import_hftbacktest,
+    iter_import,
     open_text,
     records_for,
     register,
+    url_venue,
 )
 from bot.recording import Record, iter_records, read_manifest
 
@@ -434,3 +437,279 @@ def test_import_command_writes_a_recording_and_prints_its_summary(
     summary = orjson.loads(capsys.readouterr().out)
     assert summary["records"] == 3
     assert len(list(iter_records(tmp_path / "o"))) == 3
+
+
+# -- format detection, streaming -------------------------------------------------------------------------------
+
+BINANCE_CSV = (
+    "symbol,timestamp,first_update_id,last_update_id,side,update_type,price,qty,pu\n"
+    "BTCUSDT,1723161256501,5123107852948,5123107852948,b,snap,61800.20,2.909,-1\n"
+    "BTCUSDT,1723161256501,5123107852948,5123107852948,a,snap,61800.30,1.072,-1\n"
+    "BTCUSDT,1723161256502,5123107852940,5123107852950,b,set,61800.20,2.5,5123107852900\n"
+    "BTCUSDT,1723161256502,5123107852940,5123107852950,a,set,61800.40,0.010,5123107852900\n"
+)
+TARDIS_L2 = (
+    "exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount\n"
+    "bybit,BTCUSDT,1786310818129000,1786310819720003,true,bid,65114.20,6.054\n"
+    "bybit,BTCUSDT,1786310818129000,1786310819720003,true,ask,65114.30,10.486\n"
+    "bybit,BTCUSDT,1786310818130000,1786310819721646,false,bid,65095.30,0.005\n"
+    "bybit,BTCUSDT,1786310818130000,1786310819721646,false,ask,65116.60,0\n"
+)
+
+
+def test_detect_format_tells_every_format_from_its_first_line(shared: Path, tmp_path: Path) -> None:
+    (tmp_path / "d.csv").write_text(BINANCE_CSV)
+    (tmp_path / "t.csv").write_text(TARDIS_L2)
+    snap = tmp_path / "s.csv"
+    snap.write_text("exchange,symbol,timestamp,local_timestamp,asks[0].price,asks[0].amount,bids[0].price,bids[0].amount")
+    archive = _archive_zip(tmp_path / "a.zip", BYBIT_ARCHIVE_LINES)
+
+    assert detect_format(shared / SPOT_0808) == "hftbacktest"
+    assert detect_format(shared / BYBIT_CF) == "cryptofeed"
+    assert detect_format(archive) == "bybit-archive"
+    assert detect_format(tmp_path / "d.csv") == "binance-csv"
+    assert detect_format(tmp_path / "t.csv") == "tardis"
+    assert detect_format(snap) == "tardis"
+
+
+def test_detect_format_names_the_file_it_cannot_tell_and_uses_the_name_of_an_empty_one(tmp_path: Path) -> None:
+    (tmp_path / "klines.csv").write_text("timestamp,open,high,low,close,volume\n")
+    (tmp_path / "binance-futures_incremental_book_L2_2024-08-08_BTCUSDT.csv").write_text("")
+    (tmp_path / "empty.txt").write_text("")
+
+    with pytest.raises(RecordingError, match=r"klines\.csv: cannot tell the format from its first line"):
+        detect_format(tmp_path / "klines.csv")
+    assert detect_format(tmp_path / "binance-futures_incremental_book_L2_2024-08-08_BTCUSDT.csv") == "tardis"
+    with pytest.raises(RecordingError, match=r"empty\.txt: cannot tell the format from an empty file's name"):
+        detect_format(tmp_path / "empty.txt")
+    with pytest.raises(RecordingError, match=r"nope\.gz: no such file"):
+        detect_format(tmp_path / "nope.gz")
+
+
+def test_iter_import_detects_each_file_and_chains_them_in_the_order_given(shared: Path, tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_text(TARDIS_L2)
+    archive = _archive_zip(tmp_path / "a.zip", BYBIT_ARCHIVE_LINES)
+
+    recs = list(iter_import([archive, tmp_path / "t.csv"]))
+
+    assert [r.raw for r in recs[:3]] == BYBIT_ARCHIVE_LINES
+    assert [(r.venue, r.kind, r.ts_recv) for r in recs[3:]] == [
+        (Venue.BYBIT_LINEAR, "ws", 1786310819720003000),
+        (Venue.BYBIT_LINEAR, "ws", 1786310819721646000),
+    ]
+    assert recs[3].raw == (
+        '{"topic":"orderbook.500.BTCUSDT","type":"snapshot","ts":1786310818129,"data":{"s":"BTCUSDT",'
+        '"b":[["65114.20","6.054"]],"a":[["65114.30","10.486"]],"u":1,"seq":1},"cts":1786310818129}'
+    )
+    assert recs[4].raw == (
+        '{"topic":"orderbook.500.BTCUSDT","type":"delta","ts":1786310818130,"data":{"s":"BTCUSDT",'
+        '"b":[["65095.30","0.005"]],"a":[["65116.60","0"]],"u":2,"seq":2},"cts":1786310818130}'
+    )
+
+
+def test_iter_import_streams_it_yields_records_before_a_bad_line_further_on_is_read(tmp_path: Path) -> None:
+    f = tmp_path / "t.csv"
+    f.write_text(TARDIS_L2 + "bybit,BTCUSDT,oops,1,false,bid,1,1\n")
+
+    recs = iter_import([f], "tardis")
+    first = next(recs)
+
+    assert first.venue == Venue.BYBIT_LINEAR
+    with pytest.raises(RecordingError, match=r"t\.csv:6: timestamp 'oops' is not an integer"):
+        list(recs)
+
+
+def test_iter_import_refuses_an_unknown_format_at_the_call() -> None:
+    with pytest.raises(RecordingError, match="unknown format 'kaiko'"):
+        iter_import([Path("x")], "kaiko")
+
+
+# -- cryptofeed: REST bodies, Binance hosts, what is skipped ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "venue"),
+    [
+        ("wss://stream.binance.com:9443/stream?streams=btcusdt@depth@100ms", Venue.BINANCE_SPOT),
+        ("wss://stream.binance.com:9443/ws/btcusdt@depth", Venue.BINANCE_SPOT),
+        ("wss://data-stream.binance.vision/ws/btcusdt@trade", Venue.BINANCE_SPOT),
+        ("wss://stream.testnet.binance.vision/ws", Venue.BINANCE_SPOT),
+        ("wss://fstream.binance.com/stream?streams=btcusdt@depth@0ms", Venue.BINANCE_USDM),
+        ("wss://fstream.binance.com/ws/btcusdt@depth", Venue.BINANCE_USDM),
+        ("wss://fstream.binance.com/public/ws", Venue.BINANCE_USDM),
+        ("wss://fstream.binancefuture.com/ws", Venue.BINANCE_USDM),
+        ("https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=1000", Venue.BINANCE_SPOT),
+        ("https://fapi.binance.com/fapi/v1/depth?symbol=BTCUSDT&limit=1000", Venue.BINANCE_USDM),
+        ("https://testnet.binancefuture.com/fapi/v1/depth?symbol=BTCUSDT", Venue.BINANCE_USDM),
+        ("wss://dstream.binance.com/ws/btcusd_perp@depth", None),  # COIN-M
+        ("https://dapi.binance.com/dapi/v1/depth?symbol=BTCUSD_PERP", None),
+        ("wss://stream.bybit.com/v5/public/linear", Venue.BYBIT_LINEAR),
+        ("wss://stream.bybit.com/v5/public/spot", Venue.BYBIT_SPOT),
+        ("wss://stream.bybit.com/v5/public/inverse", None),
+        ("https://api.bybit.com/v5/market/instruments-info?&category=spot&limit=1000", Venue.BYBIT_SPOT),
+        ("wss://ws.okx.com:8443/ws/v5/public", None),
+    ],
+)
+def test_url_venue(url: str, venue: Venue | None) -> None:
+    assert url_venue(url) == venue
+
+
+def test_cryptofeed_rest_bodies_become_snapshot_klines_or_info_records_and_skips_are_counted(tmp_path: Path) -> None:
+    def rec(**kw: object) -> str:
+        return orjson.dumps(kw).decode()
+
+    body = '{"lastUpdateId":1,"bids":[],"asks":[]}'
+    f = tmp_path / "X.jsonl"
+    f.write_text("\n".join([
+        rec(t="header", format=2, exchange="BINANCE"),
+        rec(t="http", conn="h", ts=1.0, url="https://api.binance.com/api/v3/depth?symbol=btcusdt&limit=5", data=body),
+        rec(t="http", conn="h", ts=2.0, url="https://fapi.binance.com/fapi/v1/depth?symbol=ETHUSDT&limit=5", data=body),
+        rec(t="http", conn="h", ts=3, url="https://api.binance.com/api/v3/klines?interval=1m&symbol=BTCUSDT", data=""),
+        rec(t="http", conn="h", ts=4.0, url="https://api.binance.com/api/v3/exchangeInfo", data="{}"),
+        rec(t="http", conn="h", ts=5.0, url="https://dapi.binance.com/dapi/v1/depth?symbol=BTCUSD_PERP", data=body),
+        rec(t="connect", conn="c", ts=6.0, addr="wss://dstream.binance.com/ws/btcusd_perp@depth"),
+        rec(t="recv", conn="c", ts=7.0, data="{}"),
+        rec(t="disconnect", conn="c", ts=8.0),
+    ]) + "\n")  # fmt: skip
+    skipped: dict[str, int] = {}
+
+    recs = list(iter_import([f], skipped=skipped))
+
+    assert [(r.ts_recv, r.venue, r.kind, r.key) for r in recs] == [
+        (1_000_000_000, Venue.BINANCE_SPOT, "snapshot", "BTCUSDT"),
+        (2_000_000_000, Venue.BINANCE_USDM, "snapshot", "ETHUSDT"),
+        (3_000_000_000, Venue.BINANCE_SPOT, "klines", "BTCUSDT:1m"),
+        (4_000_000_000, Venue.BINANCE_SPOT, "info", "/api/v3/exchangeInfo"),
+    ]
+    assert skipped == {
+        "cryptofeed/connect": 1,
+        "cryptofeed/header": 1,
+        "cryptofeed/unknown_record:disconnect": 1,
+        "cryptofeed/unknown_venue:dapi.binance.com/dapi/v1/depth": 1,
+        "cryptofeed/unknown_venue:dstream.binance.com/ws/btcusd_perp@depth": 1,
+    }
+
+
+def test_cryptofeed_with_a_venue_keeps_that_venue_and_counts_the_rest(shared: Path) -> None:
+    skipped: dict[str, int] = {}
+
+    recs = list(iter_import([shared / BYBIT_CF], "cryptofeed", Venue.BYBIT_SPOT, skipped=skipped))
+
+    assert Counter((r.venue, r.kind) for r in recs) == {(Venue.BYBIT_SPOT, "ws"): 681, (Venue.BYBIT_SPOT, "info"): 1}
+    assert skipped["not --venue bybit_spot: bybit_linear/ws"] == 2546
+
+
+def test_cryptofeed_record_without_its_fields_is_refused_naming_the_line(tmp_path: Path) -> None:
+    f = tmp_path / "X.jsonl"
+    f.write_text('{"t":"header"}\n{"t":"recv","ts":1.0,"data":"{}"}\n')
+    g = tmp_path / "Y.jsonl"
+    g.write_text('{"t":"http","conn":"h","ts":"soon","url":"https://api.bybit.com/v5/market/time","data":"{}"}\n')
+
+    with pytest.raises(RecordingError, match=r"X\.jsonl:2: a recv record without a \"conn\" string"):
+        list(import_cryptofeed([f]))
+    with pytest.raises(RecordingError, match=r"Y\.jsonl:1: a http record without a numeric \"ts\""):
+        list(import_cryptofeed([g]))
+
+
+# -- binance-csv and tardis: bad input ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "fmt", "error"),
+    [
+        (BINANCE_CSV.replace("price,", "px,", 1), "binance-csv", r"x\.csv:1: no column price"),
+        (BINANCE_CSV + "BTCUSDT,1,2,3,b,set,abc,1,0\n", "binance-csv", r"x\.csv:6: price 'abc' is not a non-neg"),
+        (BINANCE_CSV + "BTCUSDT,1,2,3,x,set,1,1,0\n", "binance-csv", r"x\.csv:6: side 'x' is neither 'b' nor 'a'"),
+        (BINANCE_CSV + "BTCUSDT,1,2,3,b,del,1,1,0\n", "binance-csv", r"x\.csv:6: update_type 'del'"),
+        (BINANCE_CSV + "BTCUSDT,1,2\n", "binance-csv", r"x\.csv:6: 3 fields, the header has 9"),
+        (TARDIS_L2.replace("is_snapshot,", ""), "tardis", r"x\.csv:1: a tardis file of columns"),
+        (TARDIS_L2.replace("amount\n", "size\n", 1), "tardis", r"x\.csv:1: no column amount"),
+        (TARDIS_L2 + "bybit,BTCUSDT,1,2,maybe,bid,1,1\n", "tardis", r"x\.csv:6: is_snapshot 'maybe'"),
+        (TARDIS_L2 + "bybit,BTCUSDT,1,2,false,buy,1,1\n", "tardis", r"x\.csv:6: side 'buy' is neither bid nor ask"),
+        (TARDIS_L2 + "bybit,BTCUSDT,1\n", "tardis", r"x\.csv:6: 3 fields, the header has 8"),
+    ],
+)
+def test_csv_formats_refuse_bad_input_naming_file_and_line(tmp_path: Path, text: str, fmt: str, error: str) -> None:
+    f = tmp_path / "x.csv"
+    f.write_text(text)
+
+    with pytest.raises(RecordingError, match=error):
+        list(iter_import([f], fmt))
+
+
+def test_binance_csv_a_usdm_diff_without_pu_is_refused_and_snapshot_rows_alone_need_a_venue(tmp_path: Path) -> None:
+    no_pu = tmp_path / "no_pu.csv"
+    no_pu.write_text("\n".join(x.rsplit(",", 1)[0] for x in BINANCE_CSV.splitlines()) + "\n")
+    snaps = tmp_path / "snap.csv"
+    snaps.write_text("".join(BINANCE_CSV.splitlines(keepends=True)[:3]))
+
+    assert [r.venue for r in iter_import([no_pu], "binance-csv")] == [Venue.BINANCE_SPOT] * 2  # no pu: spot
+    with pytest.raises(RecordingError, match=r"no_pu\.csv:4: a USD-M diff needs its pu"):
+        list(iter_import([no_pu], "binance-csv", Venue.BINANCE_USDM))
+    with pytest.raises(RecordingError, match=r"snap\.csv: snapshot rows only; cannot tell Binance spot from USD-M"):
+        list(iter_import([snaps], "binance-csv"))
+    (snap,) = iter_import([snaps], "binance-csv", Venue.BINANCE_USDM)
+    assert snap == Record(
+        1723161256501_000000, Venue.BINANCE_USDM, "snapshot", "BTCUSDT",
+        '{"lastUpdateId":5123107852948,"E":1723161256501,"T":1723161256501,"bids":[["61800.20","2.909"]],'
+        '"asks":[["61800.30","1.072"]]}',
+    )  # fmt: skip
+
+
+def test_tardis_rows_of_markets_not_replayed_are_counted_not_imported(tmp_path: Path) -> None:
+    f = tmp_path / "t.csv"
+    f.write_text(
+        TARDIS_L2
+        + "okex,BTC-USDT,1,2,true,bid,1,1\n"
+        + "bybit,BTCUSD,1,2,true,bid,1,1\n"
+        + "bybit,ETHUSDT,1,2,false,bid,1,1\n"  # an update before ETHUSDT's first snapshot
+    )
+    skipped: dict[str, int] = {}
+
+    recs = list(iter_import([f], skipped=skipped))
+
+    assert len(recs) == 2
+    assert skipped == {
+        "tardis/unsupported_exchange:okex": 1,
+        "tardis/unsupported_market:bybit BTCUSD": 1,
+        "tardis/update_before_snapshot:bybit_linear ETHUSDT": 1,
+    }
+    with pytest.raises(RecordingError, match=r"t\.csv:2: tardis exchange 'bybit' is bybit_linear, not --venue"):
+        list(iter_import([f], "tardis", Venue.BYBIT_SPOT))
+
+
+def test_convert_refuses_an_import_that_imports_nothing_and_leaves_no_directory(tmp_path: Path) -> None:
+    f = tmp_path / "t.csv"
+    f.write_text("exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount\nokex,BTC-USDT,1,2,true,bid,1,1\n")
+
+    with pytest.raises(RecordingError, match=r"nothing to import from t\.csv .*unsupported_exchange:okex"):
+        convert("auto", [f], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_import_command_defaults_to_auto_and_names_the_bad_line_of_a_csv(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = tmp_path / "t.csv"
+    good.write_text(TARDIS_L2)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(BINANCE_CSV + "BTCUSDT,1,2,3,b,set,1e,1,0\n")
+    unknown = tmp_path / "notes.txt"
+    unknown.write_text("hello\n")
+
+    ok = _run_import_command(["import", "--out", str(tmp_path / "o"), str(good)])
+    out = orjson.loads(capsys.readouterr().out)
+    code_bad = _run_import_command(["import", "--out", str(tmp_path / "o2"), str(bad)])
+    err_bad = capsys.readouterr().err
+    code_unknown = _run_import_command(["import", "--out", str(tmp_path / "o3"), str(unknown)])
+    err_unknown = capsys.readouterr().err
+
+    assert (ok, out["records"], out["formats"]) == (0, 2, {"t.csv": "tardis"})
+    assert code_bad == 2
+    assert err_bad.startswith("error: ")
+    assert "bad.csv:6: price '1e' is not a non-negative number" in err_bad
+    assert err_bad.count("\n") == 1
+    assert "Traceback" not in err_bad
+    assert code_unknown == 2
+    assert "notes.txt: cannot tell the format" in err_unknown
+    assert err_unknown.count("\n") == 1
