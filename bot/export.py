@@ -4,21 +4,31 @@
 
 This is the dataset the models train on, so it is made by the very code the bot trades with: every
 record goes through the venue adapter (``bot.venues.make_adapter(..., live=False)``), the local books
-of ``bot.book`` and the grid sampler of the rings (``bot.ring.LobGrid``). One CSV row per grid point per
-book::
+of ``bot.book`` and the grid builder of the rings (``bot.ring.GridSet``, ticked exactly as a replay ticks
+the bot's ``RingSet``). One CSV row per grid point per book::
 
     ts_ms,venue,symbol,bid_px_1,bid_sz_1,...,bid_px_N,bid_sz_N,ask_px_1,ask_sz_1,...,ask_px_N,ask_sz_N
 
-**Grid.** Exchange time (Binance ``E``, Bybit ``ts``: the ``ts_event`` of ``BookUpdate``), epoch
-multiples of ``--interval-ms``. The row at ``t`` is the book after the last depth event with exchange
-time ``<= t`` (``LobGrid``'s rule, the same the live rings use; they stamp with receive time instead).
+**Grid.** Local receive time (the recording's ``ts_recv``, the ``ts_recv`` of ``BookUpdate``), epoch
+multiples of ``--interval-ms``, the time base of the live rings and of a replay. The row at ``t`` is the
+book after the last record received at or before ``t``. Why receive time and not the venue's: a row then
+holds exactly what the bot could have known at that instant (a venue timestamp can be later than the
+moment we could act on the message: no venue-clock look-ahead); the venues' clocks differ from each
+other and from ours (the shared recordings' local clocks run 1.2-1.5 s behind the venues', more than a
+step of the 1 s grid), and one local clock aligns every venue on one grid, which the multi-venue
+forecaster needs; in a replay the replay clock is the recorded receive time, so a replay's rows equal
+these exactly, and live differs from a replay only by the network. Formats without a receive time (the
+Bybit archive, Binance CSVs) carry the exchange time as their receive time from the import on.
 
-**Validity.** A book's rows start at the first grid point at or after the update that made it valid
-(``BookHealth`` LIVE; its exchange time is the book's own ``ts_event`` at that moment, since health
-events carry local time). When a book becomes invalid (a gap: RESYNCING) its rows stop at the time of
-its last applied update: grid points between that update and the next valid one have no row, and
-nothing after a book's last update is written. Rows are written in processing order, so the books of
-different venues interleave; per book they are strictly increasing and grid-aligned.
+**Validity.** (``GridSet``'s rules, so a replay's rings hold exactly these rows.) A book's rows start at
+the first grid point at or after the receive time of the update that made it LIVE. When it becomes
+invalid (a gap: RESYNCING) its rows stop at the receive time of its last applied update: grid points
+after it, up to the first one after the update that makes it LIVE again, have no row. A book's rows
+also stop ``[book] stale_after_s`` after its last update (rows start again with the next one), so a
+recording whose sessions of different books lie days apart, or one book's stream that ended, never
+fills the CSV with copies of a book nobody updates. The last rows are those before the recording's last
+receive time (of the venues exported). Rows are written in processing order, so the books of different
+venues interleave; per book they are strictly increasing and grid-aligned.
 
 **Offline I/O.** ``ws`` records go to ``on_ws``. A ``snapshot`` record is fed to ``on_snapshot`` when
 the adapter is waiting for one: it asked (``NeedSnapshot``) and has not been answered, or the book is
@@ -49,6 +59,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
+import numpy as np
 import structlog
 
 from bot.book import OrderBook
@@ -56,7 +67,7 @@ from bot.config import BotSettings, load_settings
 from bot.errors import BotError, ConfigError, InvariantViolation
 from bot.events import BookHealth, BookState, BookUpdate, Event, Venue
 from bot.recording import Block, Frames, Row, iter_frames, read_manifest
-from bot.ring import LobGrid, lob_columns
+from bot.ring import NEVER, GetBook, GridSet, LobGrid, lob_columns
 from bot.venues import make_adapter
 from bot.venues.base import NO_CLOCK, Action, NeedSnapshot, Publish, ReplayClock, Resubscribe, VenueAdapter
 
@@ -64,72 +75,82 @@ log = structlog.get_logger(__name__)
 
 NS_PER_MS = 1_000_000
 WriteRow = Callable[[list[object]], object]  # csv writer's writerow
-GRID_CAPACITY = 1024  # ring rows per book; longer quiet spells are rebuilt in the sink (all rows equal)
+GRID_CAPACITY = 1024  # ring rows per book beyond what the rows not yet final can take (see ExportGrids)
 
 
 class BookGrid:
-    """One book's grid, drained into the CSV as soon as ``LobGrid`` writes rows.
+    """One book's grid (a ``GridSet``'s ``LobGrid``) drained into the CSV once its rows are final.
 
-    ``LobGrid`` keeps rows in a bounded ring; the sink takes each call's new rows right after the call.
-    One call writes either one row or ``k`` copies of the same state (a quiet spell), so when ``k``
-    exceeds the ring the rows it could not keep are the oldest kept row repeated at earlier grid times.
+    A row is final when nothing can take it back any more (``GridSet.final_until``: stamped at or before
+    the book's last update while its rows are being written, every row once they stopped, all at the end).
+    The rows not yet final stay in the grid's ring until they are, and are written oldest first.
     """
 
-    def __init__(self, venue: Venue, symbol: str, interval_ms: int, levels: int, write: WriteRow) -> None:
+    def __init__(self, venue: Venue, symbol: str, grid: LobGrid, write: WriteRow) -> None:
         self.venue = venue
         self.symbol = symbol
-        self.grid = LobGrid(venue, symbol, interval_ms, levels, GRID_CAPACITY)
-        self._iv = interval_ms * NS_PER_MS
+        self.grid = grid
         self._write = write
-        self._drained = 0
-        self.live = False
-        self.last_ts = 0  # exchange time of the last applied update (ns)
-        self.valid_from: int | None = None  # exchange time at which the book first became valid (ns)
+        self._rows = 0
 
-    def update(self, ts_ns: int, book: OrderBook) -> None:
-        self.last_ts = ts_ns
-        if self.live:
-            self.grid.on_book(ts_ns, book)
-            self._drain()
-
-    def health(self, state: BookState, book: OrderBook) -> None:
-        if state is BookState.LIVE:
-            if not self.live:
-                self.live = True
-                if self.valid_from is None:
-                    self.valid_from = book.ts_event
-                self.last_ts = book.ts_event
-                self.grid.on_book(book.ts_event, book)
-                self._drain()
-        elif self.live:
-            self.live = False
-            self.grid.invalidate(self.last_ts + 1)  # rows up to the last applied update, none after
-            self._drain()
-
-    def finish(self) -> None:
-        """End of the recording: the row at the last update's own time, if it is a grid point."""
-        if self.live:
-            self.grid.on_time(self.last_ts + 1)
-            self._drain()
-
-    def _drain(self) -> None:
-        new = self.grid.rows_written - self._drained
-        if not new:
+    def drain(self, until_ns: int) -> None:
+        """Write the rows stamped at or before ``until_ns`` that are not written yet."""
+        g = self.grid
+        pending = g.rows_written - g.rows_retracted - self._rows  # kept by the grid, not in the CSV yet
+        if pending <= 0:
             return
-        self._drained = self.grid.rows_written
-        take = min(new, GRID_CAPACITY)
-        times = self.grid.times(take).tolist()
-        rows = self.grid.window(take).tolist()
+        ring = g.ring
+        times = ring.times()
+        if pending > len(times):  # rows the ring could not keep: ExportGrids sizes it so that it never happens
+            raise InvariantViolation(f"{self.venue.value}/{self.symbol}: {pending} grid rows pending, "
+                                     f"the ring holds {len(times)}")
+        first = len(times) - pending
+        stop = int(np.searchsorted(times, until_ns, side="right"))
+        if stop <= first:
+            return
         head = [self.venue.value, self.symbol]
         write = self._write
-        for i in range(take - new, 0):  # a quiet spell longer than the ring: the same state repeated
-            write([(times[0] + i * self._iv) // NS_PER_MS, *head, *_cells(rows[0])])
-        for t, row in zip(times, rows, strict=True):
+        for t, row in zip(times[first:stop].tolist(), ring.window()[first:stop].tolist(), strict=True):
             write([t // NS_PER_MS, *head, *_cells(row)])
+        self._rows += stop - first
 
     @property
     def rows(self) -> int:
-        return self._drained
+        return self._rows
+
+
+class ExportGrids(GridSet):
+    """``bot.ring.GridSet`` with one grid per book, drained into the CSV (``BookGrid``) after every tick and
+    every health change, when rows can have become final.
+
+    The ring of each grid holds the rows not yet final: at most the ``stale_after_s`` after the last
+    update, plus one tick's rows (themselves at most ``stale_after_s`` of grid steps), so its capacity is
+    ``GRID_CAPACITY`` plus twice that.
+    """
+
+    def __init__(
+        self, settings: BotSettings, keys: list[tuple[Venue, str]], get_book: GetBook, interval_ms: int, levels: int,
+        write: WriteRow,
+    ) -> None:  # fmt: skip
+        stale_s = settings.book.stale_after_s
+        capacity = GRID_CAPACITY + 2 * (int(stale_s * 1e9) // (interval_ms * NS_PER_MS) + 2)
+        super().__init__([(interval_ms, levels, capacity)], get_book, keys, stale_after_s=stale_s)
+        self.sinks = {(v, s): BookGrid(v, s, self.grids(v, s)[0], write) for v, s in keys}
+
+    def on_time(self, ts_ns: int) -> None:
+        if ts_ns <= self.due:
+            return
+        super().on_time(ts_ns)
+        self.drain()
+
+    def on_book_health(self, ev: BookHealth) -> None:
+        super().on_book_health(ev)
+        self.drain()
+
+    def drain(self, final: bool = False) -> None:
+        """Write every book's final rows (``final``: the recording ended, every row is)."""
+        for (v, s), sink in self.sinks.items():
+            sink.drain(NEVER if final else self.final_until(v, s))
 
 
 def _cells(row: list[float]) -> list[str]:
@@ -310,7 +331,8 @@ class OfflineFeed:
 
 
 class BooksExport:
-    """``OfflineFeed`` plus one ``BookGrid`` per book, writing the CSV (see module doc)."""
+    """``OfflineFeed`` plus ``ExportGrids`` (one grid per book, the bot's grid builder) as its clock, writing
+    the CSV (see module doc)."""
 
     def __init__(
         self,
@@ -324,31 +346,31 @@ class BooksExport:
         self._writer = csv.writer(out, lineterminator="\n")
         self._writer.writerow(["ts_ms", "venue", "symbol", *lob_columns(levels)])
         self.feed = OfflineFeed(settings, symbols, self._on_event)
-        self.grids = {
-            (v, s): BookGrid(v, s, interval_ms, levels, self._writer.writerow)
-            for v, syms in symbols.items()
-            for s in syms
-        }
+        keys = [(v, s) for v, syms in symbols.items() for s in syms]
+        self.grids = ExportGrids(settings, keys, self.feed.book, interval_ms, levels, self._writer.writerow)
+        self.health: dict[tuple[Venue, str], BookState] = {}
+        self.valid_from: dict[tuple[Venue, str], int] = {}  # receive time at which a book first became LIVE
 
     def _on_event(self, ev: Event) -> None:
         if isinstance(ev, BookUpdate):
-            key = (ev.venue, ev.symbol)
-            self.grids[key].update(ev.ts_event, self.feed.books[key])
+            self.grids.on_book_update(ev)
         elif isinstance(ev, BookHealth):
             key = (ev.venue, ev.symbol)
-            self.grids[key].health(ev.state, self.feed.books[key])
+            self.health[key] = ev.state
+            if ev.state is BookState.LIVE:
+                self.valid_from.setdefault(key, ev.ts_recv)
+            self.grids.on_book_health(ev)
 
     def run(self, items: Iterable[Frames | Block]) -> None:
-        self.feed.run_frames(items)
-        for g in self.grids.values():
-            g.finish()
+        self.feed.run_frames(items, clock=self.grids)  # the grids ticked before every record, as in a replay
+        self.grids.drain(final=True)
 
     def summary(self) -> dict[str, Any]:
         adapters = self.feed.adapters
         books: dict[str, Any] = {}
-        for (venue, symbol), g in self.grids.items():
+        for (venue, symbol), g in self.grids.sinks.items():
             stats = adapters[venue].stats
-            first = g.valid_from
+            first = self.valid_from.get((venue, symbol))
             books[f"{venue.value}/{symbol}"] = {
                 "rows": g.rows,
                 "gaps": stats.gaps.get(symbol, 0),
@@ -356,7 +378,7 @@ class BooksExport:
                 "crossed_heals": stats.crossed.get(symbol, 0),
                 "depth_messages": stats.book_messages.get(symbol, 0),
                 "valid_from_ms": None if first is None else first // NS_PER_MS,
-                "live_at_end": g.live,
+                "live_at_end": self.health.get((venue, symbol)) is BookState.LIVE,
                 "snapshot_pending_at_end": (venue, symbol) in self.feed.asked,
             }
         c = self.feed.counters
@@ -370,7 +392,7 @@ class BooksExport:
             "resubscribes_unsatisfied": c.resubscribes_unsatisfied,
             "other_records": dict(sorted(c.other_records.items())),
             "unroutable": self.feed.unroutable(),
-            "rows": sum(g.rows for g in self.grids.values()),
+            "rows": sum(g.rows for g in self.grids.sinks.values()),
             "books": books,
         }
 
@@ -445,7 +467,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("books", help="rebuild books from a recording and write a grid-sampled CSV dataset")
     p.add_argument("recording", type=Path, metavar="DIR", help="native recording directory")
     p.add_argument("--levels", type=int, required=True, help="levels per side in each row")
-    p.add_argument("--interval-ms", type=int, required=True, help="grid step in ms of exchange time")
+    p.add_argument("--interval-ms", type=int, required=True, help="grid step in ms of local receive time")
     p.add_argument("--out", type=Path, required=True, help="CSV file to write")
     p.add_argument("--venues", nargs="+", default=None, metavar="VENUE", help="only these venues")
     p.add_argument("--symbols", nargs="+", default=None, metavar="SYMBOL", help="exactly these symbols per venue")

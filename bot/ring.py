@@ -16,10 +16,26 @@ update: the book changes thousands of times a second, the grid ticks once a seco
 strictly after ``t``, so a change stamped exactly ``t`` still lands in row ``t``. Every time is passed in
 (no clock is read here), so live and replay produce identical rows from identical inputs.
 
-``RingSet`` owns a coarse grid (forecaster: 5 s x 5 levels by default) and a fine grid (TABL: 1 s x 10)
-per (venue, symbol), fed from the bus. It stamps book changes with ``ts_recv``, the local receive time:
-a row then holds exactly what the bot could have known at that instant (no venue-clock look-ahead), and
-one local clock aligns every venue on the same grid, which the multi-venue forecaster needs.
+``GridSet`` is THE grid builder of ``run``, ``replay`` and ``python -m bot books``: the LOB grids of every
+(venue, symbol), fed from the bus (``BookUpdate``, ``BookHealth``) and ticked by ``on_time``, with one set
+of rules wherever it runs (see its docstring). ``RingSet`` is the bot's pair of them per (venue, symbol):
+a coarse grid (forecaster: 5 s x 5 levels by default) and a fine grid (TABL: 1 s x 10); ``bot.export``
+uses one grid per book and writes its rows to the training CSV. The models therefore see the same rows in
+training, in a replay and live.
+
+**The time base is the local receive time** (``ts_recv``), for the live rings, the replay and the export
+alike, never the venue's timestamp:
+
+* a row then holds exactly what the bot could have known at that instant: no venue-clock look-ahead (a
+  venue timestamp can be later than the moment we could act on the message, and the recordings' local
+  clocks run 1.2-1.5 s behind the venues', more than a step of the 1 s grid);
+* the venues' clocks differ from each other and from ours; one local clock aligns every venue on one
+  grid, which the multi-venue forecaster needs;
+* in a replay the replay clock IS the recorded receive time, so a replay's rows equal the export's
+  exactly; live differs from a replay only by the network.
+
+Formats without a receive time (the Bybit archive, Binance CSVs) use the exchange time as their receive
+time at import (``bot.importers``).
 """
 
 from __future__ import annotations
@@ -33,8 +49,8 @@ import structlog
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from bot.bus import EventBus
-from bot.config import BotSettings, RingConfig
-from bot.events import BookHealth, BookState, BookUpdate, Venue
+from bot.config import BookConfig, BotSettings, RingConfig
+from bot.events import BookHealth, BookState, BookUpdate, BookUpdates, Venue
 
 log = structlog.get_logger(__name__)
 
@@ -113,6 +129,14 @@ class Ring:
         self._buf[slot + self._cap] = self._buf[slot]
         self._ts[slot] = ts
         self._ts[slot + self._cap] = ts
+
+    def drop_newest(self, k: int) -> None:
+        """Forget the newest ``k`` rows (the older rows and their views stay as they are; ``appended``
+        keeps counting every row ever appended)."""
+        if not 0 <= k <= self._len:
+            raise ValueError(f"cannot drop {k} rows from a ring holding {self._len}")
+        self._pos = (self._pos - k) % self._cap
+        self._len -= k
 
     def clear(self) -> None:
         """Forget every row (memory is kept, not released)."""
@@ -206,6 +230,10 @@ class LobGrid:
     writes the rows the last valid state still owns (grid times before the invalidation) and then
     writes nothing until the next ``on_book``. Grid times skipped while invalid have no row, so a gap
     shows in ``times()``. Long quiet spells are written as repeated rows (at most ``capacity`` of them).
+
+    Two ways to feed it: per change (``on_book``, ``invalidate``, ``on_time``: the book is read at every
+    change), or on ticks (``start``, ``sample``, ``stop``, ``retract_after``: the book is read once per grid
+    step), which is what ``GridSet`` does for the bot, the replay and the export. Both write the same rows.
     """
 
     def __init__(self, venue: Venue, symbol: str, interval_ms: int, levels: int, capacity: int) -> None:
@@ -225,7 +253,8 @@ class LobGrid:
         self._state: list[float] = [NAN] * self._width
         self._valid = False
         self._next = 0  # the earliest grid time (ns) that has no row yet
-        self.rows_written = 0
+        self.rows_written = 0  # rows ever written (retracted ones included)
+        self.rows_retracted = 0
         self.invalidations = 0
         self.late_changes = 0  # changes stamped before a row already written (applied to later rows only)
 
@@ -283,6 +312,20 @@ class LobGrid:
         if self._valid:
             self._valid = False
             self.invalidations += 1
+
+    def retract_after(self, ts_ns: int) -> int:
+        """Drop the rows stamped after ``ts_ns`` (the newest ones: rows are in time order); returns how many.
+
+        For a book found broken: its rows after the last update known good held a state that may have
+        missed an update (a gap is noticed only when the next message arrives)."""
+        times = self.ring.times()
+        keep = int(np.searchsorted(times, ts_ns, side="right"))
+        k = len(times) - keep
+        if k:
+            self._next = min(self._next, int(times[keep]))
+            self.ring.drop_newest(k)
+            self.rows_retracted += k
+        return k
 
     def invalidate(self, ts_ns: int) -> None:
         """The book stopped being valid at ``ts_ns``: no rows from then until the next ``on_book``."""
@@ -343,116 +386,233 @@ class LobGrid:
         return len(self.ring)
 
 
-# -- one coarse and one fine grid per (venue, symbol), fed from the bus ------------------------------
+# -- the grid builder: every book's grids, fed from the bus, ticked on the receive clock ------------------
 
 GetBook = Callable[[Venue, str], BookLevels | None]
+GridSpec = tuple[int, int, int]  # one grid of every book: (interval_ms, levels, capacity)
+DEFAULT_STALE_AFTER_S: float = BookConfig.model_fields["stale_after_s"].default
+NEVER = 2**63 - 1
 
 
-class RingSet:
-    """The LOB grids of every configured (venue, symbol): ``coarse`` for the forecaster, ``fine`` for TABL.
+class _Pair:
+    """One (venue, symbol): its grids and what the set knows of its book."""
 
-    Books are read on grid ticks only, never per change: ``on_time(ts)`` reads each due book once (for
-    both grids) and writes the rows for grid times before ``ts``. The driver calls it before handing each
-    record with receive time ``ts`` to the adapters (replay, export), or a live timer calls it at the grid
-    times; either way the book then holds the state after the last change at or before each grid time.
-    ``BookUpdate`` marks a book valid (rows start at the next grid time); ``BookHealth`` other than LIVE
-    stops its rows until it is valid again. Rows are stamped with receive time (one local clock lines up
-    all venues). Events for pairs not configured here are counted in ``unknown`` and ignored: memory stays
-    what the configuration says.
+    __slots__ = ("grids", "health", "last_ns", "on")
+
+    def __init__(self, grids: tuple[LobGrid, ...]) -> None:
+        self.grids = grids
+        self.health = BookState.LIVE  # until told otherwise (a set attached to a running feed)
+        self.last_ns = 0  # receive time of the last accepted update (or of the start)
+        self.on = False  # rows being written: every grid of the pair is valid
+
+
+class GridSet:
+    """The LOB grids of every given (venue, symbol), one ``LobGrid`` per ``GridSpec``: the one grid builder.
+
+    Every time is a local receive time (``ts_recv``; see the module docstring for why), passed in, never
+    read from a clock, so the bot, a replay and ``python -m bot books`` write the same rows from the same
+    events and ticks:
+
+    * **Ticks.** Books are read on grid ticks only, never per change: ``on_time(ts)`` reads each due book
+      once (for all its grids) and writes the rows for grid times strictly before ``ts``. A replay or the
+      export calls it before handing each record with receive time ``ts`` to the adapters
+      (``bot.export.OfflineFeed`` with this set as its clock); live, a timer calls it at the grid times.
+      Either way the row at grid time t is the book after the last change received at or before t.
+    * **Start.** ``BookHealth`` LIVE, or a ``BookUpdate`` while no rows are written (and the book is not
+      known to be anything but LIVE), starts a book's rows at the first grid time at or after that event's
+      receive time.
+    * **Quiet.** Rows stop ``stale_after_s`` (``[book] stale_after_s``) after the last update received:
+      a row at t is written only if t - last update <= stale_after_s, the adapters' STALE rule, here
+      exact to the nanosecond instead of at their once-a-second check. The next update starts the rows
+      again. (So a recording whose session of one book ended, or whose sessions are days apart, never
+      fills a grid with copies of a book nobody updates.)
+    * **Invalid.** ``BookHealth`` RESYNCING (a gap, a disconnect) stops a book's rows and retracts those
+      stamped after its last update: the book may have missed an update from then on, which is noticed
+      only when the next message arrives. The rows up to the last applied update stay. STALE only stops
+      them (nothing was missed). Rows start again with LIVE.
+
+    Events for pairs not configured here are counted in ``unknown`` and ignored: memory stays what the
+    configuration says.
     """
 
-    def __init__(self, cfg: RingConfig, get_book: GetBook, keys: Iterable[tuple[Venue, str]]) -> None:
-        self.cfg = cfg
+    def __init__(
+        self,
+        grids: Sequence[GridSpec],
+        get_book: GetBook,
+        keys: Iterable[tuple[Venue, str]],
+        *,
+        stale_after_s: float = DEFAULT_STALE_AFTER_S,
+    ) -> None:
+        if not grids:
+            raise ValueError("a GridSet needs at least one grid")
+        if stale_after_s <= 0:
+            raise ValueError(f"stale_after_s must be > 0, got {stale_after_s}")
         self._get_book = get_book
-        self._coarse: dict[tuple[Venue, str], LobGrid] = {}
-        self._fine: dict[tuple[Venue, str], LobGrid] = {}
-        self._health: dict[tuple[Venue, str], BookState] = {}
-        for venue, symbol in keys:
-            key = (venue, symbol)
-            self._coarse[key] = LobGrid(venue, symbol, cfg.lob_interval_ms, cfg.lob_levels, cfg.lob_capacity)
-            self._fine[key] = LobGrid(venue, symbol, cfg.fine_interval_ms, cfg.fine_levels, cfg.fine_capacity)
-        self._levels = max(cfg.lob_levels, cfg.fine_levels)
+        self._pairs: dict[tuple[Venue, str], _Pair] = {
+            (v, s): _Pair(tuple(LobGrid(v, s, iv, levels, cap) for iv, levels, cap in grids)) for v, s in keys
+        }
+        self._levels = max(levels for _, levels, _ in grids)
+        self._stale_ns = int(stale_after_s * 1e9)  # as the adapters count it (bot.venues._shared)
         # Earliest grid time of any valid grid (ns): on_time(ts) has work only for ts > due, so a replay
         # loop may skip the call below it (``bot.venues.base.ReplayClock``).
         self.due = 0
         self.unknown = 0
         self.missing_book = 0
         self.ignored_not_live = 0
-
-    @classmethod
-    def from_settings(cls, settings: BotSettings, get_book: GetBook) -> RingSet:
-        keys = [(v, s) for v, c in settings.enabled_venues().items() for s in c.symbols]
-        return cls(settings.ring, get_book, keys)
+        self.stale_stops = 0  # rows stopped by a quiet book (stale_after_s without an update)
+        self.rows_retracted = 0
 
     def attach(self, bus: EventBus) -> None:
-        bus.subscribe(BookUpdate, self.on_book_update)
+        bus.subscribe(BookUpdate, self.on_book_update, batch=self.on_book_updates, batch_ok=self.takes_batch)
         bus.subscribe(BookHealth, self.on_book_health)
-        log.info("ring_set_attached", pairs=len(self._coarse), nbytes=self.nbytes, ring=self.cfg.model_dump())
 
     def on_book_update(self, ev: BookUpdate) -> None:
         key = (ev.venue, ev.symbol)
-        coarse = self._coarse.get(key)
-        if coarse is None:
+        p = self._pairs.get(key)
+        if p is None:
             self.unknown += 1
             return
-        if self._health.get(key, BookState.LIVE) is not BookState.LIVE:
+        if p.health is not BookState.LIVE:
             self.ignored_not_live += 1
             return
-        if not coarse.valid:
-            self._start(key, ev.ts_recv)
+        ts = ev.ts_recv
+        if ts > p.last_ns:
+            p.last_ns = ts
+        if not p.on:
+            self._start(key, p, ts)
+
+    def takes_batch(self, venue: Venue, symbol: str) -> bool:
+        """Whether this book's updates may come as a batch handed over late (``bot.bus``): yes unless its
+        rows are stopped while it is LIVE, when an update would start them (and move ``due``). Otherwise an
+        update only counts or moves the book's last update time on, and a batch handed over before the
+        next tick does the same."""
+        p = self._pairs.get((venue, symbol))
+        return p is None or p.health is not BookState.LIVE or p.on
+
+    def on_book_updates(self, batch: BookUpdates) -> None:
+        """``on_book_update`` for each update of a batch, in order (per book: ``takes_batch``)."""
+        venue = batch.venue
+        for k, n in enumerate(batch.count.tolist()):
+            if not n:
+                continue
+            symbol = batch.symbols[k]
+            p = self._pairs.get((venue, symbol))
+            if p is None:
+                self.unknown += n
+            elif p.health is not BookState.LIVE:
+                self.ignored_not_live += n
+            elif p.on:
+                p.last_ns = max(p.last_ns, int(batch.max_recv[k]))
+            else:  # a batch it did not take: one by one
+                for ev in batch.events():
+                    if ev.symbol == symbol:
+                        self.on_book_update(ev)
 
     def on_book_health(self, ev: BookHealth) -> None:
         key = (ev.venue, ev.symbol)
-        coarse = self._coarse.get(key)
-        if coarse is None:
+        p = self._pairs.get(key)
+        if p is None:
             self.unknown += 1
             return
-        self._health[key] = ev.state
+        p.health = ev.state
         if ev.state is BookState.LIVE:
-            self._start(key, ev.ts_recv)
-        else:
-            coarse.stop()
-            self._fine[key].stop()
+            self._start(key, p, ev.ts_recv)
+        elif p.on:
+            p.on = False
+            for g in p.grids:
+                if ev.state is not BookState.STALE:
+                    self.rows_retracted += g.retract_after(p.last_ns)
+                g.stop()
 
-    def _start(self, key: tuple[Venue, str], ts_ns: int) -> None:
+    def _start(self, key: tuple[Venue, str], p: _Pair, ts_ns: int) -> None:
+        if p.on:
+            return
         if self._get_book(*key) is None:
             self.missing_book += 1
             return
-        coarse, fine = self._coarse[key], self._fine[key]
-        coarse.start(ts_ns)
-        fine.start(ts_ns)
+        for g in p.grids:
+            g.start(ts_ns)
+        p.on = True
+        if ts_ns > p.last_ns:
+            p.last_ns = ts_ns
         self.due = 0  # recompute on the next tick
 
     def on_time(self, ts_ns: int) -> None:
         """Time has reached ``ts_ns``: write every grid's rows for grid times strictly before it."""
         if ts_ns <= self.due:
             return  # the hot path: called before every record, almost always nothing to do
-        nxt = None
-        for key, coarse in self._coarse.items():
-            fine = self._fine[key]
-            if coarse.due(ts_ns) or fine.due(ts_ns):
+        nxt = NEVER
+        levels = self._levels
+        for key, p in self._pairs.items():
+            if not p.on:
+                continue
+            grids = p.grids
+            if any(g.due(ts_ns) for g in grids):
                 book = self._get_book(*key)
                 if book is None:
                     self.missing_book += 1
                     continue
-                bids, asks = book.top(self._levels)  # one read for both grids
-                coarse.sample(ts_ns, bids, asks)
-                fine.sample(ts_ns, bids, asks)
-            for g in (coarse, fine):
-                if g.valid and (nxt is None or g.next_time < nxt):
-                    nxt = g.next_time
-        self.due = nxt if nxt is not None else ts_ns
+                bids, asks = book.top(levels)  # one read for every grid
+                limit = p.last_ns + self._stale_ns
+                if ts_ns > limit:  # quiet for longer than stale_after_s: the rows up to then, none after
+                    for g in grids:
+                        g.sample(limit + 1, bids, asks)
+                        g.stop()
+                    p.on = False
+                    self.stale_stops += 1
+                    continue
+                for g in grids:
+                    g.sample(ts_ns, bids, asks)
+            for g in grids:
+                nxt = min(nxt, g.next_time)
+        self.due = nxt if nxt != NEVER else ts_ns
 
-    def coarse(self, venue: Venue, symbol: str) -> LobGrid:
-        return self._coarse[(venue, symbol)]
+    def grids(self, venue: Venue, symbol: str) -> tuple[LobGrid, ...]:
+        return self._pairs[(venue, symbol)].grids
 
-    def fine(self, venue: Venue, symbol: str) -> LobGrid:
-        return self._fine[(venue, symbol)]
+    def final_until(self, venue: Venue, symbol: str) -> int:
+        """Rows stamped at or before this time are final (no retraction can remove them): the last update's
+        receive time while the book's rows are being written, and every row once they stopped."""
+        p = self._pairs[(venue, symbol)]
+        return p.last_ns if p.on else NEVER
 
     def keys(self) -> list[tuple[Venue, str]]:
-        return list(self._coarse)
+        return list(self._pairs)
 
     @property
     def nbytes(self) -> int:
         """Total bytes of every grid (fixed at construction)."""
-        return sum(g.nbytes for g in self._coarse.values()) + sum(g.nbytes for g in self._fine.values())
+        return sum(g.nbytes for p in self._pairs.values() for g in p.grids)
+
+
+class RingSet(GridSet):
+    """The bot's LOB grids of every configured (venue, symbol): ``coarse`` for the forecaster, ``fine`` for
+    TABL (sizes from ``RingConfig``), built and fed by the ``GridSet`` rules."""
+
+    def __init__(
+        self,
+        cfg: RingConfig,
+        get_book: GetBook,
+        keys: Iterable[tuple[Venue, str]],
+        *,
+        stale_after_s: float = DEFAULT_STALE_AFTER_S,
+    ) -> None:
+        self.cfg = cfg
+        grids = [(cfg.lob_interval_ms, cfg.lob_levels, cfg.lob_capacity),
+                 (cfg.fine_interval_ms, cfg.fine_levels, cfg.fine_capacity)]  # fmt: skip
+        super().__init__(grids, get_book, keys, stale_after_s=stale_after_s)
+
+    @classmethod
+    def from_settings(cls, settings: BotSettings, get_book: GetBook) -> RingSet:
+        keys = [(v, s) for v, c in settings.enabled_venues().items() for s in c.symbols]
+        return cls(settings.ring, get_book, keys, stale_after_s=settings.book.stale_after_s)
+
+    def attach(self, bus: EventBus) -> None:
+        super().attach(bus)
+        log.info("ring_set_attached", pairs=len(self.keys()), nbytes=self.nbytes, ring=self.cfg.model_dump())
+
+    def coarse(self, venue: Venue, symbol: str) -> LobGrid:
+        return self._pairs[(venue, symbol)].grids[0]
+
+    def fine(self, venue: Venue, symbol: str) -> LobGrid:
+        return self._pairs[(venue, symbol)].grids[1]

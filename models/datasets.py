@@ -28,7 +28,8 @@ feature's mean absolute value. Without the floor, a feature that hardly moves wh
 the first ordinary value outside its narrow range into an enormous z-score: the spread of Binance spot
 BTCUSDT is one tick (0.0016 bps of the mid) in every training row of the demo recording, std 1.2e-6 bps,
 so a two-tick spread would be z = 1,400 and the 337-tick spread in its validation span was z = 460,000
-(a validation cross-entropy of 1,264). The clip bound (``NORM_CLIP``, stored in the spec as
+(a validation cross-entropy of 1,264; that was the exchange-time grid of the export then: on the receive-time
+grid the widest, 180 ticks, falls in the test span, z = 245,000). The clip bound (``NORM_CLIP``, stored in the spec as
 ``norm["clip"]``) catches what the floor cannot: that book, heavy tails, a regime the training span never
 saw. Both apply to every family, in training exactly as in serving.
 

@@ -2,7 +2,9 @@
 
 The reference in this file rebuilds each book straight from the source files (orjson + dicts, the
 official sync procedures of shared/PROTOCOLS.md, no bot code) and keeps the venue's decimal strings, so
-every exported cell can be compared with ``Decimal`` equality, not just as a float.
+every exported cell can be compared with ``Decimal`` equality, not just as a float. Grid times are local
+receive times (the recorders' own clocks, as the files carry them), the time base of the export, the
+live rings and a replay (``bot.ring``).
 
 The golden file is regenerated only on request: ``BOT_REGEN_GOLDEN=1 pytest tests/replay/test_books_export.py``.
 """
@@ -29,7 +31,7 @@ import zstandard
 from bot.config import BotSettings
 from bot.export import export_books, register
 from bot.importers import convert, import_hftbacktest, slice_records
-from bot.recording import Record, RecordingWriter
+from bot.recording import Record, RecordingWriter, iter_rows
 
 pytestmark = pytest.mark.replay
 
@@ -39,6 +41,8 @@ BYBIT_FILE = "cryptofeed/v3/sample_data/BYBIT.jsonl.zst"
 GOLDEN = Path(__file__).parent / "golden" / "books_binance_spot_btcusdt_first30s_1000ms_5levels.csv"
 FINE_MS = 10  # a grid finer than the depth streams (100 ms spot, ~50 ms USD-M): most updates own a row
 LEVELS = 5
+MS = 1_000_000
+STALE_NS = 10 * 1_000_000_000  # [book] stale_after_s by default: rows stop this long after a book's last update
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +66,7 @@ Cell = tuple[str, str]  # (price, size) as the venue wrote them
 
 @dataclass
 class RefBook:
-    """One book as a list of states: after each applied update (exchange ms), the top levels as strings.
+    """One book as a list of states: after each applied update (its receive time, ns), the top levels as strings.
 
     Levels live in a dict price -> (price, size) strings plus a sorted list of prices per side (floats
     only order the levels; what is compared is the venue's text).
@@ -91,12 +95,13 @@ class RefBook:
                 elif side.pop(key, None) is not None:
                     del prices[bisect.bisect_left(prices, key)]
 
-    def record(self, ts_ms: int, update_id: int) -> None:
+    def record(self, ts_ns: int, update_id: int) -> None:
         (bids, asks), (bid_px, ask_px) = self.sides, self.prices
         top_b = [bids[p] for p in reversed(bid_px[-self.levels :])]
         top_a = [asks[p] for p in ask_px[: self.levels]]
         assert not (top_b and top_a) or Decimal(top_b[0][0]) < Decimal(top_a[0][0]), "reference book crossed"
-        self.times.append(ts_ms)
+        assert not self.times or ts_ns >= self.times[-1], "receive times step back"
+        self.times.append(ts_ns)
         self.states.append((top_b, top_a))
         self.update_ids.append(update_id)
 
@@ -108,15 +113,17 @@ class BookTicker:
     top: tuple[str, str, str, str]  # b, B, a, A
 
 
-def _hft_lines(shared: Path, files: tuple[str, ...]) -> Iterator[str]:
+def _hft_lines(shared: Path, files: tuple[str, ...]) -> Iterator[tuple[int, str]]:
+    """(local receive ns, raw text) of every line."""
     for f in files:
         with gzip.open(shared / f, "rt", encoding="utf-8") as fh:
             for line in fh:
-                yield line.rstrip("\n").partition(" ")[2]
+                ts, _, raw = line.rstrip("\n").partition(" ")
+                yield int(ts), raw
 
 
 def binance_reference(
-    raws: Iterable[str], futures: bool, levels: int, stop_after_u: int | None = None
+    lines: Iterable[tuple[int, str]], futures: bool, levels: int, stop_after_u: int | None = None
 ) -> tuple[RefBook, list[BookTicker]]:
     """The official procedure (PROTOCOLS.md 2.4 spot, 3.4 USD-M); the data has no gaps, so any break fails.
 
@@ -127,7 +134,7 @@ def binance_reference(
     snapshot: dict[str, object] | None = None
     last = -1
     tickers: list[BookTicker] = []
-    for raw in raws:
+    for ts_recv, raw in lines:
         if raw.startswith('{"lastUpdateId"'):
             snapshot = orjson.loads(raw)
             events: list[dict[str, object]] = []
@@ -156,13 +163,13 @@ def binance_reference(
             for e in keep:
                 book.apply(e["b"], e["a"])  # type: ignore[arg-type]
             last = int(keep[-1]["u"])  # type: ignore[call-overload]
-            book.record(int(keep[-1]["E"]), last)  # type: ignore[call-overload]
+            book.record(ts_recv, last)  # valid from the record that completed the sync
             continue
         for e in events:
             assert (e["pu"] == last) if futures else (e["U"] == last + 1), "break in the depth stream"
             book.apply(e["b"], e["a"])  # type: ignore[arg-type]
             last = int(e["u"])  # type: ignore[call-overload]
-            book.record(int(e["E"]), last)  # type: ignore[call-overload]
+            book.record(ts_recv, last)
             if last == stop_after_u:
                 return book, tickers
     assert stop_after_u is None, f"no update {stop_after_u}"
@@ -191,7 +198,7 @@ def bybit_reference(shared: Path, levels: int) -> dict[tuple[str, str], RefBook]
             book = books[key]
             assert d["u"] == book.update_ids[-1] + 1, "break in the Bybit stream"
             book.apply(d["b"], d["a"])
-        book.record(int(m["ts"]), int(d["u"]))
+        book.record(round(float(r["ts"]) * 1e9), int(d["u"]))  # cryptofeed's receive time, in seconds
     return books
 
 
@@ -208,20 +215,37 @@ def read_rows(path: Path) -> tuple[list[str], dict[tuple[str, str], list[list[st
     return header, by_book
 
 
-def assert_rows_equal_reference(rows: list[list[str]], ref: RefBook, interval_ms: int, levels: int) -> None:
+def grid_times(ref: RefBook, interval_ms: int, end_ns: int) -> list[int]:
+    """The grid times (ns) that must have a row: from the first at or after the book became valid to the
+    last before the recording's last receive time ``end_ns``, except those more than ``STALE_NS`` after the
+    book's last update before them (the data has no gap)."""
+    iv = interval_ms * MS
+    out = []
+    g = -(-ref.times[0] // iv) * iv
+    k = 0
+    while g < end_ns:
+        while k + 1 < len(ref.times) and ref.times[k + 1] <= g:
+            k += 1
+        if g - ref.times[k] <= STALE_NS:
+            out.append(g)
+        g += iv
+    return out
+
+
+def assert_rows_equal_reference(
+    rows: list[list[str]], ref: RefBook, interval_ms: int, levels: int, end_ns: int
+) -> None:
     """Every row equals the reference state at its grid time, cell for cell; no grid point is missing.
 
     Cells are compared as text with ``repr(float(venue string))``, and each distinct venue string is
     checked once to read back as the same decimal number, so equality is exact and cheap.
     """
-    times = [int(r[0]) for r in rows]
-    first_valid, last_update = ref.times[0], ref.times[-1]
-    start = -(-first_valid // interval_ms) * interval_ms
-    assert times == list(range(start, last_update // interval_ms * interval_ms + 1, interval_ms))
+    times = [int(r[0]) * MS for r in rows]
+    assert times == grid_times(ref, interval_ms, end_ns)
     expected: dict[int, list[str]] = {}  # reference state index -> the cells it must produce
     seen: set[str] = set()
-    for row in rows:
-        k = bisect.bisect_right(ref.times, int(row[0])) - 1
+    for t, row in zip(times, rows, strict=True):
+        k = bisect.bisect_right(ref.times, t) - 1
         assert k >= 0, f"row before the first reference state: {row[0]}"
         want = expected.get(k)
         if want is None:
@@ -239,15 +263,15 @@ def assert_rows_equal_reference(rows: list[list[str]], ref: RefBook, interval_ms
 def ticker_checks(rows: list[list[str]], ref: RefBook, tickers: list[BookTicker], interval_ms: int) -> int:
     """(a) Right after a bookTicker whose ``u`` is a depth event's last ``u``, the first grid row that still
     holds that event's state has level 1 equal to the bookTicker. Returns how many were checked."""
-    row_at = {int(r[0]): r for r in rows}
+    row_at = {int(r[0]) * MS: r for r in rows}
     index = {u: k for k, u in enumerate(ref.update_ids)}
+    iv = interval_ms * MS
     checked = 0
     for t in tickers:
         k = index.get(t.u)
         if k is None:
             continue
-        since = max(ref.times[k], t.ts_ms or 0)
-        g = -(-since // interval_ms) * interval_ms
+        g = -(-ref.times[k] // iv) * iv
         if k + 1 < len(ref.times) and g >= ref.times[k + 1]:
             continue  # the next depth event came before the next grid point
         row = row_at.get(g)
@@ -261,6 +285,11 @@ def ticker_checks(rows: list[list[str]], ref: RefBook, tickers: list[BookTicker]
     return checked
 
 
+def last_receive_time(recording: Path) -> int:
+    """The recording's last receive time: the grids are ticked up to it, rows end before it."""
+    return max(row[0] for row in iter_rows(recording))
+
+
 @dataclass
 class Session:
     """One Binance session: its native recording, the reference replay and the fine-grid export."""
@@ -271,6 +300,7 @@ class Session:
     csv: Path
     rows: list[list[str]]
     summary: dict[str, Any]
+    end_ns: int  # the recording's last receive time
 
 
 def _session(
@@ -284,7 +314,7 @@ def _session(
     _, by_book = read_rows(out)
     rows = by_book.pop((venue, "BTCUSDT"))
     assert by_book == {}
-    return Session(rec, ref, tickers, out, rows, summary)
+    return Session(rec, ref, tickers, out, rows, summary, last_receive_time(rec))
 
 
 @pytest.fixture(scope="module")
@@ -305,16 +335,16 @@ def test_binance_spot_btc_rows_equal_an_independent_replay_at_every_grid_point(s
         header = next(csv.reader(fh))
     assert header[:5] == ["ts_ms", "venue", "symbol", "bid_px_1", "bid_sz_1"]
     assert header[-2:] == [f"ask_px_{LEVELS}", f"ask_sz_{LEVELS}"]
-    assert_rows_equal_reference(spot.rows, spot.ref, FINE_MS, LEVELS)
+    assert_rows_equal_reference(spot.rows, spot.ref, FINE_MS, LEVELS, spot.end_ns)
     book = spot.summary["books"]["binance_spot/BTCUSDT"]
     assert book["rows"] == len(spot.rows)
-    assert book["valid_from_ms"] == spot.ref.times[0] == 1723161255408
+    assert book["valid_from_ms"] == spot.ref.times[0] // MS == 1723161254206  # the REST snapshot's receive time
     assert (book["gaps"], book["resyncs"]) == (0, 0)
     assert spot.summary["snapshots_fed"] == 1
-    # A real row, by hand: the first whole second of the session.
-    first_second = next(r for r in spot.rows if r[0] == "1723161256000")
-    assert first_second[3:7] == ["61828.01", "0.0455", "61826.02", "9e-05"]
-    assert first_second[13:15] == ["61828.02", "1.83625"]
+    # A real row, by hand: the first whole second of the session (receive time).
+    first_second = next(r for r in spot.rows if r[0] == "1723161255000")
+    assert first_second[3:7] == ["61824.0", "0.2566", "61822.04", "9e-05"]
+    assert first_second[13:15] == ["61824.01", "5.5308"]
 
 
 def test_binance_spot_level_1_equals_each_book_ticker_that_carries_the_last_applied_depth_u(spot: Session) -> None:
@@ -323,9 +353,9 @@ def test_binance_spot_level_1_equals_each_book_ticker_that_carries_the_last_appl
 
 
 def test_binance_usdm_btc_rows_equal_an_independent_replay_at_every_grid_point(usdm: Session) -> None:
-    assert_rows_equal_reference(usdm.rows, usdm.ref, FINE_MS, LEVELS)
+    assert_rows_equal_reference(usdm.rows, usdm.ref, FINE_MS, LEVELS, usdm.end_ns)
     book = usdm.summary["books"]["binance_usdm/BTCUSDT"]
-    assert book["valid_from_ms"] == usdm.ref.times[0]
+    assert book["valid_from_ms"] == usdm.ref.times[0] // MS
     assert (book["gaps"], book["resyncs"], book["rows"]) == (0, 0, len(usdm.rows))
 
 
@@ -339,12 +369,12 @@ def test_rows_are_strictly_increasing_grid_aligned_and_start_at_the_valid_point(
     name: str, request: pytest.FixtureRequest
 ) -> None:
     s: Session = request.getfixturevalue(name)
-    times = [int(r[0]) for r in s.rows]
+    times = [int(r[0]) * MS for r in s.rows]
 
     assert all(b > a for a, b in itertools.pairwise(times))
-    assert all(t % FINE_MS == 0 for t in times)
-    assert s.ref.times[0] <= times[0] < s.ref.times[0] + FINE_MS
-    assert times[-1] <= s.ref.times[-1]
+    assert all(t % (FINE_MS * MS) == 0 for t in times)
+    assert s.ref.times[0] <= times[0] < s.ref.times[0] + FINE_MS * MS
+    assert s.end_ns - FINE_MS * MS <= times[-1] < s.end_ns  # the grids are ticked up to the last record
 
 
 def test_export_is_deterministic_byte_for_byte(spot: Session, settings: BotSettings, tmp_path: Path) -> None:
@@ -373,7 +403,9 @@ def test_golden_first_30_seconds_of_binance_spot_btc_at_1s_and_5_levels(
         GOLDEN.write_bytes(got)
     assert GOLDEN.is_file(), f"missing {GOLDEN}; create it with BOT_REGEN_GOLDEN=1"
     assert got == GOLDEN.read_bytes()
-    assert got.count(b"\n") == 1 + 30  # header + one row per exchange-time second, 23:54:16 .. 23:54:45
+    # header + one row per second of receive time from the snapshot (23:54:14.206) to the last record
+    # (23:54:43.9): 23:54:15 .. 23:54:43
+    assert got.count(b"\n") == 1 + 29
 
 
 def test_a_gap_invalidates_the_book_until_a_later_snapshot_resyncs_it(
@@ -388,7 +420,8 @@ def test_a_gap_invalidates_the_book_until_a_later_snapshot_resyncs_it(
     k = 200  # the depth event to lose
     payload = [orjson.loads(recs[i].raw)["data"] for i in depth]
     u_snap = payload[k + 5]["u"]
-    true_book, _ = binance_reference((r.raw for r in recs), futures=False, levels=LEVELS, stop_after_u=u_snap)
+    true_book, _ = binance_reference(((r.ts_recv, r.raw) for r in recs), futures=False, levels=LEVELS,
+                                     stop_after_u=u_snap)
     bids, asks = true_book.sides
     snap = orjson.dumps(
         {
@@ -409,7 +442,7 @@ def test_a_gap_invalidates_the_book_until_a_later_snapshot_resyncs_it(
             edited.append(original_snapshot._replace(ts_recv=r.ts_recv))
     with RecordingWriter(tmp_path / "rec") as w:
         w.write_many(edited)
-    full, _ = binance_reference((r.raw for r in recs), futures=False, levels=LEVELS)
+    full, _ = binance_reference(((r.ts_recv, r.raw) for r in recs), futures=False, levels=LEVELS)
 
     # Act
     summary = export_books(
@@ -423,14 +456,16 @@ def test_a_gap_invalidates_the_book_until_a_later_snapshot_resyncs_it(
     assert (summary["snapshots_fed"], summary["snapshots_skipped"]) == (2, 1)
     _, by_book = read_rows(tmp_path / "b.csv")
     rows = by_book[("binance_spot", "BTCUSDT")]
-    times = [int(r[0]) for r in rows]
-    last_good = payload[k - 1]["E"]  # the last update applied before the gap was seen
-    valid_again = payload[k + 10]["E"]  # the last buffered update applied with the new snapshot
+    times = [int(r[0]) * MS for r in rows]
+    last_good = recs[depth[k - 1]].ts_recv  # the last update applied before the gap was seen
+    seen = recs[depth[k + 1]].ts_recv  # the update that showed the gap: rows up to it were written, then retracted
+    valid_again = recs[depth[k + 10]].ts_recv  # the snapshot record, recorded right after this diff
+    assert seen - last_good > FINE_MS * MS  # some grid points lie between: their rows are taken back
     assert not [t for t in times if last_good < t < valid_again]
-    assert max(t for t in times if t <= last_good) > last_good - FINE_MS
-    assert min(t for t in times if t >= valid_again) < valid_again + FINE_MS
-    for row in rows:  # every row that exists is the true book at its time
-        bids_at, asks_at = full.states[bisect.bisect_right(full.times, int(row[0])) - 1]
+    assert max(t for t in times if t <= last_good) > last_good - FINE_MS * MS
+    assert min(t for t in times if t >= valid_again) < valid_again + FINE_MS * MS
+    for t, row in zip(times, rows, strict=True):  # every row that exists is the true book at its time
+        bids_at, asks_at = full.states[bisect.bisect_right(full.times, t) - 1]
         want = [repr(float(x)) for side in (bids_at, asks_at) for lvl in side[:LEVELS] for x in lvl]
         assert row[3:] == want, row[0]
 
@@ -464,9 +499,10 @@ def test_bybit_six_books_from_the_cryptofeed_session_equal_an_independent_replay
     # Assert
     _, by_book = read_rows(tmp_path / "b.csv")
     assert sorted(by_book) == BYBIT_BOOKS  # spot SOL and DOGE are not in the session: no rows
+    end = last_receive_time(tmp_path / "rec")
     for key in BYBIT_BOOKS:
-        assert_rows_equal_reference(by_book[key], refs[key], FINE_MS, LEVELS)
-        assert summary["books"][f"{key[0]}/{key[1]}"]["valid_from_ms"] == refs[key].times[0]
+        assert_rows_equal_reference(by_book[key], refs[key], FINE_MS, LEVELS, end)
+        assert summary["books"][f"{key[0]}/{key[1]}"]["valid_from_ms"] == refs[key].times[0] // MS
     assert summary["books"]["bybit_spot/SOLUSDT"]["rows"] == 0
     assert summary["resubscribes_unsatisfied"] == 0
 
@@ -573,15 +609,17 @@ def _bybit_frame(kind: str, ts: int, u: int, bids: list[list[str]], asks: list[l
     return orjson.dumps(msg).decode()
 
 
-def test_a_quiet_spell_longer_than_the_grid_ring_repeats_the_state_on_every_grid_point(
+def test_a_quiet_spell_repeats_the_state_on_every_receive_time_grid_point_until_stale_after_s(
     settings: BotSettings, tmp_path: Path
 ) -> None:
-    # Arrange: a one-level Bybit book, then 3 s of silence on a 1 ms grid (3000 rows, more than the ring holds).
+    # Arrange: a one-level Bybit book received 7 ns after its exchange time, 3 s of silence on a 1 ms grid,
+    # two changes, then 16.5 s with nothing but a pong (which moves the clock).
     t0 = 1786310818129
     frames = [
         (t0, _bybit_frame("snapshot", t0, 100, [["65114.20", "6.054"]], [["65114.30", "10.486"]])),
         (t0 + 3000, _bybit_frame("delta", t0 + 3000, 101, [["65114.20", "1.5"]], [])),
         (t0 + 3500, _bybit_frame("delta", t0 + 3500, 102, [], [["65114.30", "0"], ["65115.00", "0.25"]])),
+        (t0 + 20_000, '{"success":true,"ret_msg":"pong","conn_id":"c1","op":"ping"}'),
     ]
     with RecordingWriter(tmp_path / "rec") as w:
         for ts, raw in frames:
@@ -592,14 +630,17 @@ def test_a_quiet_spell_longer_than_the_grid_ring_repeats_the_state_on_every_grid
         tmp_path / "rec", tmp_path / "b.csv", levels=2, interval_ms=1, settings=settings, symbols=["BTCUSDT"]
     )
 
-    # Assert
+    # Assert: rows from the first grid point after the snapshot was received (t0 + 1 ms, not t0) to
+    # stale_after_s (10 s) after the last update, none after: 13,500 rows, more than GRID_CAPACITY
     lines = (tmp_path / "b.csv").read_text().splitlines()
-    assert summary["books"]["bybit_linear/BTCUSDT"]["rows"] == len(lines) - 1 == 3501
-    assert [int(x.split(",", 1)[0]) for x in lines[1:]] == list(range(t0, t0 + 3501))
+    assert summary["books"]["bybit_linear/BTCUSDT"]["rows"] == len(lines) - 1 == 13_500
+    assert [int(x.split(",", 1)[0]) for x in lines[1:]] == list(range(t0 + 1, t0 + 13_501))
     first = "bybit_linear,BTCUSDT,65114.2,6.054,,,65114.3,10.486,,"
-    assert lines[1:3001] == [f"{t},{first}" for t in range(t0, t0 + 3000)]
-    assert lines[3001] == f"{t0 + 3000},bybit_linear,BTCUSDT,65114.2,1.5,,,65114.3,10.486,,"
-    assert lines[3501] == f"{t0 + 3500},bybit_linear,BTCUSDT,65114.2,1.5,,,65115.0,0.25,,"
+    second = "bybit_linear,BTCUSDT,65114.2,1.5,,,65114.3,10.486,,"
+    third = "bybit_linear,BTCUSDT,65114.2,1.5,,,65115.0,0.25,,"
+    assert lines[1:3001] == [f"{t},{first}" for t in range(t0 + 1, t0 + 3001)]
+    assert lines[3001:3501] == [f"{t},{second}" for t in range(t0 + 3001, t0 + 3501)]
+    assert lines[3501:] == [f"{t},{third}" for t in range(t0 + 3501, t0 + 13_501)]
 
 
 # -- the embedded demo (no shared data needed) -----------------------------------------------------------
@@ -619,8 +660,10 @@ def test_embedded_demo_recording_rebuilds_every_book_it_carries(settings: BotSet
         "bybit_linear/DOGEUSDT", "bybit_linear/ETHUSDT", "bybit_linear/SOLUSDT", "bybit_spot/BTCUSDT",
         "bybit_spot/ETHUSDT",
     ]  # fmt: skip
-    assert live["binance_spot/BTCUSDT"] == 346  # one a second of exchange time, 23:54:16 .. 00:00:01
-    assert live["binance_usdm/BTCUSDT"] == 240
+    # One a second of receive time from the snapshot (23:54:14.2) to stale_after_s (10 s) after the
+    # session's last update (23:59:59): the recording goes on with other sessions, so the clock does too.
+    assert live["binance_spot/BTCUSDT"] == 355  # 23:54:15 .. 00:00:09
+    assert live["binance_usdm/BTCUSDT"] == 249  # 23:54:16 .. 23:58:24
     assert all(n >= 40 for n in live.values())
     assert all(b["gaps"] == 0 for b in summary["books"].values())
     for sub in ("binance_spot", "bybit_linear"):

@@ -230,7 +230,8 @@ def test_a_spread_far_wider_than_the_one_tick_training_span_reaches_the_model_bo
     demo_csv: Path,
 ) -> None:
     # Arrange: the demo's Binance spot book quotes a one-tick spread (0.01 USDT) in every row the training
-    # windows read, and one 337-tick spread (3.37 USDT at 23:57:53) inside the validation span
+    # windows read, and a 21-tick and a 180-tick spread (0.21 USDT at 23:58:53, 1.80 USDT at 23:59:24,
+    # receive time) in the test span
     data = load_books_csv([demo_csv])
     spec, target = make_spec(Job(family="tabl", data=(), out=Path("x.pt"), target="binance_spot:BTCUSDT",
                                  horizon=(10,)), data)  # the defaults of `python -m bot train --family tabl`
@@ -241,10 +242,11 @@ def test_a_spread_far_wider_than_the_one_tick_training_span_reaches_the_model_bo
     s = build_samples(spec, data, target=target)
 
     # Assert: the data is what the bug needs
-    train_end, val_end = s.times_ns[s.split == TRAIN].max(), s.times_ns[s.split == VAL].max()
-    assert set(ticks[times <= train_end]) == {1}
-    assert ticks[(times > train_end) & (times <= val_end)].max() == 337
-    # the scale of the spread is a tenth of its mean (0.0016 bps), not its std (1.2e-6 bps: z = 460,000)
+    val_end = s.times_ns[s.split == VAL].max()
+    assert set(ticks[times <= val_end]) == {1}  # training and validation spans
+    assert sorted(ticks[ticks > 1]) == [21, 180]
+    # the scale of the spread is a tenth of its mean (0.0016 bps), not its std (1.2e-6 bps: the 180 ticks
+    # would be z = 245,000)
     norm = s.spec["norm"]
     spread = input_names(s.spec).index("spread")
     assert norm["mean"][spread] == pytest.approx(0.01 / 61_800 * 1e4, rel=1e-3)  # one tick at ~61,800 USDT
@@ -254,21 +256,22 @@ def test_a_spread_far_wider_than_the_one_tick_training_span_reaches_the_model_bo
     x = s.x
     assert isinstance(x, torch.Tensor)
     assert float(x.abs().max()) <= 10.0
-    val = s.split == VAL
-    assert float(x[val][:, spread].max()) == 10.0
-    # serving gives the same bits as training for the samples whose window holds the wide book
-    wide = np.flatnonzero(val & (x[:, spread].amax(dim=-1) == 10.0).numpy())
-    assert len(wide) == 10  # a 10-step window sees that one row 10 times
+    test = s.split == TEST
+    assert float(x[test][:, spread].max()) == 10.0
+    # serving gives the same bits as training for the samples whose window holds a wide book
+    wide = np.flatnonzero(test & (x[:, spread].amax(dim=-1) == 10.0).numpy())
+    assert len(wide) == 20  # a 10-step window sees each of the two rows 10 times
     src = ArrayWindowSource(lob={("binance_spot", "BTCUSDT", "fine"): (times, rows)})
     for i in wide:
         served = build_input(s.spec, src.at(int(s.times_ns[i])), venue="binance_spot", symbol="BTCUSDT")
         assert isinstance(served, torch.Tensor)
         assert torch.equal(served, x[i : i + 1])
-    # and the symptom is gone: a briefly trained TABL's validation cross-entropy is near ln 3, not ~1,300
+    # and the symptom is gone: a briefly trained TABL's cross-entropy on the span with the wide books (the
+    # test span here, in the validation role) is near ln 3, not ~1,300
     torch.manual_seed(0)
     job = Job(family="tabl", data=(), out=Path("x.pt"))
     model = MODEL_CLASSES["tabl"](model_config(job, s.spec))
-    result = fit("tabl", model, s.part(TRAIN), s.part(VAL), TrainConfig(epochs=2, device="cpu"))
+    result = fit("tabl", model, s.part(TRAIN), s.part(TEST), TrainConfig(epochs=2, device="cpu"))
     assert all(row["val_loss"] < 2.0 for row in result.history)
 
 

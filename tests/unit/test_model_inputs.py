@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 
 from bot.bus import EventBus  # noqa: E402
 from bot.config import RingConfig  # noqa: E402
-from bot.events import BookHealth, BookState, KlineClosed, Venue  # noqa: E402
+from bot.events import BookHealth, BookState, BookUpdate, KlineClosed, Venue  # noqa: E402
 from bot.klines import KlineStore  # noqa: E402
 from bot.model_inputs import RingWindowSource, explain_wait, streams  # noqa: E402
 from bot.ring import RingSet  # noqa: E402
@@ -73,6 +73,12 @@ class Market:
 
     def health(self, symbol: str, state: BookState, ts: int) -> None:
         self.bus.publish(BookHealth(ts_event=ts, ts_recv=ts, venue=V, symbol=symbol, state=state, reason="test"))
+
+    def update(self, symbol: str, ts: int) -> None:
+        """The book changed at ``ts`` (receive time): its rows are good up to here (``bot.ring.GridSet``)."""
+        bids, asks = self.books[(V, symbol)].top(1)
+        self.bus.publish(BookUpdate(ts_event=ts, ts_recv=ts, venue=V, symbol=symbol, update_id=ts, bid_px=bids[0][0],
+                                    bid_sz=bids[0][1], ask_px=asks[0][0], ask_sz=asks[0][1]))
 
 
 def multiscale_spec() -> dict[str, Any]:
@@ -186,6 +192,8 @@ def test_books_on_different_grid_times_are_named_with_their_newest_rows() -> Non
         m.health(s, BookState.LIVE, t0 + 1)
     for s in range(1, 5):
         m.rings.on_time(t0 + s * NS + 1)
+        for sym in ("BTCUSDT", "ETHUSDT"):
+            m.update(sym, t0 + s * NS + 1)
     m.health("ETHUSDT", BookState.RESYNCING, t0 + 4 * NS + 2)
     m.rings.on_time(t0 + 5 * NS + 1)
     # Act

@@ -398,6 +398,8 @@ def test_ring_set_book_health_not_live_invalidates_and_live_resumes_at_once() ->
 
     rings.on_time(int(0.1 * S))
     bus.publish(book_update(Venue.BINANCE_USDM, int(0.1 * S)))
+    rings.on_time(int(2.4 * S))
+    bus.publish(book_update(Venue.BINANCE_USDM, int(2.4 * S)))  # the last update before the gap
     rings.on_time(int(2.5 * S))
     bus.publish(book_health(Venue.BINANCE_USDM, int(2.5 * S), BookState.RESYNCING))
     book.set([(1.0, 1.0)], [(2.0, 1.0)])  # garbage while resyncing: must never reach a row
@@ -427,6 +429,48 @@ def test_ring_set_stale_book_also_stops_rows() -> None:
     rings.on_book_health(book_health(Venue.BYBIT_SPOT, int(1.5 * S), BookState.STALE))
     rings.on_time(10 * S)
     assert rings.coarse(Venue.BYBIT_SPOT, "BTCUSDT").times().tolist() == [0, S]
+
+
+def test_ring_set_retracts_the_rows_after_the_last_update_when_the_book_turns_out_broken() -> None:
+    """A gap is noticed when the next message arrives: rows written after the last applied update held a
+    book that may have missed one, so RESYNCING takes them back; the rows up to that update stay."""
+    book = FakeBook([(100.0, 1.0)], [(101.0, 1.0)])
+    rings = RingSet(SMALL, lambda v, s: book, [(Venue.BINANCE_USDM, "BTCUSDT")])
+    rings.on_time(int(0.1 * S))
+    rings.on_book_update(book_update(Venue.BINANCE_USDM, int(0.1 * S)))
+    rings.on_time(int(1.2 * S))
+    rings.on_book_update(book_update(Venue.BINANCE_USDM, int(1.2 * S)))
+    rings.on_time(int(3.7 * S))  # live: the timer wrote the 1.5 .. 3.5 s rows before the gap showed
+    assert rings.fine(Venue.BINANCE_USDM, "BTCUSDT").times().tolist()[-1] == int(3.5 * S)
+
+    rings.on_book_health(book_health(Venue.BINANCE_USDM, int(3.7 * S), BookState.RESYNCING))
+
+    fine = rings.fine(Venue.BINANCE_USDM, "BTCUSDT")
+    assert fine.times().tolist() == [int(0.5 * S), S]
+    assert rings.coarse(Venue.BINANCE_USDM, "BTCUSDT").times().tolist() == [S]
+    assert rings.rows_retracted == 5 + 2  # fine 1.5, 2, 2.5, 3, 3.5 s; coarse 2, 3 s
+    assert fine.ring.appended == 7  # a counter of rows ever appended: readers see the ring changed
+    rings.on_book_health(book_health(Venue.BINANCE_USDM, int(4.2 * S), BookState.LIVE))
+    rings.on_time(int(5.1 * S))
+    assert fine.times().tolist() == [int(0.5 * S), S, int(4.5 * S), 5 * S]
+
+
+def test_ring_set_rows_stop_stale_after_s_past_the_last_update_and_resume_with_the_next() -> None:
+    book = FakeBook([(100.0, 1.0)], [(101.0, 1.0)])
+    rings = RingSet(SMALL, lambda v, s: book, [(Venue.BYBIT_SPOT, "BTCUSDT")], stale_after_s=2.0)
+    rings.on_book_update(book_update(Venue.BYBIT_SPOT, int(0.2 * S)))
+    rings.on_time(int(1.1 * S))
+    rings.on_time(int(9.3 * S))  # the next record, long after: rows up to 0.2 + 2 s only
+
+    fine = rings.fine(Venue.BYBIT_SPOT, "BTCUSDT")
+    assert fine.times().tolist() == [int(0.5 * S), S, int(1.5 * S), 2 * S]
+    assert rings.coarse(Venue.BYBIT_SPOT, "BTCUSDT").times().tolist() == [S, 2 * S]
+    assert rings.stale_stops == 1
+    book.set([(102.0, 1.0)], [(103.0, 1.0)])
+    rings.on_book_update(book_update(Venue.BYBIT_SPOT, int(9.3 * S)))  # updates flowing again
+    rings.on_time(int(10.6 * S))
+    assert fine.times().tolist()[4:] == [int(9.5 * S), 10 * S, int(10.5 * S)]
+    assert fine.window()[-1, 0] == 102.0
 
 
 def test_ring_set_counts_unknown_pairs_and_missing_books_without_growing() -> None:

@@ -27,7 +27,7 @@ torch = pytest.importorskip("torch")
 import bot.demo as bot_demo  # noqa: E402
 from bot.bus import EventBus  # noqa: E402
 from bot.config import BotSettings, ModelsConfig, RingConfig  # noqa: E402
-from bot.events import BookHealth, BookState, KlineClosed, Signal, Venue  # noqa: E402
+from bot.events import BookHealth, BookState, BookUpdate, KlineClosed, Signal, Venue  # noqa: E402
 from bot.export import OfflineFeed  # noqa: E402
 from bot.klines import KlineStore, load_kline_csv, resample  # noqa: E402
 from bot.recording import iter_rows  # noqa: E402
@@ -119,8 +119,10 @@ class Market:
         self.clock = StepClock(T0 + 10**6 * NS)
         self.now = T0
         self.rng = np.random.default_rng(7)
+        self.states: dict[str, BookState] = {}
 
     def health(self, symbol: str, state: BookState = BookState.LIVE) -> None:
+        self.states[symbol] = state
         self.bus.publish(BookHealth(ts_event=self.now, ts_recv=self.now, venue=V, symbol=symbol, state=state,
                                     reason="test"))
 
@@ -129,10 +131,15 @@ class Market:
             self.health(s)
 
     def advance(self, seconds: int = 1) -> int:
-        """Move every book, then tick the grids just after the new grid time; returns the tick time."""
+        """Move every book (a ``BookUpdate`` for each LIVE one, as an adapter publishes), then tick the grids
+        just after the new grid time; returns the tick time."""
         self.now += seconds * NS
-        for i, book in enumerate(self.books.values()):
+        for i, ((_, symbol), book) in enumerate(self.books.items()):
             book.move(float(self.rng.normal()) * (1 + i))
+            if self.states.get(symbol) is BookState.LIVE:
+                (bp, bs), (ap, as_) = book.bids[0], book.asks[0]
+                self.bus.publish(BookUpdate(ts_event=self.now, ts_recv=self.now, venue=V, symbol=symbol,
+                                            update_id=self.now, bid_px=bp, bid_sz=bs, ask_px=ap, ask_sz=as_))
         tick = self.now + 100_000
         self.rings.on_time(tick)
         return tick
@@ -162,11 +169,12 @@ def _norm(width: int) -> dict[str, list[float]]:
 
 
 def tabl_spec(symbol: str = "BTCUSDT", levels: int = 2, window: int = 5, interval_ms: int = 1000,
-              venue: str = V.value) -> dict[str, Any]:
+              venue: str = V.value, grid: str = "fine", time_base: str | None = "recv") -> dict[str, Any]:
     extras = ["mid", "spread", "imbalance"]
     return {
-        "version": 1, "family": "tabl", "kind": "lob", "venue": venue, "symbol": symbol, "grid": "fine",
-        "interval_ms": interval_ms, "levels": levels, "window": window, "extras": extras,
+        "version": 1, "family": "tabl", "kind": "lob", "venue": venue, "symbol": symbol, "grid": grid,
+        **({} if time_base is None else {"time_base": time_base}), "interval_ms": interval_ms, "levels": levels,
+        "window": window, "extras": extras,
         "price_mode": "relative", "size_mode": "log1p", "norm": _norm(4 * levels + len(extras)),
         "labels": {"horizons": [10, 30], "thresholds": [1e-4, 2e-4], "classes": list(CLASSES)},
     }
@@ -211,8 +219,8 @@ def save_crossasset(path: Path) -> Path:
 def save_lobforecast(path: Path) -> Path:
     spec = {
         "version": 1, "family": "lobforecast", "kind": "lob", "venues": [V.value], "pairs": ["BTCUSDT", "ETHUSDT"],
-        "target": [V.value, "BTCUSDT"], "grid": "coarse", "interval_ms": 5000, "levels": 2, "window": 3,
-        "norm": _norm(2 * 8), "labels": {"horizons": [12, 24]},
+        "target": [V.value, "BTCUSDT"], "time_base": "recv", "grid": "coarse", "interval_ms": 5000, "levels": 2,
+        "window": 3, "norm": _norm(2 * 8), "labels": {"horizons": [12, 24]},
     }
     torch.manual_seed(3)
     cfg = LOBForecastConfig(venues=(V.value,), pairs=("BTCUSDT", "ETHUSDT"), levels=2, window=3, horizons=(12, 24),
@@ -697,6 +705,7 @@ def test_worker_set_loads_every_good_checkpoint_and_skips_bad_ones_with_a_clear_
     assert "1000 ms" in ws.failed["e-halfsecond.pt"]
     assert [w["model"] for w in ws.stats()["workers"]] == ["a-tabl", "b-forecast"]
     ws.close()
+
 
 
 async def test_load_workers_reads_the_models_section_and_ticks_every_worker(tmp_path: Path) -> None:
