@@ -4,7 +4,9 @@ exposure, per strategy and per symbol, and the same for buy-and-hold and the no-
 Definitions (every time is an event's ``ts_recv``, the replay clock):
 
 * **Equity grid.** Points ``span_start + k * bar_s`` up to the span's end (walk-forward: the same within
-  each fold's test span, and nothing else: the report covers the test spans only). At each point an
+  each fold's test span, and nothing else: the report covers the test spans only), where the data flows:
+  a stretch with no Price for more than 10 bars (sessions of different days replayed back to back) is
+  skipped and its change counts as one period (``run.grid`` says how many such gaps). At each point an
   account's equity is its last ``EquitySnapshot`` at or before it (its starting balance before the first);
   the portfolio's is the sum over accounts. Per-period returns ``r = E_k / E_(k-1) - 1`` are taken between
   neighbouring points of one span (never across the gap between two test spans).
@@ -80,6 +82,9 @@ class Grid:
 
     segments: list[I64]
     bar_s: float
+    gaps: int = 0  # stretches without prices longer than GAP_BARS bars, each collapsed into one period
+    gap_s: float = 0.0
+    thinned: int = 1  # every n-th point kept (more than MAX_GRID points)
 
     @property
     def times(self) -> I64:
@@ -96,11 +101,49 @@ class Grid:
                     out.append(np.where(v[:-1] != 0, v[1:] / np.where(v[:-1] != 0, v[:-1], 1.0) - 1.0, 0.0))
         return np.concatenate(out) if out else np.zeros(0)
 
+    @property
+    def periods_per_year(self) -> float:
+        return 365 * 86400 / (self.bar_s * self.thinned)
+
+    def describe(self) -> dict[str, Any]:
+        return {"points": len(self.times), "step_s": self.bar_s * self.thinned,
+                "periods_per_year": self.periods_per_year, "gaps": self.gaps,
+                "gap_s": self.gap_s, "gap_rule": f"no Price for more than {GAP_BARS} bars: one period"}
+
+
+GAP_BARS = 10
+MAX_GRID = 2_000_000
+
 
 def make_grid(run: Run) -> Grid:
-    step = round(run.bar_s * NS)
-    segments = [np.arange(a, b + 1, step, dtype=np.int64) for a, b in run.scope() if b >= a]
-    return Grid([s for s in segments if len(s)], run.bar_s)
+    """The bar_s grid of each span in scope, where the data flows: a stretch with no Price for more than
+    ``GAP_BARS`` bars (recordings of different days replayed back to back) is one period, not millions of
+    empty ones; more than ``MAX_GRID`` points are thinned to every n-th."""
+    step = max(1, round(run.bar_s * NS))
+    prices = [ts for ts, _ in run.events.prices.values() if len(ts)]
+    price_ts = np.unique(np.concatenate(prices)) if prices else np.zeros(0, dtype=np.int64)
+    grid = Grid([], run.bar_s)
+    for a, b in run.scope():
+        if b < a:
+            continue
+        t = price_ts[(price_ts >= a) & (price_ts <= b)]
+        if not len(t):
+            ks = np.arange(0, (b - a) // step + 1, dtype=np.int64)
+        else:
+            cuts = np.flatnonzero(np.diff(t) > GAP_BARS * step)
+            starts, ends = np.r_[t[0], t[cuts + 1]], np.r_[t[cuts], t[-1]]
+            grid.gaps += len(cuts)
+            grid.gap_s += float(np.sum(starts[1:] - ends[:-1])) / NS
+            parts = [np.arange(-(-(s0 - a) // step), (e0 - a) // step + 1, dtype=np.int64)
+                     for s0, e0 in zip(starts, ends, strict=True)]
+            ks = np.unique(np.concatenate([np.zeros(1, dtype=np.int64), *parts]))
+        grid.segments.append(a + ks * step)
+    total = sum(len(s) for s in grid.segments)
+    if total > MAX_GRID:
+        grid.thinned = -(-total // MAX_GRID)
+        grid.segments = [np.unique(np.r_[s[:: grid.thinned], s[-1:]]) for s in grid.segments]
+    grid.segments = [s for s in grid.segments if len(s)]
+    return grid
 
 
 def last_at(ts: I64, values: NDArray[Any], at: I64, default: Any) -> NDArray[Any]:
@@ -129,6 +172,7 @@ class Curve:
     times: I64
     equity: F64
     returns: F64
+    periods_per_year: float
 
 
 def equity_by_account(run: Run, at: I64) -> dict[str, F64]:
@@ -149,7 +193,7 @@ def strategy_curve(run: Run, grid: Grid) -> Curve:
     at = grid.times
     accounts = equity_by_account(run, at)
     total = np.sum(list(accounts.values()), axis=0) if accounts else np.zeros(len(at))
-    return Curve("strategy", at, total, grid.returns(total))
+    return Curve("strategy", at, total, grid.returns(total), grid.periods_per_year)
 
 
 def traded_keys(run: Run) -> list[Key]:
@@ -175,7 +219,7 @@ def buy_and_hold_curve(run: Run, grid: Grid) -> Curve:
             first = run.events.prices[k][1][0]
             held = mids_at(run, k, at)
             equity += np.where(np.isnan(held), share, share * held / first)
-    return Curve("buy_and_hold", at, equity, grid.returns(equity))
+    return Curve("buy_and_hold", at, equity, grid.returns(equity), grid.periods_per_year)
 
 
 def _boot(stat: Any, *series: NDArray[Any], block: int) -> Interval:
@@ -215,7 +259,7 @@ def return_metrics(curve: Curve, run: Run) -> dict[str, Any]:
     """Total return, Sharpe, Sortino, drawdown (with intervals), volatility, start and end equity."""
     r = curve.returns
     n = len(r)
-    ppy = run.periods_per_year
+    ppy = curve.periods_per_year
     scale = math.sqrt(ppy)
     block = rule_of_thumb_block(n)
     out: dict[str, Any] = {"periods": n, "bar_s": run.bar_s, "periods_per_year": ppy,
@@ -244,13 +288,13 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def compare_curves(ours: Curve, theirs: Curve, run: Run, vs: str) -> list[dict[str, Any]]:
+def compare_curves(ours: Curve, theirs: Curve, vs: str) -> list[dict[str, Any]]:
     """Paired differences (ours - theirs) of mean period return and Sharpe, with their verdicts."""
     if len(ours.returns) != len(theirs.returns) or not np.array_equal(ours.times, theirs.times):
         return [{"vs": vs, "statistic": s, "difference": None, "interval": None, "verdict": "not comparable",
                  "why": "the two runs are not sampled on the same grid (different span or bar_s)"}
                 for s in ("mean_return", "sharpe")]
-    scale = math.sqrt(run.periods_per_year)
+    scale = math.sqrt(ours.periods_per_year)
     block = rule_of_thumb_block(len(ours.returns))
     stats = {"mean_return": lambda a, b: mean_stat(a) - mean_stat(b),
              "sharpe": lambda a, b: sharpe_rows(a, scale) - sharpe_rows(b, scale)}

@@ -64,14 +64,22 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def _hours(run: Run, ts: np.ndarray) -> np.ndarray:
-    out: np.ndarray = (np.asarray(ts, dtype=np.float64) - run.span_ns[0]) / NS / 3600.0
-    return out
+def _hours(run: Run, an: Analysis, ts: np.ndarray) -> np.ndarray:
+    """Hours of replayed data before each time: real hours from the span's start, except that stretches
+    without prices (and walk-forward training spans) are left out, as the metrics leave them out."""
+    t = an.grid.times
+    ts = np.asarray(ts, dtype=np.float64)
+    if len(t) < 2:
+        out: np.ndarray = (ts - run.span_ns[0]) / NS / 3600.0
+        return out
+    step_h = an.grid.bar_s * an.grid.thinned / 3600.0
+    at: np.ndarray = np.interp(ts, t.astype(np.float64), np.arange(len(t), dtype=np.float64)) * step_h
+    return at
 
 
 def _broken(run: Run, an: Analysis, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Grid values with a gap (NaN) between walk-forward test spans, so no line crosses a training span."""
-    x, y = _hours(run, an.grid.times), np.asarray(values, dtype=np.float64)
+    x, y = _hours(run, an, an.grid.times), np.asarray(values, dtype=np.float64)
     cut = np.cumsum([len(s) for s in an.grid.segments])[:-1]
     return np.insert(x, cut, np.nan), np.insert(y, cut, np.nan)
 
@@ -83,8 +91,11 @@ def _thin(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x[idx], y[idx]
 
 
-def _axis_label(run: Run) -> str:
-    return f"hours from {np.datetime64(run.span_ns[0], 'ns').astype('datetime64[s]')} UTC"
+def _axis_label(run: Run, an: Analysis) -> str:
+    start = f"hours from {np.datetime64(run.span_ns[0], 'ns').astype('datetime64[s]')} UTC"
+    if an.grid.gaps or len(an.grid.segments) > 1:
+        return start + " (replayed data only: gaps without prices and training spans left out)"
+    return start
 
 
 def _equity(run: Run, an: Analysis) -> bytes:
@@ -105,7 +116,7 @@ def _equity(run: Run, an: Analysis) -> bytes:
     dd.fill_between(np.nan_to_num(x), np.nan_to_num(y), 0.0, where=np.isfinite(y), color="tab:red", alpha=0.4,
                     linewidth=0)
     dd.set_ylabel("drawdown %")
-    dd.set_xlabel(_axis_label(run))
+    dd.set_xlabel(_axis_label(run, an))
     return _png(fig)
 
 
@@ -140,7 +151,7 @@ def _positions(run: Run, an: Analysis) -> bytes:
         ax.text(0.5, 0.5, "no fills: no position was ever held", ha="center", va="center", transform=ax.transAxes)
     ax.axhline(0.0, color="grey", linewidth=0.5)
     ax.set_ylabel("position notional (quote)")
-    ax.set_xlabel(_axis_label(run))
+    ax.set_xlabel(_axis_label(run, an))
     ax.set_title("positions over time (each strategy's own, from its fills)")
     return _png(fig)
 
@@ -158,22 +169,22 @@ def _trades(run: Run, an: Analysis) -> bytes:
             ax.text(0.5, 0.5, "no prices in the run", ha="center", va="center", transform=ax.transAxes)
             continue
         ts, mid = run.events.prices[key]
-        ax.plot(*_thin(_hours(run, ts), mid), color="black", linewidth=0.7, label="mid")
+        ax.plot(*_thin(_hours(run, an, ts), mid), color="black", linewidth=0.7, label="mid")
         for side, marker, color in (("buy", "^", "tab:green"), ("sell", "v", "tab:red")):
             fs = [f for f in an.fills if (f.venue.value, f.symbol) == key and f.side.value == side]
             if fs:
-                ax.scatter(_hours(run, np.array([f.ts_recv for f in fs])), [float(f.price) for f in fs],
+                ax.scatter(_hours(run, an, np.array([f.ts_recv for f in fs])), [float(f.price) for f in fs],
                            marker=marker, color=color, s=28, label=f"{side} fills", zorder=3)
         sig = [(s.ts_event, calls[0][2]) for s in run.events.signals
                if (s.venue.value, s.symbol) == key and (calls := predictions(s))]
         for call, color, label in ((1, "tab:blue", "signal up"), (-1, "tab:orange", "signal down")):
             t = np.array([ts_ for ts_, c in sig if c == call], dtype=np.int64)
             if len(t):
-                ax.scatter(_hours(run, t), mids_at(run, key, t), marker=".", s=10, color=color, label=label,
+                ax.scatter(_hours(run, an, t), mids_at(run, key, t), marker=".", s=10, color=color, label=label,
                            zorder=2)
         ax.set_ylabel(f"{key[0]}:{key[1]}", fontsize=8)
         ax.legend(loc="best", fontsize=7)
-    axes[-1].set_xlabel(_axis_label(run))
+    axes[-1].set_xlabel(_axis_label(run, an))
     axes[0].set_title("trades and signals on the mid")
     return _png(fig)
 

@@ -100,6 +100,7 @@ def run_section(run: Run, grid: Grid) -> dict[str, Any]:
         "name": run.name, "mode": run.mode, "sources": [_source_name(s) for s in meta.get("sources", [])],
         "config_sha256": meta.get("config_sha256"), "span_ns": [a, b], "span_s": (b - a) / 1e9,
         "bar_s": run.bar_s, "periods_per_year": run.periods_per_year, "grid_points": len(grid.times),
+        "grid": grid.describe(),
         "coverage": coverage, "scope_ns": [list(s) for s in scope], "accounts": meta.get("accounts"),
         "starting_equity": run.starting_equity(), "strategies": meta.get("strategies"),
         "folds": [{"train_ns": f.get("train_ns"), "test_ns": f.get("test_ns")} for f in meta.get("folds") or []],
@@ -113,7 +114,7 @@ def analyse(run: Run) -> Analysis:
     portfolio, curve, fills = portfolio_section(run, grid)
     mean_eq = float(np.mean(curve.equity)) if len(curve.equity) else None
     bh = buy_and_hold_curve(run, grid)
-    comparisons = compare_curves(curve, bh, run, "buy_and_hold")
+    comparisons = compare_curves(curve, bh, "buy_and_hold")
     baseline: dict[str, Any] | None = None
     base_curve: Curve | None = None
     if run.baseline is not None:
@@ -121,7 +122,7 @@ def analyse(run: Run) -> Analysis:
         bsection, base_curve, _ = portfolio_section(run.baseline, bgrid)
         baseline = {"name": run.baseline.name, "mode": run.baseline.mode,
                     "strategies": [s.get("name") for s in run.baseline.meta["strategies"]]} | bsection
-        comparisons += compare_curves(curve, base_curve, run, "baseline")
+        comparisons += compare_curves(curve, base_curve, "baseline")
     report: dict[str, Any] = {
         "version": 1,
         "summary": _headline(portfolio, return_metrics(bh, run), baseline, comparisons, run),
@@ -261,12 +262,12 @@ def _diff(c: dict[str, Any]) -> str:
     return f" (difference {_fmt(c['difference'])}, interval {_fmt(iv['low'])} .. {_fmt(iv['high'])})"
 
 
-def compare_table(a: Analysis, b: Analysis, run_a: Run) -> str:
+def compare_table(a: Analysis, b: Analysis) -> str:
     """Two runs side by side (key figures with their intervals) and, on a common grid, paired verdicts."""
     ra, rb = a.report, b.report
     rows = [[label, _with_iv(ra["portfolio"].get(part), key, pct), _with_iv(rb["portfolio"].get(part), key, pct)]
             for label, part, key, pct in ROWS]
     out = [_table(["", ra["run"]["name"], rb["run"]["name"]], rows), ""]
-    for c in compare_curves(a.strategy, b.strategy, run_a, rb["run"]["name"]):
+    for c in compare_curves(a.strategy, b.strategy, rb["run"]["name"]):
         out.append(f"{ra['run']['name']} vs {rb['run']['name']} on {c['statistic']}: {c['verdict']}" + _diff(c))
     return "\n".join(out)

@@ -33,7 +33,7 @@ def _cli(args: argparse.Namespace) -> int:
         out = [summary_table(an.report), f"wrote {args.run_dir / 'report.json'}, {args.run_dir / 'report.html'}"]
         if args.compare is not None:
             other = analyse(load_run(args.compare))
-            out += ["", compare_table(an, other, run)]
+            out += ["", compare_table(an, other)]
     except ReportError as e:
         sys.stderr.write(f"error: {e}\n")
         return 2

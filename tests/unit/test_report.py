@@ -34,7 +34,6 @@ from replay import plots
 from replay.metrics import Curve, compare_curves
 from replay.report import dumps, write_report
 from replay.report_cli import register
-from replay.report_data import Events, Run
 from tests.unit.replay_run import T0, S, equity, fill, hand_run, meta, order_new, price, write_run
 
 pytestmark = pytest.mark.unit
@@ -178,20 +177,19 @@ def test_book_incidents_and_risk_denials(report: dict) -> None:
 
 def _curve(name: str, returns: np.ndarray) -> Curve:
     eq = 10000 * np.cumprod(np.concatenate([[1.0], 1 + returns]))
-    return Curve(name, np.arange(len(eq), dtype=np.int64), eq, returns)
+    return Curve(name, np.arange(len(eq), dtype=np.int64), eq, returns, PPY)
 
 
 def test_beats_only_when_the_interval_of_the_difference_excludes_zero() -> None:
-    run = Run(name="x", meta=meta(), events=Events())
     rng = np.random.default_rng(0)
     market = rng.normal(0, 0.01, size=500)
     bh = _curve("bh", market)
 
-    better = compare_curves(_curve("s", market + 0.002), bh, run, "buy_and_hold")
-    same = compare_curves(_curve("s", market.copy()), bh, run, "buy_and_hold")
+    better = compare_curves(_curve("s", market + 0.002), bh, "buy_and_hold")
+    same = compare_curves(_curve("s", market.copy()), bh, "buy_and_hold")
     noise = rng.normal(0.0, 0.01, size=500)
-    noisy = compare_curves(_curve("s", market + noise - noise.mean() + 0.0003), bh, run, "buy_and_hold")
-    worse = compare_curves(_curve("s", market - 0.002), bh, run, "buy_and_hold")
+    noisy = compare_curves(_curve("s", market + noise - noise.mean() + 0.0003), bh, "buy_and_hold")
+    worse = compare_curves(_curve("s", market - 0.002), bh, "buy_and_hold")
 
     assert better[0]["verdict"] == "beats"
     assert better[0]["difference"] == pytest.approx(0.002)
@@ -204,7 +202,7 @@ def test_beats_only_when_the_interval_of_the_difference_excludes_zero() -> None:
     assert worse[0]["verdict"] == "worse"
     sharpe = better[1]
     assert sharpe["statistic"] == "sharpe"
-    scale = math.sqrt(run.periods_per_year)
+    scale = math.sqrt(PPY)
     assert sharpe["difference"] == pytest.approx(
         sharpe_rows((market + 0.002)[None], scale)[0] - sharpe_rows(market[None], scale)[0])
     assert sortino_rows(market[None], 1.0)[0] < sortino_rows((market + 0.002)[None], 1.0)[0]
@@ -264,6 +262,25 @@ def test_walk_forward_scores_only_the_test_spans_and_says_so(tmp_path: Path) -> 
                                                                                       "worse"}
     assert report["summary"]["coverage"] == "test spans only"
     assert "test spans only" in (d / "report.html").read_text()
+
+
+def test_a_stretch_without_prices_is_one_period_not_thousands_of_empty_ones(tmp_path: Path) -> None:
+    # two five-minute sessions two days apart (recordings of different days replayed back to back)
+    day2 = T0 + 2 * 86400 * S
+    times = [T0 + k * 60 * S for k in range(5)] + [day2 + k * 60 * S for k in range(5)]
+    values = [10000 + 10 * k for k in range(5)] + [10100 + 10 * k for k in range(5)]
+    ev = [price(t, 100.0 + k) for k, t in enumerate(times)]
+    ev += [equity(t, str(v)) for t, v in zip(times, values, strict=True)]
+    d = write_run(tmp_path / "gap", ev, meta(span_ns=[T0, times[-1]]))
+
+    report = write_report(d)
+
+    grid = report["run"]["grid"]
+    assert (grid["points"], grid["gaps"]) == (10, 1)
+    assert grid["gap_s"] == pytest.approx(2 * 86400 - 240)
+    r = report["portfolio"]["returns"]
+    assert r["periods"] == 9  # one of them the change across the gap
+    assert r["total_return"] == pytest.approx(10140 / 10000 - 1)
 
 
 # -- determinism, optional matplotlib, the command ----------------------------------------------------------
