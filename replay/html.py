@@ -102,13 +102,16 @@ def _signals(signals: dict[str, Any]) -> str:
     rows = []
     for model, m in signals.items():
         for h in m["horizons"]:
+            const = h.get("constant_call")
+            vs = (f"{escape(const['call'])} {_num(const['hit_rate'], True)}: {escape(const['verdict'])}"
+                  if const else "–")
             rows.append([escape(model), escape(h["horizon"]), escape(h["source"]), _num(h["signals"]),
                          f"{h['up']} / {h['down']} / {h['flat']}", _num(h.get("scored")),
-                         _iv(h, "hit_rate", True), _iv(h, "edge_bps"), _num(h.get("block"))])
+                         _iv(h, "hit_rate", True), vs, _iv(h, "edge_bps"), _num(h.get("block"))])
     if not rows:
         return "<p>No signals.</p>"
-    return _table(["model", "horizon", "from", "signals", "up / down / flat", "scored", "hit rate", "edge bps",
-                   "block"], rows)
+    return _table(["model", "horizon", "from", "signals", "up / down / flat", "scored", "hit rate",
+                   "vs constant call", "edge bps", "block"], rows)
 
 
 def _attention(att: dict[str, Any]) -> str:

@@ -6,9 +6,11 @@ non-zero position, the mean gross notional ``|qty| * mid`` in the quote asset), 
 the open ones marked at the last mid), and for a strategy the signals of its model, its targets and its
 denials. A symbol's exposure is the net position of every strategy trading it.
 
-Book health: each ``BookHealth`` that leaves LIVE is an incident (by state and reason); the time not live
-runs from it to the next LIVE (or the end of the span); ``BookCrossed`` events are counted with the levels
-they removed. Risk: denials by reason (and by strategy), every trading-state change with the time spent in
+Book health: each ``BookHealth`` that leaves LIVE after the book was first live is an incident (by state
+and reason; the first sync at start is none, and neither is a book going stale after its own last Price,
+its recording having ended: ``after_data_end``); the time not live runs from it to the next LIVE, the
+book's last Price or the end of the span, whichever comes first; ``BookCrossed`` events are counted with
+the levels they removed. Risk: denials by reason (and by strategy), every trading-state change with the time spent in
 each state, strategy stops and restarts by reason. Walk-forward runs count only what happened in the test
 spans.
 """
@@ -95,26 +97,37 @@ def symbol_section(run: Run, grid: Grid, fills: list[Fill], mean_equity: float |
 
 
 def book_section(run: Run) -> dict[str, Any]:
-    end = run.span_ns[1]
     books: dict[str, dict[str, Any]] = defaultdict(lambda: {"incidents": 0, "by_state": Counter(),
                                                             "by_reason": Counter(), "not_live_s": 0.0,
-                                                            "crossed": 0, "crossed_levels_removed": 0})
+                                                            "after_data_end": 0, "crossed": 0,
+                                                            "crossed_levels_removed": 0})
     down_since: dict[str, int] = {}
+    was_live: set[str] = set()
+    data_end: dict[str, int] = {f"{v}:{s}": int(ts[-1]) for (v, s), (ts, _) in run.events.prices.items() if len(ts)}
+
+    def close(key: str, until: int) -> None:
+        since = down_since.pop(key)
+        books[key]["not_live_s"] += _scoped_s(run, since, min(until, data_end.get(key, until)))
+
     for h in sorted(run.events.book_health, key=lambda e: e.ts_recv):
         key = f"{h.venue.value}:{h.symbol}"
         b = books[key]
         if h.state is BookState.LIVE:
+            was_live.add(key)
             if key in down_since:
-                b["not_live_s"] += _scoped_s(run, down_since.pop(key), h.ts_recv)
+                close(key, h.ts_recv)
             continue
-        if key not in down_since:
-            down_since[key] = h.ts_recv
-        if run.in_scope(h.ts_recv):
-            b["incidents"] += 1
-            b["by_state"][h.state.value] += 1
-            b["by_reason"][h.reason] += 1
-    for key, since in down_since.items():
-        books[key]["not_live_s"] += _scoped_s(run, since, end)
+        if key not in was_live or not run.in_scope(h.ts_recv):
+            continue  # the first sync at start is no incident
+        if h.ts_recv > data_end.get(key, run.span_ns[1]):
+            b["after_data_end"] += 1  # the book's recording ended: stale from then on
+            continue
+        down_since.setdefault(key, h.ts_recv)
+        b["incidents"] += 1
+        b["by_state"][h.state.value] += 1
+        b["by_reason"][h.reason] += 1
+    for key in list(down_since):
+        close(key, run.span_ns[1])
     for c in run.events.book_crossed:
         if run.in_scope(c.ts_recv):
             b = books[f"{c.venue.value}:{c.symbol}"]

@@ -15,7 +15,10 @@ the last mid at or before the signal's data time (``ts_event``) to the last mid 
 is neither hit nor miss (counted as ``unmoved``). **Hit rate** = hits / scored calls; **edge** = the mean
 of ``call * move`` in bps over resolved calls. Both carry a block-bootstrap interval whose block is the
 horizon measured in signals (horizon / the median time between the model's signals, times the number of
-symbols it signals on): calls whose horizons overlap share their outcome and are not independent.
+symbols it signals on): calls whose horizons overlap share their outcome and are not independent. A hit
+rate means little without the base rate: in a falling market "down" every time hits often. So each is
+compared with the **constant call** (the direction most of the same scored moves took, chosen in sample,
+which flatters it): the paired interval of the difference says "beats" only when it lies above 0.
 
 Attention (``Signal.attention``, "label weight label weight ..." of the top few): TABL (family ``tabl``)
 names time steps ``t-0`` (newest) ..., multi-scale names its scales, cross-asset names the other assets a
@@ -33,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from bot.bootstrap import Interval, bootstrap, horizon_block, mean_stat
+from bot.bootstrap import Interval, bootstrap, horizon_block, mean_stat, verdict
 from bot.events import Signal
 from replay.report_data import Run
 from strategies.common import horizon_seconds
@@ -143,6 +146,13 @@ def _scored(run: Run, sigs: Sequence[Signal]) -> list[dict[str, Any]]:
                 entry[f"{name}_interval"] = _iv(iv)
             else:
                 entry[name] = None
+        if hits:
+            up = np.array(moves) > 0
+            const_up = bool(up.mean() >= 0.5)
+            const_hits = (up == const_up).astype(np.float64)
+            diff = _boot(np.array(hits) - const_hits, block=block)
+            entry["constant_call"] = {"call": "up" if const_up else "down", "hit_rate": float(const_hits.mean()),
+                                      "difference": diff.estimate, "interval": _iv(diff), "verdict": verdict(diff)}
         out.append(entry)
     return out
 

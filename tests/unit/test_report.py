@@ -140,6 +140,9 @@ def test_signal_hit_rates_per_model_and_horizon(report: dict) -> None:
     assert (tabl["1m"]["scored"], tabl["1m"]["hits"]) == (2, 2)
     assert tabl["1m"]["hit_rate"] == 1.0
     assert tabl["1m"]["edge_bps"] == pytest.approx((200 + (1 - 103 / 104) * 1e4) / 2)
+    # the moves went up once and down once: calling "up" every time would have hit half of them
+    const = tabl["1m"]["constant_call"]
+    assert (const["call"], const["hit_rate"], const["difference"]) == ("up", 0.5, 0.5)
     # 2m: down at 0 s (100 -> 101 miss), down at 120 s (101 -> 103 miss), up at 180 s (ends after the data)
     assert (tabl["2m"]["scored"], tabl["2m"]["hits"], tabl["2m"]["unresolved"]) == (2, 0, 1)
     assert tabl["2m"]["hit_rate"] == 0.0
