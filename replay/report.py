@@ -138,7 +138,7 @@ def analyse(run: Run) -> Analysis:
         "symbols": symbol_section(run, grid, fills, mean_eq),
         "signals": signal_section(run),
         "attention": attention_section(run),
-        "books": book_section(run),
+        "books": book_section(run, grid),
         "risk": risk_section(run),
         "feed": run.meta.get("feed"),
         "models": run.meta.get("models"),

@@ -9,7 +9,8 @@ denials. A symbol's exposure is the net position of every strategy trading it.
 Book health: each ``BookHealth`` that leaves LIVE after the book was first live is an incident (by state
 and reason; the first sync at start is none, and neither is a book going stale after its own last Price,
 its recording having ended: ``after_data_end``); the time not live runs from it to the next LIVE, the
-book's last Price or the end of the span, whichever comes first; ``BookCrossed`` events are counted with
+book's last Price or the end of the span, whichever comes first, counted in replayed-data time (grid
+points x step: a gap between two recorded sessions adds nothing); ``BookCrossed`` events are counted with
 the levels they removed. Risk: denials by reason (and by strategy), every trading-state change with the time spent in
 each state, strategy stops and restarts by reason. Walk-forward runs count only what happened in the test
 spans.
@@ -24,7 +25,7 @@ import numpy as np
 
 from bot.events import BookState
 from bot.orders import Fill, TradingState
-from replay.metrics import NS, Costs, Grid, costs_by, mids_at, position_paths, round_trips, trade_metrics
+from replay.metrics import GAP_BARS, NS, Costs, Grid, costs_by, mids_at, position_paths, round_trips, trade_metrics
 from replay.report_data import Key, Run
 
 
@@ -96,7 +97,7 @@ def symbol_section(run: Run, grid: Grid, fills: list[Fill], mean_equity: float |
     return out
 
 
-def book_section(run: Run) -> dict[str, Any]:
+def book_section(run: Run, grid: Grid) -> dict[str, Any]:
     books: dict[str, dict[str, Any]] = defaultdict(lambda: {"incidents": 0, "by_state": Counter(),
                                                             "by_reason": Counter(), "not_live_s": 0.0,
                                                             "after_data_end": 0, "crossed": 0,
@@ -107,7 +108,7 @@ def book_section(run: Run) -> dict[str, Any]:
 
     def close(key: str, until: int) -> None:
         since = down_since.pop(key)
-        books[key]["not_live_s"] += _scoped_s(run, since, min(until, data_end.get(key, until)))
+        books[key]["not_live_s"] += _active_s(grid, since, min(until, data_end.get(key, until)))
 
     for h in sorted(run.events.book_health, key=lambda e: e.ts_recv):
         key = f"{h.venue.value}:{h.symbol}"
@@ -135,6 +136,18 @@ def book_section(run: Run) -> dict[str, Any]:
             b["crossed_levels_removed"] += c.removed_levels
     return {k: v | {"by_state": dict(sorted(v["by_state"].items())), "by_reason": dict(sorted(v["by_reason"].items()))}
             for k, v in sorted(books.items())}
+
+
+def _active_s(grid: Grid, a: int, b: int) -> float:
+    """Seconds of [a, b] between neighbouring grid points of one span that are no gap (so the time between
+    two recorded sessions, and spans out of scope, count nothing)."""
+    total = 0
+    limit = GAP_BARS * grid.bar_s * grid.thinned * NS
+    for t in grid.segments:
+        lo, hi = t[:-1], t[1:]
+        keep = (hi - lo) <= limit
+        total += int(np.clip(np.minimum(hi[keep], b) - np.maximum(lo[keep], a), 0, None).sum())
+    return total / NS
 
 
 def _scoped_s(run: Run, a: int, b: int) -> float:
