@@ -135,3 +135,15 @@ def test_sharpe_and_sortino_rows_match_a_hand_computation() -> None:
 
     assert sharpe_rows(r, math.sqrt(365))[0] == pytest.approx(mean / sd * math.sqrt(365))
     assert sortino_rows(r, 2.0)[0] == pytest.approx(mean / down * 2.0)
+
+
+def test_the_module_is_pure_numpy_and_does_no_io() -> None:
+    import ast
+    from pathlib import Path
+
+    import bot.bootstrap as mod
+
+    tree = ast.parse(Path(mod.__file__).read_text())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert names <= {"__future__", "math", "collections.abc", "dataclasses", "typing", "numpy", "numpy.typing"}
