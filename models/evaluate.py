@@ -535,7 +535,7 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append("")
         lines.append(f"{task['name']} ({task['kind']}, n={task['model']['n']}"
                      + (f", {LEVEL:.0%} intervals, block {boot['block']}" if boot else "") + ")")
-        lines.append("  " + f"{'method':<14}" + "".join(f"{k:>30}" for k in keys))
+        lines.append("  " + f"{'method':<14}" + "".join(f"{k:>32}" for k in keys))
         for name, m in [("model", task["model"]), *task["baselines"].items()]:
             ivs = m.get("intervals", {})
             lines.append("  " + f"{name:<14}" + "".join(_cell(m[k], ivs.get(k)) for k in keys))
@@ -556,11 +556,11 @@ def format_report(report: dict[str, Any]) -> str:
 
 def _cell(v: float | None, interval: list[float | None] | None = None) -> str:
     if v is None:
-        return f"{'-':>30}"
+        return f"{'-':>32}"
     text = f"{v:.4g}"
     if interval and interval[0] is not None and interval[1] is not None:
         text += f" [{interval[0]:.3g}, {interval[1]:.3g}]"
-    return f"{text:>30}"
+    return f" {text:>31}"
 
 
 def _ms(ms: int | None) -> str:
