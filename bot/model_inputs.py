@@ -145,7 +145,15 @@ def streams(spec: Mapping[str, Any], venue: Venue, symbol: str) -> tuple[Stream,
 
 
 def check_capacity(path: Path, spec: Mapping[str, Any], rings: RingSet, klines: KlineStore) -> None:
-    """Refuse a model this configuration can never feed (grid interval, levels or ring sizes too small)."""
+    """Refuse a model this configuration can never feed, or would feed other rows than it was trained on.
+
+    A book model must read a ring of its own grid (``fine`` or ``coarse``) with the interval it was trained
+    on, at least its levels (fewer levels than the ring holds are the ring's first levels: the very values an
+    export with that many levels holds) and rows enough for its window, on the rings' time base (local
+    receive time, ``models.inputs.TIME_BASE``: a spec without it was trained on the exchange-time grid of
+    the export before, 1.2-1.5 s off on the shared recordings). A kline model needs bars enough. The worker
+    raises the CheckpointError; a ``WorkerSet`` skips that checkpoint with a warning naming it.
+    """
     cfg = rings.cfg
     try:
         needs = model_inputs.required_history(dict(spec))
@@ -154,6 +162,17 @@ def check_capacity(path: Path, spec: Mapping[str, Any], rings: RingSet, klines: 
     for need in needs:
         if need["stream"] == "lob":
             grid = need["grid"]
+            if grid not in ("fine", "coarse"):
+                raise CheckpointError(f"{path}: reads a {grid!r} book grid; the rings have 'fine' and 'coarse'")
+            base = spec.get("time_base")
+            if base != model_inputs.TIME_BASE:
+                was = repr(base) if base is not None else (
+                    "exchange time (no time_base: trained before the grids moved to receive time)")
+                raise CheckpointError(
+                    f"{path}: trained on book grids stamped by {was}; the rings are stamped by local receive "
+                    "time, so its windows would be shifted by the venues' clock offsets: retrain it on a new "
+                    "`python -m bot books` export"
+                )
             interval, levels, capacity = (
                 (cfg.fine_interval_ms, cfg.fine_levels, cfg.fine_capacity) if grid == "fine"
                 else (cfg.lob_interval_ms, cfg.lob_levels, cfg.lob_capacity)

@@ -24,6 +24,9 @@ Either returns None when it holds fewer than ``n`` rows. A source may have more 
     common:      version, family ("tabl" | "multiscale" | "crossasset" | "lobforecast"), kind ("lob" | "klines"),
                  norm {"mean": [...], "std": [...], "clip": 10.0} (frozen from the training span only; see
                  ``apply_norm``), labels {...}
+    lob (tabl, lobforecast): time_base "recv": the grid's rows are stamped by local receive time, as the
+                 rings and ``python -m bot books`` stamp them (``bot.ring``); a spec without it was trained
+                 on the exchange-time grid of the export before, and a worker refuses it
     tabl:        venue, symbol, grid, interval_ms, levels, window, extras ["mid", "spread", "imbalance"],
                  price_mode "relative" | "raw", size_mode "log1p" | "raw"           -> (1, D, T)
     multiscale:  venue, symbol, scales ["1m", ...], intervals_s, windows, features (KlineFeatureConfig as
@@ -61,6 +64,7 @@ from models.features import KlineFeatureConfig, kline_features, warmup_rows
 __all__ = [
     "CLASSES",
     "SPEC_VERSION",
+    "TIME_BASE",
     "ArrayWindowSource",
     "InputSpec",
     "WindowSource",
@@ -75,6 +79,7 @@ __all__ = [
 ]
 
 SPEC_VERSION = 1
+TIME_BASE = "recv"  # LOB specs: the time base of the grids they were trained on (local receive time)
 CLASSES = ("down", "stationary", "up")
 NS_PER_MS = 1_000_000
 EXTRAS = ("mid", "spread", "imbalance")

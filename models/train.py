@@ -62,7 +62,7 @@ from models.datasets import (
     load_data,
 )
 from models.features import KlineFeatureConfig, n_features, warmup_rows
-from models.inputs import CLASSES, SPEC_VERSION, InputSpec, feature_config_dict
+from models.inputs import CLASSES, SPEC_VERSION, TIME_BASE, InputSpec, feature_config_dict
 from models.lobforecast import LOBForecastConfig, LOBForecaster, loss_fn
 from models.multiscale import MultiScaleConfig, MultiScaleModel
 from models.tabl import TABL, TABLConfig
@@ -156,8 +156,8 @@ def make_spec(job: Job, data: LobData | KlineData) -> tuple[InputSpec, str]:
         symbol = symbol.upper()
         if (venue, symbol) not in data.books:
             raise DatasetError(f"target {target} is not a book in the data (have {[f'{v}:{s}' for v, s in books]})")
-        spec |= {"kind": "lob", "grid": opts["grid"], "interval_ms": data.interval_ms, "levels": int(opts["levels"]),
-                 "window": int(opts["window"])}
+        spec |= {"kind": "lob", "time_base": TIME_BASE, "grid": opts["grid"], "interval_ms": data.interval_ms,
+                 "levels": int(opts["levels"]), "window": int(opts["window"])}
         if fam == "tabl":
             spec |= {"venue": venue, "symbol": symbol, "extras": list(opts["extras"]),
                      "price_mode": opts["price_mode"], "size_mode": opts["size_mode"],

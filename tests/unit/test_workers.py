@@ -707,6 +707,35 @@ def test_worker_set_loads_every_good_checkpoint_and_skips_bad_ones_with_a_clear_
     ws.close()
 
 
+def test_a_book_checkpoint_trained_on_other_grids_than_the_rings_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    """Training and serving must not silently disagree: a book model reads only a ring of its own grid's
+    interval, with at least its levels (RING: fine 1 s x 10, coarse 5 s x 5), on receive time."""
+    # Arrange
+    m = Market()
+    save_tabl(tmp_path / "ok-coarse-5-levels.pt", grid="coarse", interval_ms=5000, levels=5)
+    save_tabl(tmp_path / "ok-fine-fewer-levels.pt", levels=3)  # the ring's first 3 levels: what it trained on
+    save_tabl(tmp_path / "x-coarse-at-1s.pt", grid="coarse", interval_ms=1000, levels=2)
+    save_tabl(tmp_path / "x-six-coarse-levels.pt", grid="coarse", interval_ms=5000, levels=6)
+    save_tabl(tmp_path / "x-eleven-levels.pt", levels=11)
+    save_tabl(tmp_path / "x-exchange-time.pt", time_base=None)  # a spec from before the receive-time grids
+    save_tabl(tmp_path / "x-venue-time.pt", time_base="event")
+    save_tabl(tmp_path / "x-medium-grid.pt", grid="medium")
+    # Act
+    ws = WorkerSet.from_dir(tmp_path, m.rings, m.klines, m.bus, m.clock, max_input_age_s=5.0, device="cpu")
+    # Assert
+    assert [w.name for w in ws.workers] == ["ok-coarse-5-levels", "ok-fine-fewer-levels"]
+    why = ws.failed
+    assert "needs a coarse grid of 1000 ms x 2 levels x 5 rows; this configuration has 5000 ms x 5 levels" in why[
+        "x-coarse-at-1s.pt"]
+    assert "needs a coarse grid of 5000 ms x 6 levels" in why["x-six-coarse-levels.pt"]
+    assert "needs a fine grid of 1000 ms x 11 levels x 5 rows; this configuration has 1000 ms x 10 levels" in why[
+        "x-eleven-levels.pt"]
+    assert "trained on book grids stamped by exchange time (no time_base" in why["x-exchange-time.pt"]
+    assert "stamped by 'event'; the rings are stamped by local receive time" in why["x-venue-time.pt"]
+    assert "retrain it on a new `python -m bot books` export" in why["x-exchange-time.pt"]
+    assert "reads a 'medium' book grid" in why["x-medium-grid.pt"]
+    ws.close()
+
 
 async def test_load_workers_reads_the_models_section_and_ticks_every_worker(tmp_path: Path) -> None:
     # Arrange
