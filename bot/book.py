@@ -149,6 +149,29 @@ class OrderBook:
             self.last_healed = 0
         return result[0]
 
+    @property
+    def state(self) -> np.ndarray:
+        """The kernels' state array (``bot.book_kernels``), for compiled callers that apply levels themselves
+        (``bot.venues.bybit_kernels``); replaced by a new one when the book grows."""
+        return self._st
+
+    @property
+    def room(self) -> int:
+        """Levels one message may add without the book having to grow first (``apply``/``apply_json`` grow
+        it; a compiled caller of ``book_kernels.apply`` on ``state`` must stay within this)."""
+        return self._room
+
+    def applied(self, update_id: int, ts_event: int, result: k.Result) -> None:
+        """Take note of a diff that a compiled caller applied to ``state`` (``book_kernels.apply``, within
+        ``room``) with ``result``: what ``apply_json`` does after its kernel call."""
+        self.update_id = update_id
+        self.ts_event = ts_event
+        if result[0]:
+            self._settle(result, NO_LEVELS, NO_LEVELS)
+        else:
+            self._tob = result[3:]
+            self.last_healed = 0
+
     def _settle(self, result: k.Result, b: np.ndarray, a: np.ndarray) -> None:
         removed, cross_b, cross_a = result[:3]
         if removed == k.BAD_PRICE:
@@ -241,6 +264,7 @@ def warm_up() -> float:
     it); later processes load numba's on-disk cache in well under a second. Returns the seconds taken.
     """
     from bot import recording_kernels as rk
+    from bot.venues import bybit_kernels
     from bot.venues.levels import parse_pair  # here: bot.venues imports this module
 
     t0 = time.perf_counter()
@@ -256,4 +280,5 @@ def warm_up() -> float:
     book.apply_json(b'[["2.5","1"]]', b'[["60","0"]]', 4, 0)  # the depth hot path: levels still JSON text
     book.top(100)
     book.to_dicts()
+    bybit_kernels.warm_up()  # the Bybit adapters' replay loop
     return time.perf_counter() - t0

@@ -19,6 +19,7 @@ import msgspec
 import structlog
 
 from bot.book import OrderBook
+from bot.bus import EventBus, bus_of
 from bot.config import BookConfig, VenueConfig
 from bot.events import BookCrossed, BookHealth, BookState, BookUpdate, KlineClosed
 from bot.venues.base import Action, Publish, VenueAdapter
@@ -45,6 +46,7 @@ class BookAdapter(VenueAdapter):
         self._started = False
         self._stale_ns = int(book_cfg.stale_after_s * 1e9)
         self._closed_kline: dict[tuple[str, int], int] = {}  # (symbol, interval_ms) -> last open time sent
+        self._bus: EventBus | None = bus_of(publish)  # what a replay loop may ask before publishing (batches)
         stats = self.stats
         for counter in (stats.gaps, stats.resyncs, stats.crossed, stats.buffer_overflows, stats.book_messages):
             for s in cfg.symbols:

@@ -28,20 +28,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 import numpy as np
 import structlog
 
-from bot.book import NO_LEVELS, as_levels
+from bot.book import NO_LEVELS, OrderBook, as_levels
+from bot.bus import EventBus
 from bot.config import INTERVALS_S, BookConfig, VenueConfig
 from bot.errors import MalformedMessage
-from bot.events import BookState, KlineClosed, Side, Trade, Venue
+from bot.events import BookState, BookUpdate, BookUpdates, KlineClosed, Side, Trade, Venue
+from bot.orders import FundingRate
+from bot.venues import bybit_kernels as bk
 from bot.venues._shared import DECODE_ERRORS, NS_PER_MS, BookAdapter
-from bot.venues.base import ConnectionSpec, Publish, Resubscribe
+from bot.venues.base import NO_CLOCK, ConnectionSpec, Publish, ReplayClock, Resubscribe
 from bot.venues.funding import FundingFilter, float_decimal
 from bot.venues.levels import Price, Size, WireLevels, parse_pair
+
+if TYPE_CHECKING:
+    from bot.recording import Frames
 
 log = structlog.get_logger(__name__)
 
@@ -383,6 +389,16 @@ def to_trades(venue: Venue, symbol: str, msg: TradeMsg, ts_recv: int) -> list[Tr
 Handler = Callable[[str | bytes, str, int], None]
 
 
+class _FrameTable(NamedTuple):
+    """The routes as ``on_ws_frames`` hands them to its compiled loop (``bot.venues.bybit_kernels``)."""
+
+    key: tuple[int, int]  # (routes version, bus version) it was made for
+    names: np.ndarray  # the topics, packed
+    bounds: np.ndarray
+    routes: np.ndarray  # per topic: (kind, book index)
+    handlers: list[tuple[Handler, str]]  # per topic: the route
+
+
 class _BybitAdapter(BookAdapter):
     category: str
     resubscribe_after_ignored = 2000  # deltas ignored while resyncing before the resubscribe is sent again
@@ -410,6 +426,10 @@ class _BybitAdapter(BookAdapter):
             for code in {INTERVAL_CODES[i] for i in cfg.klines}:
                 self._routes[f"kline.{code}.{s}"] = (self._on_klines, s)
         self._routes_b = {k.encode(): r for k, r in self._routes.items()}
+        self._routes_version = 0  # bumped by _route: on_ws_frames' compiled table follows the routes
+        self._table: _FrameTable | None = None
+        self._symbol_bytes = np.frombuffer("".join(self.symbols).encode(), np.uint8)
+        self._symbol_bounds = np.cumsum([0, *(len(s) for s in self.symbols)], dtype=np.int64)
 
     # -- connection plan -------------------------------------------------------------------------
     def book_topic(self, symbol: str) -> str:
@@ -437,6 +457,7 @@ class _BybitAdapter(BookAdapter):
     def _route(self, topic: str, handler: Handler, symbol: str) -> None:
         self._routes[topic] = (handler, symbol)
         self._routes_b[topic.encode()] = (handler, symbol)
+        self._routes_version += 1
 
     def topics(self) -> list[str]:
         out = []
@@ -512,17 +533,21 @@ class _BybitAdapter(BookAdapter):
         self.stats.messages += 1
         if not self._started:
             self._start(ts_recv)
+        # Hot path: find the topic near the front (its position varies) to pick the typed decoder.
+        route = None
+        if isinstance(raw, str):
+            j = raw.find('"topic":"', 0, 48)
+            if j >= 0:
+                route = self._routes.get(raw[j + 9 : raw.find('"', j + 9)])
+        else:
+            j = raw.find(b'"topic":"', 0, 48)
+            if j >= 0:
+                route = self._routes_b.get(raw[j + 9 : raw.find(b'"', j + 9)])
+        self._handle(raw, route, ts_recv)
+
+    def _handle(self, raw: str | bytes, route: tuple[Handler, str] | None, ts_recv: int) -> None:
+        """One frame, its route looked up (None: none): decoded and acted on, or counted as malformed."""
         try:
-            # Hot path: find the topic near the front (its position varies) to pick the typed decoder.
-            route = None
-            if isinstance(raw, str):
-                j = raw.find('"topic":"', 0, 48)
-                if j >= 0:
-                    route = self._routes.get(raw[j + 9 : raw.find('"', j + 9)])
-            else:
-                j = raw.find(b'"topic":"', 0, 48)
-                if j >= 0:
-                    route = self._routes_b.get(raw[j + 9 : raw.find(b'"', j + 9)])
             if route is None:
                 msg = parse_frame(raw)
                 if msg is None:  # a topic of a kind we do not know
@@ -534,6 +559,156 @@ class _BybitAdapter(BookAdapter):
                 route[0](raw, route[1], ts_recv)
         except (*DECODE_ERRORS, MalformedMessage) as e:
             self._malformed("ws", e, raw)
+
+    # -- recorded frames (the offline feed) ------------------------------------------------------
+    def on_ws_frames(self, frames: Frames, clock: ReplayClock = NO_CLOCK) -> None:
+        """``on_ws`` for the recorded frames of a block, the orderbook deltas applied by a compiled loop.
+
+        Used when the bus is known (``publish`` is an ``EventBus``'s) and every ``BookUpdate`` handler takes
+        batches (``bot.ring.GridSet``); otherwise one ``on_ws`` per frame. The frames are routed in one pass
+        (``bybit_kernels.route_topics``: the lookup of ``on_ws``); ``bybit_kernels.apply_deltas`` then applies
+        the deltas of the books whose updates may go as a batch (in sync, LIVE, ``EventBus.batches``) and
+        stops at any frame it does not take (see that module), which goes to its handler here as ``on_ws``
+        would hand it, and before any frame at which the clock is due, which ticks first. At each stop, first
+        the run's books and counters are brought up to date and its ``BookUpdate`` events published as one
+        ``BookUpdates`` batch, then the frames it passed over are handled in order: trades, klines and
+        tickers whose events nobody receives (they touch no book, so their order against the deltas is
+        nobody's business). Books, counters, events received, ticks and grids are what one ``on_ws`` per
+        frame gives (``tests/replay/test_bybit_frames.py``).
+        """
+        bus = self._bus
+        if bus is None or len(self.symbols) > bk.MAX_BOOKS or not bus.takes_batches(BookUpdate) or not len(frames.ts):
+            super().on_ws_frames(frames, clock)
+            return
+        data = frames.data
+        buf = np.frombuffer(data, np.uint8)
+        raw, end, ts = frames.raw, frames.end, frames.ts
+        n = len(ts)
+        raws, ends, times = raw.tolist(), end.tolist(), ts.tolist()
+        tick_first = True
+        if not self._started:  # the first frame of the session announces the books (as in on_ws)
+            if times[0] > clock.due:
+                clock.on_time(times[0])
+            self._start(times[0])
+            tick_first = False
+        table = self._frame_table(bus)
+        rid = bk.route_topics(buf, raw, end, table.names, table.bounds)
+        nb = len(self.symbols)
+        books = np.zeros((nb, bk.B_COLS), np.int64)
+        tops = np.zeros((nb, 4))
+        later = np.empty(n, np.int64)
+        rows = np.empty((n, 4), np.int64)
+        row_tops = np.empty((n, 4))
+        healed = np.zeros(4, np.int64)
+        healed_f = np.zeros(6)
+        stats = self.stats
+        i = 0
+        while True:
+            states = self._kernel_books(bus, books)
+            i_end, why, n_later, n_rows, levels = bk.apply_deltas(
+                buf, raw, end, ts, rid, i, tick_first, clock.due, table.routes, table.names, table.bounds,
+                self._symbol_bytes, self._symbol_bounds, states, books, tops, later, rows, row_tops, healed, healed_f,
+            )  # fmt: skip
+            if n_rows:
+                self._took(bus, books, tops, rows[:n_rows], row_tops[:n_rows], levels)
+            handlers = table.handlers
+            for j in later[:n_later].tolist():
+                self._handle(data[raws[j] : ends[j]], handlers[rid[j]], times[j])
+            stats.messages += i_end - i
+            if why == bk.END:
+                return
+            t = times[i_end]
+            if why == bk.TICK:
+                clock.on_time(t)
+                i, tick_first = i_end, False
+                continue
+            stats.messages += 1
+            r = int(rid[i_end])
+            if why == bk.HEALED:
+                self._took_healed(table.handlers[r][1], healed.tolist(), healed_f.tolist(), t)
+            else:
+                self._handle(data[raws[i_end] : ends[i_end]], table.handlers[r] if r >= 0 else None, t)
+            i, tick_first = i_end + 1, True
+            if table.key != (self._routes_version, bus.version):  # a handler changed the routes or the bus
+                table = self._frame_table(bus)
+                rid = bk.route_topics(buf, raw, end, table.names, table.bounds)
+
+    def _frame_table(self, bus: EventBus) -> _FrameTable:
+        """The routes for the compiled loop: a book's topic is ``BOOK`` once it has its own handler
+        (``_on_book``); trades, klines and tickers are ``LATER`` when their events reach nobody."""
+        key = (self._routes_version, bus.version)
+        if self._table is not None and self._table.key == key:
+            return self._table
+        later: dict[Handler, bool] = {
+            self._on_trades: not bus.wants(Trade),
+            self._on_klines: not bus.wants(KlineClosed),
+            self._on_ticker: self.funding is None or not bus.wants(FundingRate),
+        }
+        names = list(self._routes_b)
+        handlers = list(self._routes_b.values())
+        kinds = []
+        for handler, symbol in handlers:
+            if handler == self._on_book:
+                kinds.append((bk.BOOK, self.symbols.index(symbol)))
+            else:
+                kinds.append((bk.LATER if later.get(handler, False) else bk.NOW, 0))
+        self._table = _FrameTable(
+            key,
+            np.frombuffer(b"".join(names), np.uint8),
+            np.cumsum([0, *map(len, names)], dtype=np.int64),
+            np.array(kinds, np.int64).reshape(-1, 2),
+            handlers,
+        )
+        return self._table
+
+    def _kernel_books(self, bus: EventBus, books: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Each book's update id, whether the loop may take its deltas, its room (``books``), and the books'
+        kernel states (``bybit_kernels.MAX_BOOKS`` of them: the first state stands in for the rest)."""
+        venue = self.venue
+        states = []
+        for k, symbol in enumerate(self.symbols):
+            book = self.books[symbol]
+            states.append(book.state)
+            row = books[k]
+            row[bk.B_UID] = book.update_id
+            row[bk.B_ROOM] = book.room
+            row[bk.B_OK] = (
+                self.synced[symbol] and self.states[symbol] is _LIVE and bus.batches(BookUpdate, venue, symbol)
+            )
+        states += [states[0]] * (bk.MAX_BOOKS - len(states))
+        return tuple(states)
+
+    def _took(
+        self, bus: EventBus, books: np.ndarray, tops: np.ndarray, rows: np.ndarray, row_tops: np.ndarray,
+        levels: int,
+    ) -> None:  # fmt: skip
+        """The deltas the loop took: what ``_book`` and ``_applied`` do for each, once per book, and their
+        ``BookUpdate`` events as one batch."""
+        stats = self.stats
+        stats.level_updates += levels
+        for k in np.flatnonzero(books[:, bk.B_COUNT]).tolist():
+            symbol = self.symbols[k]
+            uid, _, _, count, _, last_recv, last_event = books[k].tolist()
+            bp, bs, ap, as_ = tops[k].tolist()
+            self.books[symbol].applied(uid, last_event, (0, _NAN, _NAN, bp, bs, ap, as_))
+            self.last_update_ns[symbol] = last_recv
+            stats.book_messages[symbol] += count
+        bus.publish_batch(
+            BookUpdate,
+            BookUpdates(
+                self.venue, self.symbols, rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], row_tops,
+                books[:, bk.B_COUNT], books[:, bk.B_MAX_RECV],
+            ),
+        )  # fmt: skip
+
+    def _took_healed(self, symbol: str, healed: list[int], healed_f: list[float], ts_recv: int) -> None:
+        """A delta the loop applied that crossed the book (healed): the rest of what ``_book`` does."""
+        n, uid, ts_ms, removed = healed
+        cross_b, cross_a, bp, bs, ap, as_ = healed_f
+        self.stats.book_messages[symbol] += 1
+        book = self.books[symbol]
+        book.applied(uid, ts_ms * NS_PER_MS, (removed, cross_b, cross_a, bp, bs, ap, as_))
+        self._applied(symbol, book, n, False, ts_recv)
 
     def _on_other(self, msg: Wire, ts_recv: int) -> None:
         if isinstance(msg, OpMsg):
@@ -615,6 +790,11 @@ class _BybitAdapter(BookAdapter):
             snapshot = False
         else:
             raise MalformedMessage(f"orderbook message of type {msg.type!r}")
+        self._applied(symbol, book, n, snapshot, ts_recv)
+
+    def _applied(self, symbol: str, book: OrderBook, n: int, snapshot: bool, ts_recv: int) -> None:
+        """A snapshot or an in-sequence delta of ``n`` levels is in ``book``: count it, heal or resync a
+        crossed book, publish the top of book, mark the book LIVE."""
         removed = book.last_healed
         self.stats.level_updates += n
         self.last_update_ns[symbol] = ts_recv
@@ -677,6 +857,8 @@ class _BybitAdapter(BookAdapter):
         if self.funding is None:
             return
         view = self.funding_views[symbol] = merge_funding(self.funding_views.get(symbol), msg)
+        if self.funding.repeats(symbol, view.rate, view.next_funding_ms):  # ~10 a second: no Decimal work
+            return
         mark = float_decimal(view.mark_px)
         ev = self.funding.update(symbol, view.rate, view.next_funding_ms, mark, msg.ts * NS_PER_MS or ts_recv, ts_recv)
         if ev is not None:

@@ -56,6 +56,16 @@ class FundingFilter:
         self.venue = venue
         self.stats = FundingStats()
         self._last: dict[str, tuple[Decimal, int]] = {}
+        self._last_text: dict[str, tuple[str, int]] = {}  # the last pair given whose value is _last's, as given
+
+    def repeats(self, symbol: str, rate: str | None, next_funding_ms: int | None) -> bool:
+        """True, counted as ``unchanged``, when ``update`` with this rate text and funding time would find the
+        pair it published last: the same text as a pair it last found so. A cheap test before ``update`` (no
+        decimal parsed, no mark price needed) for venues that repeat the pair many times a second."""
+        if rate and next_funding_ms and self._last_text.get(symbol) == (rate, next_funding_ms):
+            self.stats.unchanged += 1
+            return True
+        return False
 
     def update(
         self, symbol: str, rate: str | None, next_funding_ms: int | None, mark: Decimal | None,
@@ -67,6 +77,7 @@ class FundingFilter:
             return None
         value = parse_decimal(rate, f"{self.venue.value} {symbol} funding rate")
         pair = (value, next_funding_ms)
+        self._last_text[symbol] = (rate, next_funding_ms)
         if self._last.get(symbol) == pair:
             self.stats.unchanged += 1
             return None
