@@ -26,6 +26,8 @@ COMMAND_MODULES = (
     "bot.signals_cli",
     "bot.state_cli",
     "bot.train_cli",
+    "replay.cli",
+    "replay.report_cli",
 )
 
 
