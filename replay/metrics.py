@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -175,7 +175,11 @@ class Curve:
     periods_per_year: float
 
 
-def equity_by_account(run: Run, at: I64) -> dict[str, F64]:
+def equity_by_account(run: Run, grid: Grid) -> dict[str, F64]:
+    """Each account's equity at each grid point: its last snapshot at or before it, else its starting
+    balance. With several spans in scope (walk-forward: each fold is a run of its own, its accounts
+    starting afresh) only a span's own snapshots count, the first standing in before it (so no return is
+    ever made of one fold's end and the next one's start)."""
     start = run.starting_equity()
     snaps: dict[str, list[EquitySnapshot]] = defaultdict(list)
     for s in run.events.equity:
@@ -185,13 +189,27 @@ def equity_by_account(run: Run, at: I64) -> dict[str, F64]:
         rows = sorted(snaps.get(venue, []), key=lambda s: s.ts_recv)
         ts = np.array([s.ts_recv for s in rows], dtype=np.int64)
         eq = np.array([float(s.equity) for s in rows], dtype=np.float64)
-        out[venue] = last_at(ts, eq, at, start.get(venue, 0.0)).astype(np.float64)
+        out[venue] = sample(grid, ts, eq, start.get(venue, 0.0), backfill=True)
     return out
+
+
+def sample(grid: Grid, ts: I64, values: F64, default: float, backfill: bool = False) -> F64:
+    """``values`` (at sorted ``ts``) at the grid points: the last at or before each, ``default`` before the
+    first. With several spans, each span sees only its own values (``backfill``: its first one stands in
+    before it, else ``default``)."""
+    if len(grid.segments) <= 1:
+        return last_at(ts, values, grid.times, default).astype(np.float64)
+    parts = []
+    for seg in grid.segments:
+        inside = (ts >= seg[0]) & (ts <= seg[-1])
+        first = float(values[inside][0]) if backfill and inside.any() else default
+        parts.append(last_at(ts[inside], values[inside], seg, first).astype(np.float64))
+    return np.concatenate(parts)
 
 
 def strategy_curve(run: Run, grid: Grid) -> Curve:
     at = grid.times
-    accounts = equity_by_account(run, at)
+    accounts = equity_by_account(run, grid)
     total = np.sum(list(accounts.values()), axis=0) if accounts else np.zeros(len(at))
     return Curve("strategy", at, total, grid.returns(total), grid.periods_per_year)
 
@@ -332,12 +350,13 @@ class Trip:
         return self.cash - self.fees
 
 
-def round_trips(fills: Sequence[Fill]) -> list[Trip]:
-    """Round trips per (strategy, venue, symbol) from fills in publish order (see the module docstring)."""
-    open_: dict[tuple[str, str, str], Trip] = {}
+def round_trips(fills: Sequence[Fill], fold_of: Callable[[int], int] | None = None) -> list[Trip]:
+    """Round trips per (strategy, venue, symbol) from fills in publish order (see the module docstring);
+    ``fold_of(ts)``: walk-forward fold of a fill (each fold's positions start flat, so trips never span two)."""
+    open_: dict[tuple[int, str, str, str], Trip] = {}
     done: list[Trip] = []
     for f in fills:
-        key = (f.strategy, f.venue.value, f.symbol)
+        key = (fold_of(f.ts_recv) if fold_of else 0, f.strategy, f.venue.value, f.symbol)
         q = f.qty if f.side is Side.BUY else -f.qty
         rest, fee = q, f.fee
         while rest != 0:
@@ -459,7 +478,7 @@ def snapshot_exposure(run: Run, grid: Grid, equity: F64) -> dict[str, Any]:
         ts = np.array([s.ts_recv for s in rows], dtype=np.int64)
         g = np.array([sum(abs(float(p.qty)) * float(p.mark if p.mark is not None else p.avg_price)
                           for p in s.positions) for s in rows], dtype=np.float64)
-        gross += last_at(ts, g, at, 0.0).astype(np.float64)
+        gross += sample(grid, ts, g, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         lev = np.where(equity > 0, gross / np.where(equity > 0, equity, 1.0), np.nan)
     return {"time_in_market": float(np.mean(gross > 0)), "mean_gross_leverage": _finite(float(np.nanmean(lev)))
@@ -470,8 +489,15 @@ def position_paths(run: Run, fills: Sequence[Fill], at: I64) -> dict[tuple[str, 
     """Each (strategy, venue, symbol)'s own signed position at each time, from its fills."""
     rows: dict[tuple[str, str, str], list[tuple[int, float]]] = defaultdict(list)
     pos: dict[tuple[str, str, str], Decimal] = defaultdict(lambda: ZERO)
+    fold: dict[tuple[str, str, str], int] = {}
+    spans = run.scope()
     for f in fills:
         key = (f.strategy, f.venue.value, f.symbol)
+        k = run.fold_of(f.ts_recv)
+        if fold.get(key, k) != k:  # a new walk-forward fold: its run started flat
+            pos[key] = ZERO
+            rows[key].append((spans[k][0], 0.0))
+        fold[key] = k
         pos[key] += f.qty if f.side is Side.BUY else -f.qty
         rows[key].append((f.ts_recv, float(pos[key])))
     out = {}
@@ -505,7 +531,7 @@ def portfolio_section(run: Run, grid: Grid) -> tuple[dict[str, Any], Curve, list
     """The whole account's figures (returns, trades, costs, exposure, fees and funding)."""
     curve = strategy_curve(run, grid)
     fills = scoped_fills(run)
-    trips = round_trips(fills)
+    trips = round_trips(fills, run.fold_of)
     end = grid.times[-1:] if len(grid.times) else np.array([run.span_ns[1]], dtype=np.int64)
     marks = {k: float(mids_at(run, k, end)[0]) for k in run.events.prices}
     mean_eq = float(np.mean(curve.equity)) if len(curve.equity) else None
@@ -517,16 +543,23 @@ def portfolio_section(run: Run, grid: Grid) -> tuple[dict[str, Any], Curve, list
 
 
 def cumulative(run: Run, name: str) -> float:
-    """A cumulative snapshot field (fees, funding) summed over accounts and over the spans in scope."""
+    """A cumulative snapshot field (fees, funding) summed over accounts: its change over the span (a replay),
+    or, with several spans in scope (walk-forward folds, each a run starting from zero), the sum of each
+    span's last value."""
     total = 0.0
     by_venue: dict[str, list[EquitySnapshot]] = defaultdict(list)
     for s in run.events.equity:
         by_venue[s.venue.value].append(s)
+    spans = run.scope()
     for rows in by_venue.values():
         rows.sort(key=lambda s: s.ts_recv)
         ts = np.array([s.ts_recv for s in rows], dtype=np.int64)
         v = np.array([float(getattr(s, name)) for s in rows], dtype=np.float64)
-        for a, b in run.scope():
+        for a, b in spans:
+            if len(spans) > 1:
+                inside = (ts >= a) & (ts <= b)
+                total += float(v[inside][-1]) if inside.any() else 0.0
+                continue
             ends = last_at(ts, v, np.array([a - 1, b], dtype=np.int64), 0.0)
             total += float(ends[1] - ends[0])
     return total

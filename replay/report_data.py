@@ -143,6 +143,13 @@ class Run:
     def in_scope(self, ts: int) -> bool:
         return any(a <= ts <= b for a, b in self.scope())
 
+    def fold_of(self, ts: int) -> int:
+        """The index of the span in scope holding ``ts`` (a walk-forward fold; 0 for a replay), -1 if none."""
+        for i, (a, b) in enumerate(self.scope()):
+            if a <= ts <= b:
+                return i
+        return -1
+
 
 def load_run(run_dir: Path, *, with_baseline: bool = True) -> Run:
     """Read ``run_dir`` (and its baseline subdirectory, when run.json names one); ``ReportError`` if it

@@ -59,7 +59,7 @@ def strategy_section(run: Run, grid: Grid, fills: list[Fill], mean_equity: float
     conf = {str(s["name"]): s for s in run.meta["strategies"]}
     out: dict[str, Any] = {}
     for name in names:
-        trips = round_trips([f for f in fills if f.strategy == name])
+        trips = round_trips([f for f in fills if f.strategy == name], run.fold_of)
         trades = trade_metrics(trips, marks)
         c = conf.get(name, {})
         model = c.get("model")
@@ -84,7 +84,7 @@ def symbol_section(run: Run, grid: Grid, fills: list[Fill], mean_equity: float |
     out: dict[str, Any] = {}
     for key in keys:
         net = sum((q for (_, v, s), q in paths.items() if (v, s) == key), np.zeros(len(at)))
-        trips = round_trips([f for f in fills if (f.venue.value, f.symbol) == key])
+        trips = round_trips([f for f in fills if (f.venue.value, f.symbol) == key], run.fold_of)
         trades = trade_metrics(trips, marks)
         got = run.events.prices.get(key)
         out[f"{key[0]}:{key[1]}"] = {

@@ -238,12 +238,18 @@ def test_the_baseline_subdirectory_is_reported_and_compared(tmp_path: Path) -> N
 
 
 def test_walk_forward_scores_only_the_test_spans_and_says_so(tmp_path: Path) -> None:
-    # 0..480 s; tests 120..240 and 360..480; the equity jumps in the training span 240..360 and a fill
-    # lands there: neither counts
+    # 0..480 s; tests 120..240 and 360..480, each fold a run of its own (accounts start afresh); the equity
+    # of another run in the training span 240..360 and a fill there count nothing; fold 2 has no snapshot
+    # at its first point (its first one stands in: no return is made of fold 1's end and fold 2's start)
     g = [T0 + k * 60 * S for k in range(9)]
-    eq = ["10000", "10000", "10000", "10100", "10200", "20000", "20000", "20200", "20402"]
-    ev = [price(t, 100.0 + k) for k, t in enumerate(g)] + [equity(t, v) for t, v in zip(g, eq, strict=True)]
+    snaps = [(2, "10000", "0"), (3, "10100", "1"), (4, "10200", "2"), (5, "20000", "9"), (7, "10000", "0.5"),
+             (8, "10100", "1.5")]
+    ev = [price(t, 100.0 + k) for k, t in enumerate(g)]
+    ev += [equity(g[k], v, fees=fee) for k, v, fee in snaps]
     ev += [order_new(g[5], "w1", Side.BUY, "1"), fill(g[5] + S, "w1", Side.BUY, "1", "105", "0.1")]
+    # a buy left open at fold 1's end and a sell in fold 2 are two open trips, never one round trip
+    ev += [order_new(g[3], "f1", Side.BUY, "1"), fill(g[3] + S, "f1", Side.BUY, "1", "103", "0.1"),
+           order_new(g[7], "f2", Side.SELL, "1"), fill(g[7] + S, "f2", Side.SELL, "1", "107", "0.1")]
     folds = [{"train_ns": [g[0], g[2]], "test_ns": [g[2], g[4]], "checkpoints": {}},
              {"train_ns": [g[4], g[6]], "test_ns": [g[6], g[8]], "checkpoints": {}}]
     d = write_run(tmp_path / "wf", sorted(ev, key=lambda e: e["ts_recv"] if isinstance(e, dict) else e.ts_recv),
@@ -257,8 +263,10 @@ def test_walk_forward_scores_only_the_test_spans_and_says_so(tmp_path: Path) -> 
     assert report["run"]["grid_points"] == 6
     r = report["portfolio"]["returns"]
     assert r["periods"] == 4  # two per test span, none across the gap
-    assert r["total_return"] == pytest.approx((10200 / 10000) * (20402 / 20000) - 1)
-    assert report["portfolio"]["costs"]["fills"] == 0
+    assert r["total_return"] == pytest.approx((10200 / 10000) * (10100 / 10000) - 1)
+    assert report["portfolio"]["costs"]["fills"] == 2  # the training span's fill is out
+    assert (report["portfolio"]["trades"]["round_trips"], report["portfolio"]["trades"]["open_trips"]) == (0, 2)
+    assert report["portfolio"]["fees_booked"] == pytest.approx(2 + 1.5)  # each fold's own cumulative fees
     # the baseline (a plain run of the whole span) is scored on the same test spans, so it compares
     assert report["baseline"]["returns"]["periods"] == 4
     assert {c["verdict"] for c in report["comparisons"] if c["vs"] == "baseline"} <= {"beats", "indistinguishable",
