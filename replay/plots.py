@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from replay.metrics import Analysis, Curve, mids_at, position_paths
+from replay.metrics import Analysis, Curve, mids_at
 from replay.report_data import Run
+from replay.report_trades import position_paths
 from replay.signal_metrics import predictions
 
 SKIPPED = "plots skipped: matplotlib is not installed (pip install 'bot[plots]')"

@@ -2,10 +2,10 @@
 
     write_report(run_dir) -> dict      what the replay engine calls at the end of a run (and ``bot report``)
 
-The figures and their definitions are in ``replay.metrics`` (returns, trades, costs, exposure,
-buy-and-hold), ``replay.report_sections`` (per strategy and symbol, books, risk) and
-``replay.signal_metrics`` (signals, hit rates, attention). Walk-forward runs are scored on their test spans
-only, and the report's ``run.coverage`` says so.
+The figures and their definitions are in ``replay.metrics`` (returns, buy-and-hold, and the definitions of
+trades, costs and exposure, which ``replay.report_trades`` computes), ``replay.report_sections`` (per
+strategy and symbol, books, risk) and ``replay.signal_metrics`` (signals, hit rates, attention).
+Walk-forward runs are scored on their test spans only, and the report's ``run.coverage`` says so.
 
 **Deterministic.** The same run directory gives the same bytes: keys sorted, every float written with 10
 significant digits (NaN and infinities as null), no wall-clock time, no absolute path (sources given as
@@ -35,12 +35,12 @@ from replay.metrics import (
     buy_and_hold_curve,
     compare_curves,
     make_grid,
-    portfolio_section,
     return_metrics,
     traded_keys,
 )
 from replay.report_data import ReportError, Run, load_run
 from replay.report_sections import book_section, risk_section, strategy_section, symbol_section
+from replay.report_trades import portfolio_section
 from replay.signal_metrics import attention_section, signal_section
 
 REPORT_JSON = "report.json"

@@ -25,8 +25,9 @@ import numpy as np
 
 from bot.events import BookState
 from bot.orders import Fill, TradingState
-from replay.metrics import GAP_BARS, NS, Costs, Grid, costs_by, mids_at, position_paths, round_trips, trade_metrics
+from replay.metrics import GAP_BARS, NS, Grid, mids_at
 from replay.report_data import Key, Run
+from replay.report_trades import Costs, costs_by, position_paths, round_trips, trade_metrics
 
 
 def _exposure(paths: list[tuple[Key, np.ndarray]], run: Run, at: np.ndarray) -> dict[str, Any]:
