@@ -316,6 +316,20 @@ def test_shipped_checkpoint_is_small_complete_and_evaluated_on_a_later_span(path
         assert all(t["baselines"] for t in report["tasks"])
 
 
+@pytest.mark.parametrize("report", sorted(CHECKPOINTS.glob("*.eval*.json")), ids=lambda p: p.stem)
+def test_shipped_evaluations_carry_intervals_and_call_a_win_only_outside_them(report: Path) -> None:
+    data = json.loads(report.read_text())
+    for task in data["tasks"]:
+        assert task["comparisons"], task["name"]
+        for c in task["comparisons"]:
+            lo, hi = c["interval"]
+            assert c["verdict"] == ("beats" if lo > 0 else "worse" if hi < 0 else "indistinguishable")
+        won = all(c["verdict"] == "beats" for c in task["comparisons"])
+        assert ("beats every baseline" in task["verdict"]) == won
+        for m in (task["model"], *task["baselines"].values()):
+            assert m["intervals"]
+
+
 def test_models_checkpoints_readme_gives_the_command_of_every_shipped_checkpoint() -> None:
     if not SHIPPED:
         pytest.skip("no shipped checkpoints")
