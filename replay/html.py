@@ -156,8 +156,10 @@ def page(report: dict[str, Any], images: dict[str, bytes], note: str = "") -> st
         f"<h1>{escape(title)}</h1>",
         f'<p class="note">{escape(note)}</p>' if note else "",
         f"<p>Mode <b>{escape(run['mode'])}</b>; covers <b>{escape(run['coverage'])}</b>; span {_num(run['span_s'])} s "
-        f"sampled every {_num(run['bar_s'])} s ({_num(run['grid_points'])} points, {_num(run['periods_per_year'])} "
-        f"periods a year); sources: {escape(', '.join(run['sources']))}; config sha256 "
+        f"sampled every {_num(run['grid']['step_s'])} s ({_num(run['grid_points'])} points, "
+        f"{_num(run['grid']['periods_per_year'])} periods a year"
+        + (f"; {run['grid']['gaps']} gaps without prices, {_num(run['grid']['gap_s'])} s, left out"
+           if run["grid"]["gaps"] else "") + "); sources: {escape(', '.join(run['sources']))}; config sha256 "
         f"{escape(str(run.get('config_sha256')))}. Intervals: {int(report['bootstrap']['level'] * 100)}% "
         f"{escape(report['bootstrap']['method'])}, {report['bootstrap']['resamples']} resamples.</p>",
         "<h2>Key figures</h2>", _summary(report), "<h2>Comparisons</h2>",

@@ -139,7 +139,7 @@ def analyse(run: Run) -> Analysis:
         "signals": signal_section(run),
         "attention": attention_section(run),
         "books": book_section(run, grid),
-        "risk": risk_section(run),
+        "risk": risk_section(run, grid),
         "feed": run.meta.get("feed"),
         "models": run.meta.get("models"),
         "events": dict(sorted(run.events.counts.items())),
@@ -248,8 +248,10 @@ def summary_table(report: dict[str, Any]) -> str:
         cols.append(("no-model baseline", report["baseline"]))
     rows = [[label, *(_with_iv(sec.get(part), key, pct) for _, sec in cols)] for label, part, key, pct in ROWS]
     run = report["run"]
-    head = (f"{run['name']}: {run['mode']}, {run['span_s']:g} s, {run['grid_points']:,} points of {run['bar_s']:g} s"
-            f" ({run['coverage']}); {int(LEVEL * 100)}% block-bootstrap intervals")
+    grid = run["grid"]
+    gaps = f", {grid['gaps']} gaps without prices ({grid['gap_s']:g} s) left out" if grid["gaps"] else ""
+    head = (f"{run['name']}: {run['mode']}, {run['span_s']:g} s, {run['grid_points']:,} points of {grid['step_s']:g} s"
+            f"{gaps} ({run['coverage']}); {int(LEVEL * 100)}% block-bootstrap intervals")
     verdicts = [f"strategy vs {c['vs']} on {c['statistic']}: {c['verdict']}" + _diff(c)
                 for c in report["comparisons"]]
     return "\n".join([head, "", _table(["", *(n for n, _ in cols)], rows), "", *verdicts])

@@ -9,11 +9,11 @@ denials. A symbol's exposure is the net position of every strategy trading it.
 Book health: each ``BookHealth`` that leaves LIVE after the book was first live is an incident (by state
 and reason; the first sync at start is none, and neither is a book going stale after its own last Price,
 its recording having ended: ``after_data_end``); the time not live runs from it to the next LIVE, the
-book's last Price or the end of the span, whichever comes first, counted in replayed-data time (grid
-points x step: a gap between two recorded sessions adds nothing); ``BookCrossed`` events are counted with
-the levels they removed. Risk: denials by reason (and by strategy), every trading-state change with the time spent in
-each state, strategy stops and restarts by reason. Walk-forward runs count only what happened in the test
-spans.
+book's last Price or the end of the span, whichever comes first, counted in replayed-data time (between
+neighbouring grid points: a gap between two recorded sessions adds nothing); ``BookCrossed`` events are
+counted with the levels they removed. Risk: denials by reason (and by strategy), every trading-state
+change with the time spent in each state (replayed-data time, as for books), strategy stops and restarts
+by reason. Walk-forward runs count only what happened in the test spans.
 """
 
 from __future__ import annotations
@@ -151,12 +151,7 @@ def _active_s(grid: Grid, a: int, b: int) -> float:
     return total / NS
 
 
-def _scoped_s(run: Run, a: int, b: int) -> float:
-    """Seconds of [a, b] inside the spans in scope."""
-    return sum(max(0, min(b, hi) - max(a, lo)) for lo, hi in run.scope()) / NS
-
-
-def risk_section(run: Run) -> dict[str, Any]:
+def risk_section(run: Run, grid: Grid) -> dict[str, Any]:
     denials = [d for d in run.events.denials if run.in_scope(d.ts_recv)]
     by_reason = Counter(d.reason for d in denials)
     by_strategy: dict[str, Counter[str]] = defaultdict(Counter)
@@ -166,9 +161,9 @@ def risk_section(run: Run) -> dict[str, Any]:
     time_in: dict[str, float] = defaultdict(float)
     state, since = TradingState.ACTIVE.value, run.span_ns[0]
     for ch in changes:
-        time_in[state] += _scoped_s(run, since, ch.ts_recv)
+        time_in[state] += _active_s(grid, since, ch.ts_recv)
         state, since = ch.state.value, ch.ts_recv
-    time_in[state] += _scoped_s(run, since, run.span_ns[1])
+    time_in[state] += _active_s(grid, since, run.span_ns[1])
     health = Counter(f"{h.strategy}: {'restarted' if h.enabled else 'stopped'} ({h.reason})"
                      for h in run.events.strategy_health if run.in_scope(h.ts_recv))
     return {
