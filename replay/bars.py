@@ -49,22 +49,37 @@ class BarBooks:
         self._depth = float(depth_notional)
         self._publish = publish
         self._interval: dict[tuple[Venue, str], int] = {}
+        self._seen: dict[tuple[Venue, str], bool] = {}
         self.updates = 0
 
     def get(self, venue: Venue, symbol: str) -> BarBook | None:
         return self.books.get((venue, symbol))
 
-    def on_bar(self, k: KlineClosed) -> None:
+    def move(self, k: KlineClosed) -> bool:
+        """Set ``k``'s book to its close without telling anyone (the replay moves every book of one bar
+        time first, so that an order arriving then meets all of them at that time). False: not a bar that
+        moves a book."""
         key = (k.venue, k.symbol)
         book = self.books.get(key)
         if book is None:
-            return
+            return False
         iv = self._interval.setdefault(key, k.interval_s)
         if k.interval_s != iv:  # a resampled coarser bar of the same series: the finest one moved it already
+            return False
+        if book.ts != k.ts_recv:
+            bid, ask = k.close * (1 - self._half), k.close * (1 + self._half)
+            book.bid, book.ask, book.ts = (bid, self._depth / bid), (ask, self._depth / ask), k.ts_recv
+        return True
+
+    def on_bar(self, k: KlineClosed) -> None:
+        """The bus handler: move ``k``'s book (if ``move`` has not) and publish its health and top."""
+        book = self.books.get((k.venue, k.symbol))
+        if book is None:
             return
-        first = book.ts == 0
-        bid, ask = k.close * (1 - self._half), k.close * (1 + self._half)
-        book.bid, book.ask, book.ts = (bid, self._depth / bid), (ask, self._depth / ask), k.ts_recv
+        first = book.ts == 0 or self._seen.get((k.venue, k.symbol)) is None
+        if not self.move(k):
+            return
+        self._seen[(k.venue, k.symbol)] = True
         self.updates += 1
         if first:
             self._publish(BookHealth(ts_event=k.ts_event, ts_recv=k.ts_recv, venue=k.venue, symbol=k.symbol,

@@ -343,6 +343,8 @@ class Replay:
                 self.feed.run([(ts, venue_name, kind, key, raw)], timers)
 
     def _rows(self, rows: list[Row]) -> None:
+        if rows[0][0] > self.timers.due:
+            self.timers.on_time(rows[0][0])
         feed_rows: list[Row] = []
         for (_, kind), run in groupby(rows, key=lambda r: (r[1], r[2])):
             if kind in ("ws", "snapshot"):
@@ -356,13 +358,17 @@ class Replay:
             self.feed.run(feed_rows, self.timers)
         self.last_ns = max(self.last_ns, rows[-1][0])
 
-    def _bar(self, k: KlineClosed) -> None:
-        ts = k.ts_recv
+    def _bars(self, group: list[KlineClosed]) -> None:
+        """Bars closing at one time: every bar book moves first, then each bar is published."""
+        ts = group[0].ts_recv
         if ts > self.timers.due:
             self.timers.on_time(ts)
         self.clock.advance_to(ts)
-        self.bar_records += 1
-        self.bus.publish(k)
+        for k in group:
+            self.bars.move(k)
+        for k in group:
+            self.bar_records += 1
+            self.bus.publish(k)
         self.last_ns = max(self.last_ns, ts)
 
     def _items(self) -> Iterator[Frames | Block | Item]:
@@ -375,10 +381,17 @@ class Replay:
     def run(self) -> dict[str, Any]:
         to = self.req.to_ns
         pending: list[Row] = []
+        bars: list[KlineClosed] = []
         for item in self._items():
+            if bars and (type(item) is not KlineClosed or item.ts_recv != bars[0].ts_recv):
+                self._bars(bars)
+                bars = []
             if type(item) is Frames:
+                t0 = int(item.ts[0])
                 if not self._instruments_sent:
-                    self._start(int(item.ts[0]))
+                    self._start(t0)
+                if t0 > self.timers.due:  # the grid times before this block first (an adapter may publish
+                    self.timers.on_time(t0)  # at its first frame before its own loop asks the clock)
                 self.feed.run_frames([item], self.timers)
                 self.last_ns = max(self.last_ns, int(item.ts[-1]))
             elif type(item) is Block:
@@ -397,7 +410,7 @@ class Replay:
                     if pending:
                         self._rows(pending)
                         pending = []
-                    self._bar(item)
+                    bars.append(item)
                 else:
                     pending.append(item)  # type: ignore[arg-type]
                     if len(pending) >= ROWS_BATCH:
@@ -405,6 +418,8 @@ class Replay:
                         pending = []
         if pending:
             self._rows(pending)
+        if bars:
+            self._bars(bars)
         return self._finish()
 
     def _finish(self) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import structlog
 
 from bot.errors import ConfigError
@@ -59,10 +60,63 @@ class Source:
         return _imported(self)
 
     def frames(self, venues: Iterable[str] | None = None) -> Iterator[Frames | Block]:
-        """A native recording's blocks as they lie (the fast path of a replay from one recording)."""
+        """A native recording's blocks (the fast path of a replay from one recording), each venue's records
+        in file order and the venues merged by receive time (``merge_runs``): a recording made of captures
+        appended one connection after another (the demo's Bybit session) is replayed as it happened."""
         if self.kind != "recording":
             raise ValueError(f"{self.name}: not a native recording")
-        return iter_frames(self.paths[0], venues=venues)
+        have = sorted(v.value for v in self.available)
+        names = [v for v in have if venues is None or v in set(venues)]
+        if len(names) <= 1:
+            return iter_frames(self.paths[0], venues=names or venues)
+        return merge_runs([iter_frames(self.paths[0], venues=[v]) for v in names])
+
+
+def _times(x: Frames | Block) -> Any:
+    return x.ts if type(x) is Frames else x[0]
+
+
+def _cut(x: Frames | Block, a: int, b: int) -> Frames | Block:
+    if type(x) is Frames:
+        return Frames(x.venue, x.data, x.ts[a:b], x.key[a:b], x.raw[a:b], x.end[a:b])
+    return Block(*(col[a:b] for col in x))  # type: ignore[arg-type]
+
+
+def merge_runs(streams: Sequence[Iterator[Frames | Block]]) -> Iterator[Frames | Block]:
+    """Merge streams of ``Frames`` / ``Block`` runs by receive time without unpacking them: the stream with
+    the earliest next record gives every record up to the others' next time, as one slice of its run
+    (a stream's own order is kept even where its times step back)."""
+    heads: list[tuple[Frames | Block, int] | None] = []
+    for st in streams:
+        first = next(st, None)
+        heads.append(None if first is None else (first, 0))
+    while True:
+        best = -1
+        best_t = 0
+        for i, h in enumerate(heads):
+            if h is not None:
+                t = int(_times(h[0])[h[1]])
+                if best < 0 or t < best_t:
+                    best, best_t = i, t
+        if best < 0:
+            return
+        item, off = heads[best]  # type: ignore[misc]
+        times = _times(item)
+        others = [int(_times(h[0])[h[1]]) for i, h in enumerate(heads) if h is not None and i != best]
+        n = len(times)
+        if others:
+            limit = min(others)
+            arr = np.asarray(times[off:])
+            upto = off + int(np.searchsorted(arr, limit, side="right"))
+            end = max(off + 1, min(upto, n))
+        else:
+            end = n
+        yield item if (off == 0 and end == n) else _cut(item, off, end)
+        if end < n:
+            heads[best] = (item, end)
+        else:
+            nxt = next(streams[best], None)
+            heads[best] = None if nxt is None else (nxt, 0)
 
 
 def item_time(x: Item) -> int:
