@@ -264,7 +264,7 @@ def warm_up() -> float:
     it); later processes load numba's on-disk cache in well under a second. Returns the seconds taken.
     """
     from bot import recording_kernels as rk
-    from bot.venues import bybit_kernels
+    from bot.venues import binance_kernels, bybit_kernels
     from bot.venues.levels import parse_pair  # here: bot.venues imports this module
 
     t0 = time.perf_counter()
@@ -280,5 +280,6 @@ def warm_up() -> float:
     book.apply_json(b'[["2.5","1"]]', b'[["60","0"]]', 4, 0)  # the depth hot path: levels still JSON text
     book.top(100)
     book.to_dicts()
-    bybit_kernels.warm_up()  # the Bybit adapters' replay loop
+    bybit_kernels.warm_up()  # the venue adapters' replay loops
+    binance_kernels.warm_up()
     return time.perf_counter() - t0

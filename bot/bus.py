@@ -136,6 +136,13 @@ class EventBus:
                 name = getattr(f.handle, "__qualname__", f.handle)
                 log.exception("bus_handler_failed", event_type=event_type.__name__, handler=name)
 
+    def unheard(self, event_type: type[Event], n: int) -> None:
+        """Count ``n`` events of ``event_type`` that a publisher left out because no handler would receive
+        them (``wants``): the same as publishing them."""
+        if self.wants(event_type):
+            raise ValueError(f"{event_type.__name__} has handlers: publish it")
+        self.published += n
+
     def publish(self, event: Event) -> None:
         self.published += 1
         cls = type(event)

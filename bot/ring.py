@@ -565,7 +565,7 @@ class GridSet:
                     g.sample(ts_ns, bids, asks)
             for g in grids:
                 nxt = min(nxt, g.next_time)
-        self.due = nxt if nxt != NEVER else ts_ns
+        self.due = nxt  # NEVER while no book's rows are written: nothing to do until one starts (_start resets it)
 
     def grids(self, venue: Venue, symbol: str) -> tuple[LobGrid, ...]:
         return self._pairs[(venue, symbol)].grids

@@ -15,13 +15,17 @@ events, so both venues publish the same events in the same order:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
+import numpy as np
 import structlog
 
 from bot.book import OrderBook
 from bot.bus import EventBus, bus_of
 from bot.config import BookConfig, VenueConfig
-from bot.events import BookCrossed, BookHealth, BookState, BookUpdate, KlineClosed
+from bot.events import BookCrossed, BookHealth, BookState, BookUpdate, BookUpdates, KlineClosed
+from bot.venues import json_kernels as jk
 from bot.venues.base import Action, Publish, VenueAdapter
 
 log = structlog.get_logger(__name__)
@@ -30,6 +34,7 @@ DECODE_ERRORS = (msgspec.MsgspecError, UnicodeError)
 NS_PER_MS = 1_000_000
 _MALFORMED_LOG_FIRST = 5  # log the first few malformed frames, then every _MALFORMED_LOG_EVERY-th
 _MALFORMED_LOG_EVERY = 1000
+_NAN = float("nan")
 
 
 class BookAdapter(VenueAdapter):
@@ -137,6 +142,50 @@ class BookAdapter(VenueAdapter):
         caller's to count)."""
         skipped = self.stats.skipped
         skipped[reason] = skipped.get(reason, 0) + n
+
+    # -- the compiled replay loops (bot.venues.json_kernels) ------------------------------------
+    def _loop_books(self, bus: EventBus, books: np.ndarray, in_sync: Callable[[str], bool]) -> tuple[np.ndarray, ...]:
+        """Each book's update id, whether the loop may take its diffs (in sync, LIVE, its updates batchable
+        now) and its room, into ``books``; returns the books' kernel states (``MAX_BOOKS`` of them, the
+        first standing in for the missing ones)."""
+        venue = self.venue
+        states = []
+        for k, symbol in enumerate(self.symbols):
+            book = self.books[symbol]
+            states.append(book.state)
+            row = books[k]
+            row[jk.B_UID] = book.update_id
+            row[jk.B_ROOM] = book.room
+            row[jk.B_OK] = (
+                in_sync(symbol) and self.states[symbol] is BookState.LIVE and bus.batches(BookUpdate, venue, symbol)
+            )
+        states += [states[0]] * (jk.MAX_BOOKS - len(states))
+        return tuple(states)
+
+    def _loop_took(
+        self, bus: EventBus, books: np.ndarray, tops: np.ndarray, rows: np.ndarray, row_tops: np.ndarray,
+        levels: int,
+    ) -> None:  # fmt: skip
+        """The diffs a loop read: per book what the Python path does for each (counters, the book's update
+        id, time and top), and their ``BookUpdate`` events as one batch."""
+        stats = self.stats
+        stats.level_updates += levels
+        for k in np.flatnonzero(books[:, jk.B_SEEN]).tolist():
+            symbol = self.symbols[k]
+            row = books[k].tolist()
+            stats.book_messages[symbol] += row[jk.B_SEEN]
+            if row[jk.B_STALE]:
+                stats.dropped_stale[symbol] = stats.dropped_stale.get(symbol, 0) + row[jk.B_STALE]
+            if row[jk.B_COUNT]:
+                bp, bs, ap, as_ = tops[k].tolist()
+                self.books[symbol].applied(row[jk.B_UID], row[jk.B_LAST_EVENT], (0, _NAN, _NAN, bp, bs, ap, as_))
+                self.last_update_ns[symbol] = row[jk.B_LAST_RECV]
+        if len(rows):
+            batch = BookUpdates(
+                self.venue, self.symbols, rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], row_tops,
+                books[:, jk.B_COUNT], books[:, jk.B_MAX_RECV],
+            )  # fmt: skip
+            bus.publish_batch(BookUpdate, batch)
 
     # -- bad input -------------------------------------------------------------------------------
     def _malformed(self, what: str, err: Exception, raw: str | bytes) -> None:

@@ -36,10 +36,14 @@ import numpy as np
 import structlog
 
 from bot.book import OrderBook, as_levels
+from bot.bus import EventBus
 from bot.config import INTERVALS_S, BookConfig, VenueConfig
 from bot.errors import MalformedMessage
-from bot.events import BookState, KlineClosed, Side, Trade, Venue
+from bot.events import BookState, BookUpdate, KlineClosed, Side, Trade, Venue
+from bot.orders import FundingRate
 from bot.recording_kernels import route
+from bot.venues import binance_kernels
+from bot.venues import json_kernels as jk
 from bot.venues._shared import DECODE_ERRORS, NS_PER_MS, BookAdapter
 from bot.venues.base import NO_CLOCK, ConnectionSpec, NeedSnapshot, Publish, ReplayClock
 from bot.venues.binance_funding import MARK_PRICE_STREAM, MarkPriceUpdate, funding_args
@@ -515,6 +519,8 @@ class _BinanceAdapter(BookAdapter):
         self._head_routes = list(self._routes.values())
         self._handled = np.array([True, *(handler is not None for handler, _ in self._head_routes)])
         self._conn_books: dict[str, tuple[str, ...]] = {c.name: c.symbols for c in self.connections()}
+        self._symbol_bytes = np.frombuffer("".join(self.symbols).encode(), np.uint8)  # for the compiled loop
+        self._symbol_bounds = np.cumsum([0, *(len(s) for s in self.symbols)], dtype=np.int64)
 
     # -- connection plan -------------------------------------------------------------------------
     def _streams(self) -> tuple[list[str], list[str]]:
@@ -631,7 +637,10 @@ class _BinanceAdapter(BookAdapter):
         stats = self.stats
         handlers = self._head_routes
         done = 0  # frames counted so far
-        if len(todo):
+        bus = self._bus
+        if len(todo) and bus is not None and self._loop_takes(bus):
+            done = self._loop(frames, ids, todo, clock, bus)
+        elif len(todo):
             # the latest receive time of each frame handled and the frames skipped right before it
             ticks = np.maximum.reduceat(ts[: todo[-1] + 1], np.concatenate(([0], todo[:-1] + 1))).tolist()
             cols = (todo.tolist(), ticks, ts[todo].tolist(), ids[todo].tolist(), frames.raw[todo].tolist(),
@@ -657,6 +666,123 @@ class _BinanceAdapter(BookAdapter):
             tick = int(ts[done:].max())
             if tick > clock.due:
                 clock.on_time(tick)
+
+    def _loop_takes(self, bus: EventBus) -> bool:
+        """Whether ``on_ws_frames`` goes through the compiled loop (``bot.venues.binance_kernels``): diff
+        depth configured, every ``BookUpdate`` handler takes batches (``bot.ring.GridSet``)."""
+        return not self.partial and len(self.symbols) <= jk.MAX_BOOKS and bus.takes_batches(BookUpdate)
+
+    def _loop(self, frames: Frames, ids: np.ndarray, todo: np.ndarray, clock: ReplayClock, bus: EventBus) -> int:
+        """The frames handled of a block (``todo``, routed as ``ids``) with their diffs applied by the compiled
+        loop, which stops at any frame it does not take (handed to its handler here, as in the loop of
+        ``on_ws_frames``) and where the clock is due (ticked first). At each stop the run's books and
+        counters are settled and its ``BookUpdate`` events published as one batch, then the trades, klines
+        and mark prices it passed over (their events reach nobody, they touch no book) are handled in
+        order. Returns the frames counted (``done``)."""
+        data = frames.data
+        buf = np.frombuffer(data, np.uint8)
+        ts = frames.ts
+        ticks = np.maximum.reduceat(ts[: todo[-1] + 1], np.concatenate(([0], todo[:-1] + 1)))
+        todo_l, ticks_l, ts_l, ids_l = todo.tolist(), ticks.tolist(), ts.tolist(), ids.tolist()
+        raws, ends = frames.raw.tolist(), frames.end.tolist()
+        routes = self._loop_routes(bus)
+        handlers = self._head_routes
+        nb = len(self.symbols)
+        n = len(todo)
+        books = np.zeros((nb, jk.B_COLS), np.int64)
+        tops = np.zeros((nb, 4))
+        later = np.empty(n, np.int64)
+        rows = np.empty((n, 4), np.int64)
+        row_tops = np.empty((n, 4))
+        healed = np.zeros(4, np.int64)
+        healed_f = np.zeros(6)
+        stats = self.stats
+        in_sync = self._in_sync
+        done = 0
+        q = 0
+        tick_first = True
+        while True:
+            states = self._loop_books(bus, books, in_sync)
+            q_end, why, n_later, n_rows, levels, quiet = binance_kernels.apply_diffs(
+                buf, frames.raw, frames.end, todo, ticks, ts, ids, q, tick_first, clock.due, routes,
+                self._head_bounds, self.futures, self._symbol_bytes, self._symbol_bounds, states, books, tops, later,
+                rows, row_tops, healed, healed_f,
+            )  # fmt: skip
+            if quiet:
+                bus.unheard(Trade, quiet)
+            if n_rows or books[:, jk.B_SEEN].any():
+                self._loop_took(bus, books, tops, rows[:n_rows], row_tops[:n_rows], levels)
+                for k in np.flatnonzero(books[:, jk.B_SEEN]).tolist():
+                    self._sync[self.symbols[k]].last_event_ms = int(books[k, jk.B_LAST_E])
+            for p in later[:n_later].tolist():
+                i = todo_l[p]
+                raw = data[raws[i] : ends[i]]
+                handler, symbol = handlers[ids_l[i]]
+                try:  # as in on_ws
+                    handler(raw, symbol, ts_l[i])
+                except (*DECODE_ERRORS, MalformedMessage) as err:
+                    self._malformed("ws", err, raw)
+            if q_end > q:  # the frames up to the last one the loop did, the skipped ones among them
+                last = todo_l[q_end - 1] + 1
+                stats.messages += last - done
+                self.ignored += last - done - (q_end - q)
+                done = last
+            if why == jk.END:
+                return done
+            if why == jk.TICK:
+                clock.on_time(ticks_l[q_end])
+                q, tick_first = q_end, False
+                continue
+            i = todo_l[q_end]
+            stats.messages += i + 1 - done
+            self.ignored += i - done
+            done = i + 1
+            raw = data[raws[i] : ends[i]]
+            rid = ids_l[i]
+            if why == jk.HEALED:
+                self._loop_healed(handlers[rid][1], healed.tolist(), healed_f.tolist(), ts_l[i])
+            else:
+                try:  # as in on_ws
+                    if rid < 0:
+                        self._on_other(parse_frame(raw, self.futures), ts_l[i])
+                    else:
+                        handler, symbol = handlers[rid]
+                        handler(raw, symbol, ts_l[i])
+                except (*DECODE_ERRORS, MalformedMessage) as err:
+                    self._malformed("ws", err, raw)
+            q, tick_first = q_end + 1, True
+
+    def _in_sync(self, symbol: str) -> bool:
+        return self._sync[symbol].synced
+
+    def _loop_routes(self, bus: EventBus) -> np.ndarray:
+        """Per head route, for the compiled loop: (kind, book index). Diffs are ``BOOK``; when their events reach
+        nobody, trades are ``QUIET`` and klines and mark prices ``LATER``; the rest is handled in order."""
+        kinds: dict[Handler, int] = {
+            self._on_trade: jk.NOW if bus.wants(Trade) else jk.QUIET,
+            self._on_kline: jk.NOW if bus.wants(KlineClosed) else jk.LATER,
+            self._on_mark_price: jk.LATER if self.funding is None or not bus.wants(FundingRate) else jk.NOW,
+        }
+        out = np.zeros((len(self._head_routes), 2), np.int64)
+        for r, (handler, symbol) in enumerate(self._head_routes):
+            if handler is None:
+                out[r, 0] = jk.NOW  # skipped before the loop sees it
+            elif handler == self._on_depth:
+                out[r] = (jk.BOOK, self.symbols.index(symbol))
+            else:
+                out[r, 0] = kinds.get(handler, jk.NOW)
+        return out
+
+    def _loop_healed(self, symbol: str, healed: list[int], healed_f: list[float], ts_recv: int) -> None:
+        """A diff the loop applied that crossed the book (healed): the rest of what ``_depth`` does."""
+        n, uid, event_ms, removed = healed
+        cross_b, cross_a, bp, bs, ap, as_ = healed_f
+        st = self._sync[symbol]
+        st.last_event_ms = event_ms
+        self.stats.book_messages[symbol] += 1
+        book = self.books[symbol]
+        book.applied(uid, event_ms * NS_PER_MS, (removed, cross_b, cross_a, bp, bs, ap, as_))
+        self._applied(symbol, st, book, n, ts_recv)
 
     def _on_other(self, f: Frame, ts_recv: int) -> None:
         """Frames off the hot path: raw payloads, responses, shutdown notices, streams not subscribed."""
@@ -751,6 +877,10 @@ class _BinanceAdapter(BookAdapter):
             ev = _parsed(ev)
             book.apply(ev.b, ev.a, ev.u, ev.E * NS_PER_MS)
             n = len(ev.b) + len(ev.a)
+        return self._applied(symbol, st, book, n, ts_recv)
+
+    def _applied(self, symbol: str, st: _SymbolSync, book: OrderBook, n: int, ts_recv: int) -> bool:
+        """A diff of ``n`` levels is in ``book``: count it, heal or resync a crossed book, publish."""
         removed = book.last_healed
         self.stats.level_updates += n
         self.last_update_ns[symbol] = ts_recv

@@ -38,9 +38,10 @@ from bot.book import NO_LEVELS, OrderBook, as_levels
 from bot.bus import EventBus
 from bot.config import INTERVALS_S, BookConfig, VenueConfig
 from bot.errors import MalformedMessage
-from bot.events import BookState, BookUpdate, BookUpdates, KlineClosed, Side, Trade, Venue
+from bot.events import BookState, BookUpdate, KlineClosed, Side, Trade, Venue
 from bot.orders import FundingRate
 from bot.venues import bybit_kernels as bk
+from bot.venues import json_kernels as jk
 from bot.venues._shared import DECODE_ERRORS, NS_PER_MS, BookAdapter
 from bot.venues.base import NO_CLOCK, ConnectionSpec, Publish, ReplayClock, Resubscribe
 from bot.venues.funding import FundingFilter, float_decimal
@@ -577,7 +578,7 @@ class _BybitAdapter(BookAdapter):
         frame gives (``tests/replay/test_bybit_frames.py``).
         """
         bus = self._bus
-        if bus is None or len(self.symbols) > bk.MAX_BOOKS or not bus.takes_batches(BookUpdate) or not len(frames.ts):
+        if bus is None or len(self.symbols) > jk.MAX_BOOKS or not bus.takes_batches(BookUpdate) or not len(frames.ts):
             super().on_ws_frames(frames, clock)
             return
         data = frames.data
@@ -594,7 +595,7 @@ class _BybitAdapter(BookAdapter):
         table = self._frame_table(bus)
         rid = bk.route_topics(buf, raw, end, table.names, table.bounds)
         nb = len(self.symbols)
-        books = np.zeros((nb, bk.B_COLS), np.int64)
+        books = np.zeros((nb, jk.B_COLS), np.int64)
         tops = np.zeros((nb, 4))
         later = np.empty(n, np.int64)
         rows = np.empty((n, 4), np.int64)
@@ -604,27 +605,27 @@ class _BybitAdapter(BookAdapter):
         stats = self.stats
         i = 0
         while True:
-            states = self._kernel_books(bus, books)
+            states = self._loop_books(bus, books, self.synced.__getitem__)
             i_end, why, n_later, n_rows, levels = bk.apply_deltas(
                 buf, raw, end, ts, rid, i, tick_first, clock.due, table.routes, table.names, table.bounds,
                 self._symbol_bytes, self._symbol_bounds, states, books, tops, later, rows, row_tops, healed, healed_f,
             )  # fmt: skip
             if n_rows:
-                self._took(bus, books, tops, rows[:n_rows], row_tops[:n_rows], levels)
+                self._loop_took(bus, books, tops, rows[:n_rows], row_tops[:n_rows], levels)
             handlers = table.handlers
             for j in later[:n_later].tolist():
                 self._handle(data[raws[j] : ends[j]], handlers[rid[j]], times[j])
             stats.messages += i_end - i
-            if why == bk.END:
+            if why == jk.END:
                 return
             t = times[i_end]
-            if why == bk.TICK:
+            if why == jk.TICK:
                 clock.on_time(t)
                 i, tick_first = i_end, False
                 continue
             stats.messages += 1
             r = int(rid[i_end])
-            if why == bk.HEALED:
+            if why == jk.HEALED:
                 self._took_healed(table.handlers[r][1], healed.tolist(), healed_f.tolist(), t)
             else:
                 self._handle(data[raws[i_end] : ends[i_end]], table.handlers[r] if r >= 0 else None, t)
@@ -649,9 +650,9 @@ class _BybitAdapter(BookAdapter):
         kinds = []
         for handler, symbol in handlers:
             if handler == self._on_book:
-                kinds.append((bk.BOOK, self.symbols.index(symbol)))
+                kinds.append((jk.BOOK, self.symbols.index(symbol)))
             else:
-                kinds.append((bk.LATER if later.get(handler, False) else bk.NOW, 0))
+                kinds.append((jk.LATER if later.get(handler, False) else jk.NOW, 0))
         self._table = _FrameTable(
             key,
             np.frombuffer(b"".join(names), np.uint8),
@@ -660,46 +661,6 @@ class _BybitAdapter(BookAdapter):
             handlers,
         )
         return self._table
-
-    def _kernel_books(self, bus: EventBus, books: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Each book's update id, whether the loop may take its deltas, its room (``books``), and the books'
-        kernel states (``bybit_kernels.MAX_BOOKS`` of them: the first state stands in for the rest)."""
-        venue = self.venue
-        states = []
-        for k, symbol in enumerate(self.symbols):
-            book = self.books[symbol]
-            states.append(book.state)
-            row = books[k]
-            row[bk.B_UID] = book.update_id
-            row[bk.B_ROOM] = book.room
-            row[bk.B_OK] = (
-                self.synced[symbol] and self.states[symbol] is _LIVE and bus.batches(BookUpdate, venue, symbol)
-            )
-        states += [states[0]] * (bk.MAX_BOOKS - len(states))
-        return tuple(states)
-
-    def _took(
-        self, bus: EventBus, books: np.ndarray, tops: np.ndarray, rows: np.ndarray, row_tops: np.ndarray,
-        levels: int,
-    ) -> None:  # fmt: skip
-        """The deltas the loop took: what ``_book`` and ``_applied`` do for each, once per book, and their
-        ``BookUpdate`` events as one batch."""
-        stats = self.stats
-        stats.level_updates += levels
-        for k in np.flatnonzero(books[:, bk.B_COUNT]).tolist():
-            symbol = self.symbols[k]
-            uid, _, _, count, _, last_recv, last_event = books[k].tolist()
-            bp, bs, ap, as_ = tops[k].tolist()
-            self.books[symbol].applied(uid, last_event, (0, _NAN, _NAN, bp, bs, ap, as_))
-            self.last_update_ns[symbol] = last_recv
-            stats.book_messages[symbol] += count
-        bus.publish_batch(
-            BookUpdate,
-            BookUpdates(
-                self.venue, self.symbols, rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], row_tops,
-                books[:, bk.B_COUNT], books[:, bk.B_MAX_RECV],
-            ),
-        )  # fmt: skip
 
     def _took_healed(self, symbol: str, healed: list[int], healed_f: list[float], ts_recv: int) -> None:
         """A delta the loop applied that crossed the book (healed): the rest of what ``_book`` does."""

@@ -2,7 +2,8 @@
 recorded frames routed by topic in one pass, and the orderbook deltas among them applied straight into the
 books, no Python object per frame or per level.
 
-``route_topics`` is the adapter's topic lookup (``on_ws``: ``"topic":"`` within the first 48 bytes, the name
+The layout readers and the diff bookkeeping are ``bot.venues.json_kernels``'. ``route_topics`` is the
+adapter's topic lookup (``on_ws``: ``"topic":"`` within the first 48 bytes, the name
 up to the next quote) for every frame of a block at once.
 
 ``apply_deltas`` walks the frames from a given one and applies each orderbook delta it can take to its
@@ -32,15 +33,28 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from bot.book_kernels import apply, read_levels
-
-MAX_BOOKS = 8  # the books' states go in as a tuple of exactly this many arrays (one compiled signature)
-BOOK, LATER, NOW = 0, 1, 2  # route kinds: a book's deltas; handled at the next stop; handled in order
-END, TICK, PYTHON, HEALED = 0, 1, 2, 3  # why apply_deltas returned
-# Per-book columns of apply_deltas' int64 state (one row per book).
-B_UID, B_OK, B_ROOM, B_COUNT, B_MAX_RECV, B_LAST_RECV, B_LAST_EVENT = range(7)
-B_COLS = 7
-NS_PER_MS = 1_000_000
+from bot.venues.json_kernels import (
+    B_COLS,
+    B_OK,
+    B_ROOM,
+    B_SEEN,
+    B_UID,
+    BOOK,
+    END,
+    HEALED,
+    HEALED_NOW,
+    LATER,
+    MAX_BOOKS,
+    NOT_READ,
+    PYTHON,
+    TICK,
+    levels_end,
+    lit,
+    reset_out,
+    same,
+    take,
+    uint,
+)
 
 _KEY = np.frombuffer(b'"topic":"', np.uint8)
 _HEAD = np.frombuffer(b'{"topic":"', np.uint8)
@@ -58,63 +72,6 @@ _jit = njit(cache=True)
 
 
 @_jit
-def _lit(buf: np.ndarray, p: int, e: int, word: np.ndarray) -> int:
-    """The position after ``word`` if ``buf[p:e]`` starts with it, else -1 (also for ``p`` -1)."""
-    m: int = word.shape[0]
-    if p < 0 or e - p < m:
-        return -1
-    for j in range(m):
-        if buf[p + j] != word[j]:
-            return -1
-    return p + m
-
-
-@_jit
-def _same(buf: np.ndarray, p: int, e: int, text: np.ndarray, a: int, b: int) -> int:
-    """``_lit`` of ``text[a:b]``."""
-    m = b - a
-    if p < 0 or e - p < m:
-        return -1
-    for j in range(m):
-        if buf[p + j] != text[a + j]:
-            return -1
-    return p + m
-
-
-@_jit
-def _uint(buf: np.ndarray, p: int, e: int) -> tuple[int, int]:
-    """(value, position after it) of the unsigned JSON integer at ``p`` (at most 18 digits, no leading zero),
-    or (0, -1)."""
-    if p < 0:
-        return 0, -1
-    v = 0
-    i = p
-    while i < e and i - p < 19 and 48 <= buf[i] <= 57:
-        v = v * 10 + int(buf[i] - 48)
-        i += 1
-    digits = i - p
-    if digits == 0 or digits > 18 or (digits > 1 and buf[p] == 48):
-        return 0, -1
-    return v, i
-
-
-@_jit
-def _levels_end(buf: np.ndarray, p: int, e: int) -> int:
-    """Where a levels array starting at ``p`` ends, if ``read_levels`` is to accept it: after ``[]``, or after
-    the first ``]]`` (in the venue's shape no level holds one); -1 if there is neither."""
-    if p < 0 or e - p < 2 or buf[p] != 91:
-        return -1
-    if buf[p + 1] == 93:
-        return p + 2
-    q = p + 1
-    while q + 1 < e:
-        if buf[q] == 93 and buf[q + 1] == 93:
-            return q + 2
-        q += 1
-    return -1
-
-
-@_jit
 def _delta(
     buf: np.ndarray, s: int, e: int, names: np.ndarray, n0: int, n1: int, syms: np.ndarray, s0: int, s1: int
 ) -> tuple[int, int, int, int, int, int]:
@@ -122,21 +79,21 @@ def _delta(
     ``buf[s:e]`` of topic ``names[n0:n1]`` and symbol ``syms[s0:s1]``, in exactly one of the two layouts of
     the module docstring; the time is -1 for any other frame."""
     no = (-1, 0, 0, 0, 0, 0)
-    p = _same(buf, _lit(buf, s, e, _HEAD), e, names, n0, n1)
-    q = _lit(buf, p, e, _TYPE_TS)
+    p = same(buf, lit(buf, s, e, _HEAD), e, names, n0, n1)
+    q = lit(buf, p, e, _TYPE_TS)
     if q >= 0:
-        ts_ms, p = _uint(buf, q, e)
-        p = _lit(buf, p, e, _DATA)
+        ts_ms, p = uint(buf, q, e)
+        p = lit(buf, p, e, _DATA)
     else:
-        ts_ms, p = _uint(buf, _lit(buf, p, e, _TS), e)
-        p = _lit(buf, p, e, _TYPE_DATA)
-    b0 = _lit(buf, _same(buf, p, e, syms, s0, s1), e, _B)
-    b1 = _levels_end(buf, b0, e)
-    a0 = _lit(buf, b1, e, _A)
-    a1 = _levels_end(buf, a0, e)
-    u, p = _uint(buf, _lit(buf, a1, e, _U), e)
-    _, p = _uint(buf, _lit(buf, p, e, _SEQ), e)
-    _, p = _uint(buf, _lit(buf, p, e, _CTS), e)
+        ts_ms, p = uint(buf, lit(buf, p, e, _TS), e)
+        p = lit(buf, p, e, _TYPE_DATA)
+    b0 = lit(buf, same(buf, p, e, syms, s0, s1), e, _B)
+    b1 = levels_end(buf, b0, e)
+    a0 = lit(buf, b1, e, _A)
+    a1 = levels_end(buf, a0, e)
+    u, p = uint(buf, lit(buf, a1, e, _U), e)
+    _, p = uint(buf, lit(buf, p, e, _SEQ), e)
+    _, p = uint(buf, lit(buf, p, e, _CTS), e)
     if p < 0 or p != e - 1 or buf[p] != 125:  # }
         return no
     return ts_ms, u, b0, b1, a0, a1
@@ -158,7 +115,7 @@ def route_topics(
         e = end[i]
         lim = min(e, s + 48) - klen  # the key must lie within the first 48 bytes
         j = s
-        while j <= lim and _lit(buf, j, e, _KEY) < 0:
+        while j <= lim and lit(buf, j, e, _KEY) < 0:
             j += 1
         if j > lim:
             continue
@@ -172,7 +129,7 @@ def route_topics(
         if m <= 0:
             continue  # an empty name is no topic
         for h in range(bounds.shape[0] - 1):
-            if bounds[h + 1] - bounds[h] == m and _same(buf, a, e, names, bounds[h], bounds[h + 1]) >= 0:
+            if bounds[h + 1] - bounds[h] == m and same(buf, a, e, names, bounds[h], bounds[h + 1]) >= 0:
                 out[i] = h
                 break
     return out
@@ -219,8 +176,7 @@ def apply_deltas(
     is done (the frame is the count).
     """
     n = raw.shape[0]
-    books[:, B_COUNT] = 0
-    books[:, B_MAX_RECV] = -1
+    reset_out(books)
     nl = 0
     nr = 0
     levels = 0
@@ -246,38 +202,12 @@ def apply_deltas(
         )
         if ts_ms < 0 or u != books[k, B_UID] + 1 or (b1 - b0 + a1 - a0) // 10 + 1 > books[k, B_ROOM]:
             return i, PYTHON, nl, nr, levels
-        bids, ok_b = read_levels(buf[b0:b1])
-        asks, ok_a = read_levels(buf[a0:a1])
-        if not (ok_b and ok_a):
+        did, m = take(buf, b0, b1, a0, a1, sts[k], k, u, ts_ms, t, books, tops, rows, row_tops, nr, healed, healed_f)
+        if did == NOT_READ:
             return i, PYTHON, nl, nr, levels
-        res = apply(sts[k], bids, asks)
-        books[k, B_UID] = u
-        m = bids.shape[0] + asks.shape[0]
-        if res[0] != 0:  # healed (or refused: a price no reader here produces); the adapter settles it
-            healed[0] = m
-            healed[1] = u
-            healed[2] = ts_ms
-            healed[3] = res[0]
-            healed_f[0] = res[1]
-            healed_f[1] = res[2]
-            healed_f[2] = res[3]
-            healed_f[3] = res[4]
-            healed_f[4] = res[5]
-            healed_f[5] = res[6]
+        if did == HEALED_NOW:  # the adapter settles it
             return i, HEALED, nl, nr, levels
-        rows[nr, 0] = k
-        rows[nr, 1] = ts_ms * NS_PER_MS
-        rows[nr, 2] = t
-        rows[nr, 3] = u
-        row_tops[nr, 0] = tops[k, 0] = res[3]
-        row_tops[nr, 1] = tops[k, 1] = res[4]
-        row_tops[nr, 2] = tops[k, 2] = res[5]
-        row_tops[nr, 3] = tops[k, 3] = res[6]
-        books[k, B_COUNT] += 1
-        if t > books[k, B_MAX_RECV]:
-            books[k, B_MAX_RECV] = t
-        books[k, B_LAST_RECV] = t
-        books[k, B_LAST_EVENT] = ts_ms * NS_PER_MS
+        books[k, B_SEEN] += 1
         levels += m
         nr += 1
         i += 1
