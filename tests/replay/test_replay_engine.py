@@ -268,3 +268,40 @@ def test_from_to_bound_what_is_logged(tmp_path: Path) -> None:
     assert ev
     assert all(lo <= int(e["ts_recv"]) <= hi for e in ev)
     assert any(e["type"] == "Signal" for e in ev)  # the books were warmed up before --from
+
+
+def test_signals_of_the_replay_are_the_model_on_the_training_export(demo: Path, tmp_path: Path) -> None:
+    """One path for model inputs: the TABL signals the replay published are, bit for bit, the checkpoint run
+    on the windows of the ``bot books`` export (the training dataset) at the same grid times."""
+    import torch
+
+    from bot.export import BooksExport
+    from bot.heads import HEADS, collate, split_output
+    from bot.recording import iter_frames
+    from bot.workers import SHIPPED_DIR, load_checkpoint_file
+    from models.datasets import load_books_csv
+    from models.inputs import ArrayWindowSource, build_input
+
+    settings = BotSettings()
+    symbols = {Venue(v): tuple(s) for v, s in read_manifest(RECORDING)["symbols"].items()}
+    csv_path = tmp_path / "fine.csv"
+    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
+        exp = BooksExport(settings, symbols, settings.ring.fine_interval_ms, settings.ring.fine_levels, fh)
+        exp.run(iter_frames(RECORDING))
+    data = load_books_csv([csv_path])
+    ck = load_checkpoint_file(SHIPPED_DIR / "tabl_binance-spot-btcusdt_h10.pt", "cpu")
+    spec = ck.meta.extra["inputs"]
+    head = HEADS[ck.meta.family](spec, ck.meta.config)
+    src = ArrayWindowSource(lob={(v, s, spec["grid"]): arr for (v, s), arr in data.books.items()})
+    target = head.trained_targets()[0]
+    signals = [e for e in _events(demo / "events.jsonl")
+               if e["type"] == "Signal" and e["model"] == "tabl_binance-spot-btcusdt_h10"]
+    assert len(signals) > 300
+    torch.set_num_threads(1)
+    with torch.inference_mode():
+        for s in signals:
+            x = build_input(spec, src.at(int(s["ts_event"])), venue="binance_spot", symbol="BTCUSDT")
+            assert x is not None, s["ts_event"]
+            out = head.forward(ck.model, collate([x]))
+            fields = head.decode(split_output(out, 0), target, None)
+            assert list(fields[0].probabilities) == s["probabilities"], s["ts_event"]
