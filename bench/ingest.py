@@ -27,6 +27,15 @@ other, and the best time counts. Recordings are converted to the native format f
 (not timed). The issue's target is ours/baseline >= 3x.
 
 ``--profile CASE`` runs ``ours`` once under cProfile for that case and prints where the time goes.
+
+**Against the anchors' baseline A** (``--anchors DIR``, default ``../shared/anchors`` when it is there; see
+``bench/anchors.py``): for the Binance cases the anchors' own baseline A (``common.baseline_replay``, imported
+from DIR) runs on the same original files in this process too, interleaved with the other two, and the
+table adds its median CPU time and ``ours/A`` = median A / median ours, the same measure of the same
+work as the anchors' "ratio vs A" (they count A's depth messages, applied diffs plus snapshots, over the
+same files, so a ratio of rates is a ratio of times), which ``run_all.sh`` there reports for nautilus_trader
+and hftbacktest. ``binance_spot BTC`` and ``binance_usdm BTC`` are the anchors' two datasets; ETH is not
+theirs (A runs on it all the same). Bybit has no baseline A (another format).
 """
 
 from __future__ import annotations
@@ -39,12 +48,14 @@ import io
 import logging
 import os
 import pstats
+import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import orjson
 import structlog
@@ -58,6 +69,9 @@ from bot.export import OfflineFeed
 from bot.importers import convert
 from bot.recording import iter_frames, iter_records
 from bot.ring import RingSet
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/anchors.py, when imported from elsewhere
+from anchors import anchors_dir, dataset_of, load_common, run_baseline_a
 
 HFT = "hftbacktest/examples"
 CRYPTOFEED = "cryptofeed/v3/sample_data/BYBIT.jsonl.zst"
@@ -228,15 +242,29 @@ def bench_settings() -> BotSettings:
 # -- the run ------------------------------------------------------------------------------------------
 
 
-def best_of_interleaved(n: int, a: Callable[[], Result], b: Callable[[], Result]) -> tuple[Result, Result]:
-    """Run ``a`` and ``b`` alternately ``n`` times each (so a busy machine slows both alike); best of each."""
-    ra: list[Result] = []
-    rb: list[Result] = []
+def interleaved(n: int, fns: list[Callable[[], Result]]) -> list[list[Result]]:
+    """Run ``fns`` alternately ``n`` times each (so a busy machine slows them alike); every run of each."""
+    out: list[list[Result]] = [[] for _ in fns]
     for _ in range(n):
-        for fn, out in ((a, ra), (b, rb)):
+        for fn, runs in zip(fns, out, strict=True):
             gc.collect()
-            out.append(fn())
-    return min(ra, key=lambda r: r.seconds), min(rb, key=lambda r: r.seconds)
+            runs.append(fn())
+    return out
+
+
+def best(runs: list[Result]) -> Result:
+    return min(runs, key=lambda r: r.seconds)
+
+
+def median_s(runs: list[Result]) -> float:
+    return statistics.median(r.seconds for r in runs)
+
+
+def baseline_a(common: ModuleType, case: Case, shared: Path) -> Result:
+    """The anchors' baseline A on the case's original files: its CPU time, levels and depth messages."""
+    market = "usdm" if case.venue is Venue.BINANCE_USDM else "spot"
+    a = run_baseline_a(common, [shared / f for f in case.files], market)
+    return Result(a.cpu_s, a.level_updates, a.depth_messages)
 
 
 def span_seconds(recording: Path, venue: Venue) -> float:
@@ -273,12 +301,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--profile", default=None, metavar="CASE", help=f"cProfile ours on one case: {[c.name for c in CASES]}"
     )
+    p.add_argument(
+        "--anchors", type=Path, default=None, metavar="DIR",
+        help="the performance anchors' folder, whose common.py baseline A runs beside ours on the Binance cases "
+        "(default: ../shared/anchors when present; 'none': skip)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     env = os.environ.get("BOT_SHARED_DATA")
     shared = args.shared or (Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data")
     if not (shared / "SOURCES.md").is_file():
         print(f"error: shared data not found at {shared} (use --shared DIR)", file=sys.stderr)
         return 2
+    common = None
+    if str(args.anchors) != "none":
+        found = anchors_dir(args.anchors)
+        if found is None and args.anchors is not None:
+            print(f"error: no common.py in {args.anchors} (--anchors DIR, or 'none')", file=sys.stderr)
+            return 2
+        common = load_common(found) if found is not None else None
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     warm_up()
     settings = bench_settings()
@@ -294,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             pstats.Stats(prof).sort_stats("tottime").print_stats(25)
             return 0
         head = (f"{'case':<17} {'msgs':>7} {'level upd':>10} {'span s':>7} | {'ours s':>7} {'upd/s':>10} {'x rt':>6} | "
-                f"{'base s':>7} {'upd/s':>10} {'x rt':>6} | {'ours/base':>9}")  # fmt: skip
+                f"{'base s':>7} {'upd/s':>10} {'x rt':>6} | {'ours/base':>9} | {'A s':>6} {'ours/A':>7}")  # fmt: skip
         print(head)
         print("-" * len(head))
         total_ours = total_base = 0.0
@@ -302,22 +342,33 @@ def main(argv: list[str] | None = None) -> int:
             rec = recs[case.name]
             span = span_seconds(rec, case.venue)
             base_fn = baseline_binance if case.fmt == "hftbacktest" else baseline_bybit
-            ours, base = best_of_interleaved(
-                args.repeat,
+            fns: list[Callable[[], Result]] = [
                 lambda c=case, r=rec: run_ours(c, r, settings),  # type: ignore[misc]
                 lambda c=case, f=base_fn: f(c, shared),  # type: ignore[misc]
-            )
+            ]
+            with_a = common is not None and case.fmt == "hftbacktest"
+            if common is not None and with_a:
+                fns.append(lambda c=case, m=common: baseline_a(m, c, shared))  # type: ignore[misc]
+            runs = interleaved(args.repeat, fns)
+            ours, base = best(runs[0]), best(runs[1])
             total_ours += ours.seconds
             total_base += base.seconds
             same = "" if ours.level_updates == base.level_updates else f"  (baseline counted {base.level_updates})"
+            a_cols = f"{'-':>6} {'-':>7}"
+            if with_a:
+                a_s = median_s(runs[2])
+                mark = "" if dataset_of(case.files) else "*"
+                a_cols = f"{a_s:>6.3f} {a_s / median_s(runs[0]):>6.2f}x{mark}"
             print(f"{case.name:<17} {ours.messages:>7} {ours.level_updates:>10} {span:>7.1f} | "
                   f"{ours.seconds:>7.3f} {ours.level_updates / ours.seconds:>10,.0f} {span / ours.seconds:>6.0f} | "
                   f"{base.seconds:>7.3f} {base.level_updates / base.seconds:>10,.0f} {span / base.seconds:>6.0f} | "
-                  f"{base.seconds / ours.seconds:>8.2f}x{same}")  # fmt: skip
+                  f"{base.seconds / ours.seconds:>8.2f}x | {a_cols}{same}")  # fmt: skip
         ratio = total_base / total_ours
         print("-" * len(head))
         print(f"all cases: ours {total_ours:.3f} s, baseline {total_base:.3f} s, ours/baseline {ratio:.2f}x "
               f"(target >= 3x: {'met' if ratio >= 3 else 'NOT met'})")  # fmt: skip
+        print("ours/base: best CPU times of the naive baseline / ours; ours/A: median CPU time of the anchors' "
+              "baseline A / ours (their measure; * a dataset that is not the anchors').")
     return 0
 
 
