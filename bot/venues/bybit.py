@@ -594,6 +594,7 @@ class _BybitAdapter(BookAdapter):
             tick_first = False
         table = self._frame_table(bus)
         rid = bk.route_topics(buf, raw, end, table.names, table.bounds)
+        rid_l = rid.tolist()
         nb = len(self.symbols)
         books = np.zeros((nb, jk.B_COLS), np.int64)
         tops = np.zeros((nb, 4))
@@ -613,8 +614,13 @@ class _BybitAdapter(BookAdapter):
             if n_rows:
                 self._loop_took(bus, books, tops, rows[:n_rows], row_tops[:n_rows], levels)
             handlers = table.handlers
-            for j in later[:n_later].tolist():
-                self._handle(data[raws[j] : ends[j]], handlers[rid[j]], times[j])
+            for j in later[:n_later].tolist():  # routed, so as _handle does with a route
+                frame = data[raws[j] : ends[j]]
+                handler, symbol = handlers[rid_l[j]]
+                try:
+                    handler(frame, symbol, times[j])
+                except (*DECODE_ERRORS, MalformedMessage) as e:
+                    self._malformed("ws", e, frame)
             stats.messages += i_end - i
             if why == jk.END:
                 return
@@ -624,7 +630,7 @@ class _BybitAdapter(BookAdapter):
                 i, tick_first = i_end, False
                 continue
             stats.messages += 1
-            r = int(rid[i_end])
+            r = rid_l[i_end]
             if why == jk.HEALED:
                 self._took_healed(table.handlers[r][1], healed.tolist(), healed_f.tolist(), t)
             else:
@@ -633,6 +639,7 @@ class _BybitAdapter(BookAdapter):
             if table.key != (self._routes_version, bus.version):  # a handler changed the routes or the bus
                 table = self._frame_table(bus)
                 rid = bk.route_topics(buf, raw, end, table.names, table.bounds)
+                rid_l = rid.tolist()
 
     def _frame_table(self, bus: EventBus) -> _FrameTable:
         """The routes for the compiled loop: a book's topic is ``BOOK`` once it has its own handler
