@@ -686,6 +686,7 @@ class _BinanceAdapter(BookAdapter):
         todo_l, ticks_l, ts_l, ids_l = todo.tolist(), ticks.tolist(), ts.tolist(), ids.tolist()
         raws, ends = frames.raw.tolist(), frames.end.tolist()
         routes = self._loop_routes(bus)
+        version = bus.version
         handlers = self._head_routes
         nb = len(self.symbols)
         n = len(todo)
@@ -702,6 +703,8 @@ class _BinanceAdapter(BookAdapter):
         q = 0
         tick_first = True
         while True:
+            if bus.version != version:  # a handler (un)subscribed: what reaches nobody may have changed
+                routes, version = self._loop_routes(bus), bus.version
             states = self._loop_books(bus, books, in_sync)
             q_end, why, n_later, n_rows, levels, quiet = binance_kernels.apply_diffs(
                 buf, frames.raw, frames.end, todo, ticks, ts, ids, q, tick_first, clock.due, routes,

@@ -606,6 +606,10 @@ class _BybitAdapter(BookAdapter):
         stats = self.stats
         i = 0
         while True:
+            if table.key != (self._routes_version, bus.version):  # a handler changed the routes or the bus
+                table = self._frame_table(bus)
+                rid = bk.route_topics(buf, raw, end, table.names, table.bounds)
+                rid_l = rid.tolist()
             states = self._loop_books(bus, books, self.synced.__getitem__)
             i_end, why, n_later, n_rows, levels = bk.apply_deltas(
                 buf, raw, end, ts, rid, i, tick_first, clock.due, table.routes, table.names, table.bounds,
@@ -636,10 +640,6 @@ class _BybitAdapter(BookAdapter):
             else:
                 self._handle(data[raws[i_end] : ends[i_end]], table.handlers[r] if r >= 0 else None, t)
             i, tick_first = i_end + 1, True
-            if table.key != (self._routes_version, bus.version):  # a handler changed the routes or the bus
-                table = self._frame_table(bus)
-                rid = bk.route_topics(buf, raw, end, table.names, table.bounds)
-                rid_l = rid.tolist()
 
     def _frame_table(self, bus: EventBus) -> _FrameTable:
         """The routes for the compiled loop: a book's topic is ``BOOK`` once it has its own handler
