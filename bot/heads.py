@@ -68,6 +68,8 @@ class Head:
         self.spec = spec
         self.config = config
         self.horizon = ""
+        # (model, its parameters and buffers, their versions then, model.inference()): see ``frozen``
+        self._frozen: tuple[torch.nn.Module, list[torch.Tensor], list[int], Any] | None = None
 
     def trained_targets(self) -> list[Target]:
         raise NotImplementedError
@@ -88,7 +90,25 @@ class Head:
         return None
 
     def forward(self, model: torch.nn.Module, x: Any) -> Any:
-        return model(x)
+        run = self.frozen(model)
+        return run(x) if run is not None else model(x)
+
+    def frozen(self, model: torch.nn.Module) -> Any:
+        """The model's frozen inference function (``model.inference()``: the family's forward call with the
+        same bits, less its per-call overhead), or None for a family without one or a model in training
+        mode, or whose ``forward`` was replaced on the instance (a wrapper or a spy: it is called, as before).
+        Made once per model and made again whenever one of its parameters or buffers changed in place
+        (``Tensor._version``), so it never serves weights other than the model's own."""
+        make = getattr(model, "inference", None)
+        if make is None or model.training or "forward" in vars(model):
+            return None
+        f = self._frozen
+        if f is not None and f[0] is model and [t._version for t in f[1]] == f[2]:
+            return f[3]
+        tensors = [*model.parameters(), *model.buffers()]
+        run = make()
+        self._frozen = (model, tensors, [t._version for t in tensors], run)
+        return run
 
     def decode(self, out: Any, target: Target, prepared: Any) -> list[SignalFields]:
         raise NotImplementedError
@@ -107,7 +127,9 @@ class TablHead(Head):
         return [Target(Venue(self.spec["venue"]), self.spec["symbol"], (self.spec["symbol"],))]
 
     def forward(self, model: torch.nn.Module, x: Any) -> Any:
-        return model(x, return_attention=True)  # (logits (B, H, C), attention (B, heads, H*C, T_last))
+        # (logits (B, H, C), attention (B, heads, H*C, T_last)); TABL.inference: this call, the same bits
+        run = self.frozen(model)
+        return run(x) if run is not None else model(x, return_attention=True)
 
     def decode(self, out: Any, target: Target, prepared: Any) -> list[SignalFields]:
         d = model_inputs.decode_output(dict(self.spec), out)

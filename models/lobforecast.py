@@ -30,6 +30,7 @@ other too (the 60-step forecast can borrow from the 12-step one without any leak
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -317,6 +318,87 @@ class LOBForecaster(nn.Module):
         for block in self.decoder:
             q = block(q, memory)  # (B, H, D)
         return self.head(self.head_norm(q))  # (B, H, 4 * levels)
+
+    @torch.no_grad()
+    def inference(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``forward`` of this model in eval mode, frozen, for serving: the same operations in the same order
+        on the same values (so the same bits), without what a small model pays per call for nothing. What
+        does not depend on the input is computed once: the columns' identity embeddings, the time
+        embedding, the horizon queries and, per batch size, the first decoder block's self-attention over
+        those queries (they are the same for every input). No module dispatch (the functional calls the
+        modules make, on their own parameters: matmul picks its kernel by whether an operand requires
+        grad, so no detached copies), no dropout (the identity in eval mode). Valid while the parameters
+        stay as they are now (``bot.heads`` rebuilds it when they change); call it under inference_mode.
+        """
+        if self.training:
+            raise ValueError("inference() is for a model in eval mode")
+        cfg = self.config
+        embed = self.embed
+        identity = embed.identity()  # (F, E)
+        time_emb = self.time(self.steps)  # (T, D)
+        queries = self.horizon(self.horizon_ids)  # (H, D)
+        first, *rest = self.decoder
+        assert isinstance(first, DecoderBlock)
+        starts: dict[int, torch.Tensor] = {}  # batch size -> the first decoder block's queries after self-attention
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            if x.dim() != 3 or x.shape[1:] != (cfg.window, cfg.n_features):
+                raise ValueError(f"expected input (B, {cfg.window}, {cfg.n_features}) = (batch, time, features), "
+                                 f"got {tuple(x.shape)}")
+            present = ~torch.isnan(x).unsqueeze(-1)  # CompoundEmbedding
+            values = _linear(embed.value, torch.where(present, x.unsqueeze(-1), 0.0))
+            tokens = torch.where(present, values, embed.missing) + identity
+            tokens = F.gelu(_linear(embed.mlp, _norm(embed.norm, tokens)))
+            h = _linear(embed.proj, tokens.flatten(2)) + time_emb
+            for block in self.encoder:
+                assert isinstance(block, EncoderBlock)
+                n = _norm(block.norm1, h)
+                h = h + _attend(block.attn, n, n)
+                h = h + _feed(block.ff, _norm(block.norm2, h))
+            memory = _norm(self.encoder_norm, h)
+            b = x.shape[0]
+            q = starts.get(b)
+            if q is None:
+                q0 = queries.expand(b, -1, -1)
+                n = _norm(first.norm1, q0)
+                q = starts[b] = q0 + _attend(first.self_attn, n, n)
+            q = q + _attend(first.cross_attn, _norm(first.norm2, q), memory)
+            q = q + _feed(first.ff, _norm(first.norm3, q))
+            for block in rest:
+                assert isinstance(block, DecoderBlock)
+                n = _norm(block.norm1, q)
+                q = q + _attend(block.self_attn, n, n)
+                q = q + _attend(block.cross_attn, _norm(block.norm2, q), memory)
+                q = q + _feed(block.ff, _norm(block.norm3, q))
+            return _linear(self.head, _norm(self.head_norm, q))
+
+        return run
+
+
+# -- the functional calls of the blocks above (eval mode), for LOBForecaster.inference -------------------
+
+
+def _linear(m: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    return F.linear(x, m.weight, m.bias)
+
+
+def _norm(m: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    return F.layer_norm(x, m.normalized_shape, m.weight, m.bias, m.eps)
+
+
+def _attend(a: Attention, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    b, lq, d = x.shape
+    h = a.n_heads
+    q = _linear(a.query, x).view(b, lq, h, d // h).transpose(1, 2)
+    k, v = _linear(a.key_value, context).split(d, dim=-1)
+    k = k.view(b, -1, h, d // h).transpose(1, 2)
+    v = v.view(b, -1, h, d // h).transpose(1, 2)
+    y = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0)
+    return _linear(a.out, y.transpose(1, 2).reshape(b, lq, d))
+
+
+def _feed(f: FeedForward, x: torch.Tensor) -> torch.Tensor:
+    return _linear(f.down, F.gelu(_linear(f.up, x)))
 
 
 # -- loss ---------------------------------------------------------------------------------------------

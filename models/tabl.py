@@ -38,6 +38,7 @@ The max-norm constraint the paper trains with is not part of the forward pass: t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Literal
@@ -203,6 +204,58 @@ class TABL(nn.Module):
         y, attn = self.out(x)  # (B, H * C, 1), (B, heads, H * C, T_last)
         logits = y.view(x.shape[0], cfg.n_horizons, cfg.n_classes)  # (B, H, C)
         return (logits, attn) if return_attention else logits
+
+    @torch.no_grad()
+    def inference(self) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """``forward(x, return_attention=True)`` of this model in eval mode, frozen, for serving: the same
+        operations in the same order on the same values (so the same bits), without what a tiny model pays
+        per call for nothing. What does not depend on the input (each head's effective W, its clamped λ and
+        1 - λ) is computed once here; there is no module dispatch and no dropout (the identity in eval
+        mode). Valid while the parameters stay as they are now (``bot.heads`` rebuilds it when they change).
+        """
+        if self.training:
+            raise ValueError("inference() is for a model in eval mode")
+        cfg = self.config
+        # The parameters themselves, not detached copies: matmul picks its kernel by whether an operand
+        # requires grad, so a detached weight can round differently. What is derived from them is computed
+        # under no_grad here, as forward computes it under inference_mode: plain tensors either way.
+        hidden: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        for layer in self.hidden:
+            assert isinstance(layer, Bilinear)
+            hidden.append((layer.w1, layer.w2, layer.bias))
+        out = self.out
+        w1, w2, bias = out.w1, out.w2, out.bias
+        heads = []
+        for head in out.heads:
+            assert isinstance(head, TemporalAttention)
+            lam = head.lam.clamp(0.0, 1.0)
+            heads.append((head.effective_weight(), lam, 1.0 - lam))
+        combine = "single" if len(heads) == 1 else out.combine
+        shape = (cfg.n_features, cfg.window)
+        n_h, n_c = cfg.n_horizons, cfg.n_classes
+
+        def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            if x.dim() != 3 or x.shape[1:] != shape:
+                raise ValueError(f"expected input (B, {cfg.n_features}, {cfg.window}) = (batch, features, time), "
+                                 f"got {tuple(x.shape)}")
+            for a, b, c in hidden:  # Bilinear, ReLU (dropout: the identity)
+                x = F.relu(a @ x @ b + c)
+            xbar = w1 @ x  # MultiHeadTABL
+            outs, attns = [], []
+            for weight, lam, rest in heads:  # TemporalAttention
+                attn = F.softmax(xbar @ weight, dim=-1)
+                outs.append(lam * (xbar * attn) + rest * xbar)
+                attns.append(attn)
+            if combine == "single":
+                mixed = outs[0]
+            elif combine == "mean":
+                mixed = torch.stack(outs).mean(dim=0)
+            else:
+                mixed = torch.cat(outs, dim=-1)
+            y = mixed @ w2 + bias
+            return y.view(x.shape[0], n_h, n_c), torch.stack(attns, dim=1)
+
+        return run
 
     @torch.no_grad()
     def apply_constraints(self) -> None:
