@@ -195,6 +195,10 @@ class SimConfig(Section):
     seed: int = 0
     faults: str = ""  # e.g. "drop=0.01,dup=0.01" (see bot.sim.faults)
     loop: bool = True
+    # > 0: playback starts at a wall time congruent to the recording's first receive time modulo align_ms
+    # (bot.sim.loop.VenueRunner._start). With [ring] fine_interval_ms (1000) at speed 1 a run's grid then
+    # cuts the recording where a replay's does (tests/integration/test_replay_parity.py). 0: at once.
+    align_ms: int = Field(default=0, ge=0)
     # the private side's one account (bot.sim.account); the command line / BOT_SIM_API_* override these
     api_key: SecretStr = SecretStr("sim-key")
     api_secret: SecretStr = SecretStr("sim-secret")

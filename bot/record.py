@@ -387,6 +387,7 @@ async def start_sim(
                 api_key=settings.sim.api_key.get_secret_value(),
                 api_secret=settings.sim.api_secret.get_secret_value(),
                 balances=settings.sim.balances,
+                align_ns=settings.sim.align_ms * 1_000_000,
             )
         )
     except RecordingError as e:  # a damaged recording: the input again, not a failure of the bot

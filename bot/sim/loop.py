@@ -359,7 +359,11 @@ class RunnerStats:
 
 
 class VenueRunner:
-    """Plays one venue's timeline in real time / ``speed``; calls ``on_item`` after updating the truth."""
+    """Plays one venue's timeline in real time / ``speed``; calls ``on_item`` after updating the truth.
+
+    Item ``i`` is due at ``start + items[i].t / speed`` (monotonic): the pass starts when ``run`` does, or
+    with ``align_ns`` up to ``align_ns`` later, on the recording's phase (``_start``; the first pass and
+    each restart, not a seamless wrap, which continues at the recorded pace)."""
 
     YIELD_EVERY = 64  # items processed back to back before letting the writers run
 
@@ -371,10 +375,12 @@ class VenueRunner:
         on_item: Callable[[Item, Any], None],
         on_restart: Callable[[], Awaitable[None]],
         restart: Callable[[], bool] = lambda: False,
+        align_ns: int = 0,
     ) -> None:
         self.replay = replay
         self.speed = speed
         self.loop = loop
+        self.align_ns = align_ns
         self.on_item = on_item
         self.on_restart = on_restart
         self.restart = restart
@@ -383,6 +389,7 @@ class VenueRunner:
         self.cycle = 0
         self.finished = False
         self.start_mono = time.monotonic()
+        self.start_wall_ns = time.time_ns()  # wall time (time.time_ns) the first item is due at, once running
         self.stats = RunnerStats()
 
     @property
@@ -395,12 +402,23 @@ class VenueRunner:
         rec_ns = tl.t0_ns + int((time.monotonic() - self.start_mono) * self.speed * 1e9)
         return rec_ns // 1_000_000 + tl.offset_ms + self.looper.time_offset_ms
 
+    def _start(self) -> float:
+        """The monotonic time the first item of a pass is due at: now, or with ``align_ns`` the first moment
+        from now whose wall time is congruent to the recording's first receive time modulo ``align_ns``:
+        at speed 1 a record received at ``r`` is then due at a wall time ``r + k * align_ns`` (a whole number
+        of grid steps later), so a live run's wall-clock grid cuts the recording where a replay's
+        receive-time grid does. Sets ``start_wall_ns``."""
+        mono, wall = time.monotonic(), time.time_ns()
+        wait_ns = (self.replay.tl.t0_ns - wall) % self.align_ns if self.align_ns > 0 else 0
+        self.start_wall_ns = wall + wait_ns
+        return mono + wait_ns / 1e9
+
     async def run(self) -> None:
         items = self.replay.tl.items
         if self.loop and items:
             await asyncio.to_thread(lambda: self.looper.plan)  # one pass over the timeline, off the loop
         self.replay.reset()
-        start = time.monotonic()
+        start = self._start()
         scale = 1.0 / (self.speed * 1e9)
         while True:
             self.pos = 0
@@ -444,7 +462,7 @@ class VenueRunner:
                 await self.on_restart()
                 self.looper.reset()
                 self.replay.reset()
-                start = time.monotonic()
+                start = self._start()
                 continue
             for wrap_item in self.looper.wrap():
                 parsed = self.replay.apply(wrap_item)

@@ -8,8 +8,10 @@
 Three servers on ephemeral ports (one per venue host): Bybit (``/v5/public/spot``, ``/v5/public/linear`` and
 ``/v5/market/*``), Binance spot (``/ws``, ``/stream``, ``/api/v3/*``) and Binance USD-M (``/ws``,
 ``/stream``, ``/public/...``, ``/market/...``, ``/fapi/v1/*``). Every venue's timeline starts when the sim
-starts and is paced by the recorded receive times / ``speed`` and loops seamlessly (``loop.py``); the
-wire behaviour is in ``ws.py`` (connections, fan-out), ``binance.py``, ``bybit.py`` and ``rest.py``, the
+starts (``align_ns``: up to that much later, on the recording's sub-step phase; ``runners[v].start_wall_ns``
+is the wall time its first record is due) and is paced by the recorded receive times / ``speed`` and loops
+seamlessly (``loop.py``); the wire behaviour is in ``ws.py`` (connections, fan-out), ``binance.py``,
+``bybit.py`` and ``rest.py``, the
 faults in ``faults.py``. Handler errors never escape: REST through ``rest.error_middleware``, websocket
 frames in the venue modules' read loops, anything else around a connection here (a clean 1011 close),
 each counted in ``stats[venue]["handler_errors"]``.
@@ -102,9 +104,16 @@ class LoopbackExchange:
         api_key: str = "sim-key",
         api_secret: str = "sim-secret",
         balances: dict[Venue, dict[str, Decimal]] | None = None,
+        align_ns: int = 0,
     ) -> None:
         if not speed > 0:
             raise ConfigError(f"speed must be > 0, not {speed}")
+        if align_ns < 0:
+            raise ConfigError(f"align_ns must be >= 0, not {align_ns}")
+        # > 0: each venue's playback starts at a wall time congruent to its first record's receive time
+        # modulo align_ns (bot.sim.loop.VenueRunner._start), e.g. 1 s: at speed 1 a run's 1 s wall-clock
+        # grid then cuts the recording at the same receive times as a replay's grid. 0: at once.
+        self.align_ns = int(align_ns)
         self.data = Path(data)
         self.speed = float(speed)
         self.seed = int(seed)
@@ -159,7 +168,8 @@ class LoopbackExchange:
             dice = RestartDice(self.faults, self.seed, venue.value)
             live = self.klines.sessions.get(venue)
             publish = hub.publish if live is None else live.tap(hub.publish)
-            runner = VenueRunner(replay, self.speed, self.loop, publish, self._restart(hub), dice.roll)
+            runner = VenueRunner(replay, self.speed, self.loop, publish, self._restart(hub), dice.roll,
+                                 align_ns=self.align_ns)
             hub.clock_ms = runner.now_ms
             self.replays[venue], self.hubs[venue], self.runners[venue] = replay, hub, runner
         self.account = SimAccount(self.replays, self._balances)
