@@ -40,6 +40,12 @@ GOLDEN_REPORT = GOLDEN / "replay_demo_report.json"
 REGEN = os.environ.get("BOT_REGEN_GOLDEN") == "1"
 
 
+@pytest.fixture(autouse=True)
+def _keep_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI configures structlog onto the captured stderr; later tests must not log into a closed file."""
+    monkeypatch.setattr("replay.cli.setup_logging", lambda *a, **k: None)
+
+
 def _settings() -> BotSettings:
     return load_settings(REPO / "config.toml")
 
