@@ -13,6 +13,13 @@ matcher (resting orders meet the new book), then to the strategies. Intents are 
 another component's callback: they are queued and handled when the outermost handler returns, so a fill
 published from inside the matcher's loop cannot re-enter the matcher.
 
+Quiet books. A book no strategy trades and on which the paper matcher holds nothing (no order in flight
+anywhere, none resting and no taken liquidity on that book) needs of its ``BookUpdate`` events only the
+last mark, the last mid and the newest times: the engine takes such runs as one batch (``bot.bus``
+batches, ``on_book_updates``), with the same effect as the events one by one. ``Trade`` events matter
+only to the paper matcher's resting orders and due arrivals: an engine with no strategy (and no order
+restored) never reads its clock, so it does not subscribe to them at all.
+
 Targets. A ``TargetPosition`` becomes one order for ``target - (position + open orders)`` of that
 strategy (its own position, from its own fills), after cancelling its open orders that point the other
 way. A difference below the instrument's minimum quantity or notional is dust: counted, no order, no
@@ -27,10 +34,11 @@ from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 from typing import Any, Protocol
 
+import numpy as np
 import structlog
 
 from bot.bus import EventBus
-from bot.events import BookCrossed, BookHealth, BookUpdate, KlineClosed, Side, Signal, Trade, Venue
+from bot.events import BookCrossed, BookHealth, BookUpdate, BookUpdates, KlineClosed, Side, Signal, Trade, Venue
 from bot.execution.base import Execution
 from bot.orders import (
     ZERO,
@@ -64,6 +72,7 @@ class Gate(Protocol):
     def register_strategy(self, name: str, models: Sequence[str]) -> None: ...
     def on_instrument(self, ev: InstrumentInfo) -> None: ...
     def on_book(self, ev: BookUpdate) -> None: ...
+    def on_top(self, venue: Venue, symbol: str, bid_px: float, ask_px: float) -> None: ...
     def on_health(self, ev: BookHealth) -> None: ...
     def on_crossed(self, ev: BookCrossed) -> None: ...
     def on_skew(self, ev: ClockSkew) -> None: ...
@@ -88,10 +97,12 @@ class Books(Protocol):
 
 
 class MatchesBooks(Protocol):
-    """The paper matcher's market-data hooks (live execution has none)."""
+    """The paper matcher's market-data hooks (live execution has none). ``quiet(venue, symbol)``, where it
+    has it (``PaperExecution``): the book's events would only move the matcher's clock on."""
 
     def on_book(self, ev: BookUpdate) -> None: ...
     def on_trade(self, ev: Trade) -> None: ...
+    def on_time(self, ts_ns: int) -> None: ...
 
 
 @dataclass
@@ -140,6 +151,13 @@ class Engine:
         self._next_snapshot = 0
         self._publish: Any = None
         self._matcher: MatchesBooks | None = execution if hasattr(execution, "on_book") else None  # type: ignore[assignment]
+        self._quiet: Any = getattr(self._matcher, "quiet", None)  # (venue, symbol) -> bool, or None: never quiet
+        self._bus: EventBus | None = None
+        self._hears_trades = False
+        self._traders: dict[Key, tuple[Strategy, ...]] = {}  # (venue, symbol) -> the strategies trading it
+        self._perp: dict[Venue, bool] = {}  # venue -> not spot (its events carry the venue's funding clock)
+        on_mid = getattr(ledger, "on_mid", None)  # bot.ledger.Ledger: the mark converted when it is read
+        self._on_mid: Any = on_mid if on_mid is not None else self._mark_now
         for s in self.strategies:
             gate.register_strategy(s.name, s.models)
 
@@ -147,8 +165,9 @@ class Engine:
 
     def attach(self, bus: EventBus) -> None:
         self._publish = bus.publish
-        bus.subscribe(BookUpdate, self.on_book)
-        bus.subscribe(Trade, self.on_trade)
+        self._bus = bus
+        bus.subscribe(BookUpdate, self.on_book, batch=self.on_book_updates, batch_ok=self.takes_book_batch)
+        self._listen_trades()
         bus.subscribe(KlineClosed, self.on_bar)
         bus.subscribe(Signal, self.on_signal)
         bus.subscribe(BookHealth, self._guard(self.gate.on_health))
@@ -178,6 +197,7 @@ class Engine:
         restore = getattr(self.execution, "restore", None)
         if restore is not None and open_orders:
             restore(list(open_orders), ts_ns)
+        self._listen_trades()
         # each strategy learns its own open orders (to time them out, or count them toward its targets)
         self._enter(ts_ns)
         try:
@@ -188,21 +208,94 @@ class Engine:
         finally:
             self._leave()
 
+    def _listen_trades(self) -> None:
+        """Subscribe to ``Trade`` (once attached) when the matcher could ever need one: a strategy may send
+        orders, or orders were restored. Without either, a trade only moved clocks nothing reads (intents
+        come from strategies alone; the matcher holds nothing), so the event need not be made at all."""
+        if self._hears_trades or self._bus is None or self._matcher is None:
+            return
+        if self.strategies or self._open:
+            self._bus.subscribe(Trade, self.on_trade)
+            self._hears_trades = True
+
+    def _trading(self, key: Key) -> tuple[Strategy, ...]:
+        """The strategies that trade ``key``, in their order (``Strategy.trades`` depends on nothing else)."""
+        t = self._traders.get(key)
+        if t is None:
+            t = self._traders[key] = tuple(s for s in self.strategies if s.trades(*key))
+        return t
+
+    def _mark_now(self, venue: Venue, symbol: str, bid_px: float, ask_px: float) -> None:
+        # the exact mid of the two printed prices
+        self.ledger.on_mark(venue, symbol, (Decimal(repr(bid_px)) + Decimal(repr(ask_px))) / 2)
+
     # -- market events ----------------------------------------------------------------------------------
 
     def on_book(self, ev: BookUpdate) -> None:
         self._enter(ev.ts_recv)
         try:
-            if ev.venue.market != "spot" and ev.ts_event > self._venue_now.get(ev.venue, 0):
-                self._venue_now[ev.venue] = ev.ts_event
+            venue = ev.venue
+            perp = self._perp.get(venue)
+            if perp is None:
+                perp = self._perp[venue] = venue.market != "spot"
+            if perp and ev.ts_event > self._venue_now.get(venue, 0):
+                self._venue_now[venue] = ev.ts_event
             if ev.bid_px > 0 and ev.ask_px > 0:  # the exact mid of the two printed prices
-                self.ledger.on_mark(ev.venue, ev.symbol, (Decimal(repr(ev.bid_px)) + Decimal(repr(ev.ask_px))) / 2)
+                self._on_mid(venue, ev.symbol, ev.bid_px, ev.ask_px)
             self.gate.on_book(ev)
             if self._matcher is not None:
                 self._matcher.on_book(ev)
-            for s in self.strategies:
-                if s.trades(ev.venue, ev.symbol):
-                    self._call(s, s.on_book, ev)
+            for s in self._trading((venue, ev.symbol)):
+                self._call(s, s.on_book, ev)
+        finally:
+            self._leave()
+
+    def takes_book_batch(self, venue: Venue, symbol: str) -> bool:
+        """Whether this book's ``BookUpdate`` events may come as one batch handed over late (``bot.bus``): no
+        strategy trades it and the matcher is quiet on it (``PaperExecution.quiet``: nothing in flight,
+        nothing resting or taken there). Then an update only sets the mark, the gate's mid and the clocks,
+        and the last of each is what a batch sets."""
+        if self._trading((venue, symbol)):
+            return False
+        return self._matcher is None or (self._quiet is not None and bool(self._quiet(venue, symbol)))
+
+    def on_book_updates(self, batch: BookUpdates) -> None:
+        """``on_book`` for each update of a batch (every book in it ``takes_book_batch``): the newest times
+        move the clocks, the last two-sided top of each book is its mark, its last top the gate's mid.
+        Books are marked in the order of their first two-sided top, as the events would first mark them."""
+        venue = batch.venue
+        for k, n in enumerate(batch.count.tolist()):
+            if n and not self.takes_book_batch(venue, batch.symbols[k]):
+                for ev in batch.events():  # a batch it did not take: one by one
+                    self.on_book(ev)
+                return
+        if not len(batch):
+            return
+        newest = int(batch.max_recv.max())
+        self._enter(newest)
+        try:
+            if venue.market != "spot":
+                ts_event = int(batch.ts_event.max())
+                if ts_event > self._venue_now.get(venue, 0):
+                    self._venue_now[venue] = ts_event
+            top = batch.top
+            books = batch.book
+            two_sided = (top[:, 0] > 0) & (top[:, 2] > 0)
+            marks = []
+            for k, n in enumerate(batch.count.tolist()):
+                if not n:
+                    continue
+                rows = np.flatnonzero(books == k)
+                bp, _, ap, _ = top[rows[-1]].tolist()
+                self.gate.on_top(venue, batch.symbols[k], bp, ap)
+                marked = rows[two_sided[rows]]
+                if len(marked):
+                    mbp, _, map_, _ = top[marked[-1]].tolist()
+                    marks.append((int(marked[0]), batch.symbols[k], mbp, map_))
+            for _, symbol, mbp, map_ in sorted(marks):
+                self._on_mid(venue, symbol, mbp, map_)
+            if self._matcher is not None:
+                self._matcher.on_time(newest)  # quiet: the matcher's clock only
         finally:
             self._leave()
 

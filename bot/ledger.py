@@ -96,6 +96,8 @@ class Ledger:
         self._pos: dict[tuple[Venue, str], _Position] = {}
         self._funding_due: dict[tuple[Venue, str, int], FundingRate] = {}  # latest rate per funding time
         self._funding_done: set[tuple[Venue, str, int]] = set()
+        # (venue, symbol) -> the (best bid, best ask) of its latest mark not converted yet (``on_mid``)
+        self._tops: dict[tuple[Venue, str], tuple[float, float]] = {}
         self.fills = 0
 
     # -- input --------------------------------------------------------------------------------------------
@@ -140,7 +142,24 @@ class Ledger:
 
     def on_mark(self, venue: Venue, symbol: str, price: float | Decimal) -> None:
         """The mark (mid from ``BookUpdate``) that positions are valued at."""
+        self._tops.pop((venue, symbol), None)
         self._position(venue, symbol).mark = to_decimal(price)
+
+    def on_mid(self, venue: Venue, symbol: str, bid_px: float, ask_px: float) -> None:
+        """``on_mark`` of the exact mid of a top of book's two printed prices, ``(Decimal(repr(bid)) +
+        Decimal(repr(ask))) / 2``, converted only when something reads a mark (a book moves many times
+        between two reads): every reader sees the very Decimal ``on_mark`` would have set."""
+        key = (venue, symbol)
+        if key not in self._pos:
+            self._pos[key] = _Position()  # the position exists from its first mark on, as with on_mark
+        self._tops[key] = (bid_px, ask_px)
+
+    def _settle_marks(self) -> None:
+        """Convert the marks ``on_mid`` left as prices (every method that reads a mark calls this first)."""
+        tops = self._tops
+        for key, (bid, ask) in tops.items():
+            self._pos[key].mark = (Decimal(repr(bid)) + Decimal(repr(ask))) / 2
+        tops.clear()
 
     def on_funding(self, fr: FundingRate, ts_ns: int) -> None:
         """Remember ``fr`` (the venues announce the rate for the next funding time, again and again); then
@@ -156,6 +175,8 @@ class Ledger:
     def settle_funding(self, ts_ns: int, venue: Venue | None = None) -> None:
         """Settle the remembered funding times that are due by ``ts_ns`` (for callers with a timer), of one
         venue or all. ``ts_ns`` is in the venue's clock (its funding times are): each venue's own."""
+        if self._tops:
+            self._settle_marks()
         for key in sorted(k for k in self._funding_due if k[2] <= ts_ns and (venue is None or k[0] is venue)):
             fr = self._funding_due.pop(key)
             self._funding_done.add(key)
@@ -186,12 +207,16 @@ class Ledger:
         return self._get(venue, symbol).avg_price
 
     def mark(self, venue: Venue, symbol: str) -> Decimal | None:
+        if self._tops:
+            self._settle_marks()
         return self._get(venue, symbol).mark
 
     def realized_pnl(self, venue: Venue, symbol: str) -> Decimal:
         return self._get(venue, symbol).realized
 
     def unrealized_pnl(self, venue: Venue, symbol: str) -> Decimal:
+        if self._tops:
+            self._settle_marks()
         return self._get(venue, symbol).unrealized()
 
     def cash(self, venue: Venue) -> Decimal:
@@ -202,6 +227,8 @@ class Ledger:
 
     def equity(self, venue: Venue | None = None) -> Decimal:
         """``cash + sum(position values)`` of one account, or of all of them together (venue None)."""
+        if self._tops:
+            self._settle_marks()
         venues = sorted(set(self._cash) | {v for v, _ in self._pos}) if venue is None else [venue]
         total = ZERO
         for v in venues:
@@ -213,6 +240,8 @@ class Ledger:
 
     def gross_exposure(self) -> Decimal:
         """``sum(|qty| * mark)`` over every position (the average entry where no mark was seen)."""
+        if self._tops:
+            self._settle_marks()
         return sum((abs(p.marked()) for p in self._pos.values()), ZERO)
 
     def _snapshot(self, venue: Venue, symbol: str, p: _Position) -> PositionSnapshot:
@@ -227,9 +256,13 @@ class Ledger:
         )
 
     def positions(self) -> list[PositionSnapshot]:
+        if self._tops:
+            self._settle_marks()
         return [self._snapshot(v, s, p) for (v, s), p in sorted(self._pos.items())]
 
     def snapshot(self, venue: Venue, ts_ns: int) -> EquitySnapshot:
+        if self._tops:
+            self._settle_marks()
         mine = sorted((s, p) for (v, s), p in self._pos.items() if v == venue)
         return EquitySnapshot(
             ts_event=ts_ns,
@@ -247,6 +280,8 @@ class Ledger:
 
     def dump(self) -> dict[str, Any]:
         """The whole state as JSON-ready data (Decimals as strings); ``Ledger.load`` reads it back."""
+        if self._tops:
+            self._settle_marks()
         return {
             "start": {v.value: str(x) for v, x in sorted(self._start.items())},
             "cash": {v.value: str(x) for v, x in sorted(self._cash.items())},

@@ -330,8 +330,11 @@ class RiskGate:
         self._instruments[(i.venue, i.symbol)] = i
 
     def on_book(self, ev: BookUpdate) -> None:
-        bid, ask = ev.bid_px, ev.ask_px
-        key = (ev.venue, ev.symbol)
+        self.on_top(ev.venue, ev.symbol, ev.bid_px, ev.ask_px)
+
+    def on_top(self, venue: Venue, symbol: str, bid: float, ask: float) -> None:
+        """The book's top of book now (``on_book`` of an update carrying it; the last of a batch)."""
+        key = (venue, symbol)
         if math.isfinite(bid) and math.isfinite(ask) and 0 < bid <= ask:
             self._mids[key] = (bid + ask) / 2
         else:  # an empty side or a crossed top: no price we could trust

@@ -234,6 +234,15 @@ class PaperExecution:
 
     # -- market data ----------------------------------------------------------------------------------------
 
+    def quiet(self, venue: Venue, symbol: str) -> bool:
+        """Whether the book's market events would only move the clock on: nothing in flight (no arrival or
+        cancel queued, for any book) and nothing resting or taken on this book. Then ``on_book`` and
+        ``on_trade`` of it do what ``on_time`` does (the engine batches such books' updates)."""
+        if self._queue:
+            return False
+        st = self._state.get((venue, symbol))
+        return st is None or not (st.resting or st.taken)
+
     def on_book(self, ev: BookUpdate) -> None:
         """Due arrivals first, then the resting orders of this book: trade-through by the opposite best,
         the queue ahead shrinking with the level, and the taken-liquidity memory refreshed."""
