@@ -18,7 +18,8 @@ anywhere, none resting and no taken liquidity on that book) needs of its ``BookU
 last mark, the last mid and the newest times: the engine takes such runs as one batch (``bot.bus``
 batches, ``on_book_updates``), with the same effect as the events one by one. ``Trade`` events matter
 only to the paper matcher's resting orders and due arrivals: an engine with no strategy (and no order
-restored) never reads its clock, so it does not subscribe to them at all.
+restored) never reads its clock, so it does not subscribe to them at all, and only such an engine offers
+the batch form (with trades to publish, a replay loop could not make runs long enough to pay).
 
 Targets. A ``TargetPosition`` becomes one order for ``target - (position + open orders)`` of that
 strategy (its own position, from its own fills), after cancelling its open orders that point the other
@@ -166,8 +167,13 @@ class Engine:
     def attach(self, bus: EventBus) -> None:
         self._publish = bus.publish
         self._bus = bus
-        bus.subscribe(BookUpdate, self.on_book, batch=self.on_book_updates, batch_ok=self.takes_book_batch)
         self._listen_trades()
+        if self._hears_trades:
+            # No batch form: an offline loop stops at every trade it must publish, so the runs of updates
+            # would be too short to pay for the stops (the same events either way, only slower).
+            bus.subscribe(BookUpdate, self.on_book)
+        else:
+            bus.subscribe(BookUpdate, self.on_book, batch=self.on_book_updates, batch_ok=self.takes_book_batch)
         bus.subscribe(KlineClosed, self.on_bar)
         bus.subscribe(Signal, self.on_signal)
         bus.subscribe(BookHealth, self._guard(self.gate.on_health))

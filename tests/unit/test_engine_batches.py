@@ -119,19 +119,24 @@ def _request(symbol: str, ts: int, *, limit: bool) -> OrderRequest:
 
 
 def test_batches_only_for_books_no_strategy_trades_and_the_matcher_is_quiet_on() -> None:
-    _, bus, _, _, paper = _stack([OnBook(SPOT, "ETHUSDT")])
-    assert bus.batches(BookUpdate, SPOT, "BTCUSDT")
-    assert not bus.batches(BookUpdate, SPOT, "ETHUSDT")  # its strategy sees every update
+    engine, bus, _, _, paper = _stack([OnBook(SPOT, "ETHUSDT")])
+    assert not bus.takes_batches(BookUpdate)  # it hears trades: no batch form at all (runs would be short)
+    ok = engine.takes_book_batch
+    assert ok(SPOT, "BTCUSDT")
+    assert not ok(SPOT, "ETHUSDT")  # its strategy sees every update
     paper.submit(_request("BTCUSDT", 1, limit=True))  # in flight: every book, until it arrives
-    assert not bus.batches(BookUpdate, SPOT, "SOLUSDT")
+    assert not ok(SPOT, "SOLUSDT")
     paper.on_time(10**9)  # arrived: it rests at 99 on BTCUSDT
-    assert not bus.batches(BookUpdate, SPOT, "BTCUSDT")
-    assert bus.batches(BookUpdate, SPOT, "SOLUSDT")
+    assert not ok(SPOT, "BTCUSDT")
+    assert ok(SPOT, "SOLUSDT")
     paper.cancel("c1", 10**9)
-    assert not bus.batches(BookUpdate, SPOT, "SOLUSDT")
+    assert not ok(SPOT, "SOLUSDT")
     paper.on_time(2 * 10**9)
+    assert ok(SPOT, "BTCUSDT")
+    assert ok(SPOT, "SOLUSDT")
+    _, bus, _, _, _ = _stack()
+    assert bus.takes_batches(BookUpdate)
     assert bus.batches(BookUpdate, SPOT, "BTCUSDT")
-    assert bus.batches(BookUpdate, SPOT, "SOLUSDT")
 
 
 def test_a_batch_with_a_book_it_does_not_take_goes_one_by_one_in_order() -> None:
