@@ -54,6 +54,8 @@ class RingWindowSource:
         self._keys = set(rings.keys())
         self._kline_recv: dict[tuple[str, str, int], tuple[int, int]] = {}  # -> (open_time_ms, ts_recv)
         self._noted: dict[Stream, int] = {}
+        # (build key, venue, symbol) -> (the streams' stamps, the input built from them, _noted after it)
+        self._built: dict[tuple[Any, str, str], tuple[tuple[Any, ...], Any, dict[Stream, int]]] = {}
 
     def attach(self, bus: EventBus) -> None:
         bus.subscribe(KlineClosed, self.on_kline)
@@ -66,6 +68,21 @@ class RingWindowSource:
 
     def reset(self) -> None:
         self._noted.clear()
+
+    def build(self, key: Any, stamp: tuple[Any, ...], venue: str, symbol: str, make: Callable[[], Any]) -> Any:
+        """``make()`` (an input build reading this source, after ``reset``), or the input it gave last for the
+        same ``key``, ``venue`` and ``symbol`` when the streams it reads still have the same ``stamp``: the
+        very object, and the data times it noted. Workers of checkpoints with one input spec and builder
+        (tabl and mhtabl trained on one export) share one build per tick; what is shared is read-only."""
+        k = (key, venue, symbol)
+        got = self._built.get(k)
+        if got is not None and got[0] == stamp:
+            self._noted = dict(got[2])
+            return got[1]
+        self.reset()
+        x = make()
+        self._built[k] = (stamp, x, dict(self._noted))
+        return x
 
     @property
     def newest_ns(self) -> int:

@@ -51,6 +51,7 @@ A replay (replay/engine.py) calls ``workers.tick_inline(ts)`` instead: the same 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -217,6 +218,8 @@ class ModelWorker:
             source.attach(bus)
         self.source = source
         self._build = input_builder or model_inputs.build_input
+        # one key for every worker whose inputs are the same function of the same windows (RingWindowSource.build)
+        self._build_key = (self._build, json.dumps(self.spec, sort_keys=True, default=repr))
         self._health: dict[Key, BookState] = {}
         try:
             self._streams = {t: streams(self.spec, t.venue, t.symbol) for t in self.targets}
@@ -300,8 +303,9 @@ class ModelWorker:
             seen = self._last_seen.get(target)
             if seen is not None and seen[0] == stamp:  # nothing new: the build would repeat the last one
                 return None, seen[1] or "unchanged", seen[2]
-            self.source.reset()
-            x = self._build(self.spec, self.source, venue=target.venue.value, symbol=target.symbol)
+            venue = target.venue.value
+            x = self.source.build(self._build_key, stamp, venue, target.symbol,
+                                  lambda: self._build(self.spec, self.source, venue=venue, symbol=target.symbol))
         except Exception as e:  # a spec this code cannot serve: counted, logged once per message
             wait = f"input error: {e}"
             self._last_seen[target] = (stamp, "input_error", wait)

@@ -990,3 +990,40 @@ async def test_every_shipped_family_publishes_finite_signals_on_the_embedded_dem
         "bybit_linear/BTCUSDT+ETHUSDT+SOLUSDT": "waiting for 123 bars of 1m bybit_linear/BTCUSDT up to "
         "2026-08-09 21:26 UTC, have 1 since a gap after 2025-06-29 16:38 UTC"}
     workers.close()
+
+
+def test_workers_with_one_input_spec_share_one_build_per_tick_and_publish_what_each_alone_would(
+    tmp_path: Path,
+) -> None:
+    # Arrange: two TABL checkpoints of one input spec (tabl and mhtabl of one export), a third of another
+    builds: list[str] = []
+
+    def counting_build(spec: dict[str, Any], source: Any, *, venue: str, symbol: str) -> Any:
+        builds.append(f"{spec['window']}/{symbol}")
+        return build_input(spec, source, venue=venue, symbol=symbol)
+
+    paths = [save_tabl(tmp_path / "a.pt", seed=0), save_tabl(tmp_path / "b.pt", seed=1),
+             save_tabl(tmp_path / "c.pt", seed=2, window=4)]
+    runs = []
+    for together in (True, False):
+        m = Market()
+        got = collect(m.bus)
+        source = RingWindowSource(m.rings, m.klines)
+        source.attach(m.bus)
+        ws = [worker_for(m, p, input_builder=counting_build, **({"source": source} if together else {}))
+              for p in paths]
+        m.all_live()
+        for _ in range(6):
+            m.advance()
+        builds.clear()
+        for _ in range(3):
+            ts = m.advance()
+            for w in ws:
+                w.tick_inline(ts)
+        runs.append(([(s.model, s.ts_event, s.probabilities, s.attention) for s in got], list(builds)))
+    # Assert: the same signals; together, a and b built once per tick (c reads another window)
+    (shared, shared_builds), (alone, alone_builds) = runs
+    assert shared == alone
+    assert len(shared) == 9
+    assert shared_builds == ["5/BTCUSDT", "4/BTCUSDT"] * 3
+    assert alone_builds == ["5/BTCUSDT", "5/BTCUSDT", "4/BTCUSDT"] * 3
