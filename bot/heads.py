@@ -10,6 +10,7 @@ thread (``forward``, ``decode``, ``collate``) except ``prepare``, which reads th
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,11 @@ def duration_label(seconds: float) -> str:
 
 def _floats(a: Any) -> tuple[float, ...]:
     return tuple(float(v) for v in np.asarray(a, dtype=np.float64).ravel())
+
+
+@functools.cache
+def _step_labels(steps: int) -> tuple[str, ...]:
+    return tuple(f"t-{i}" for i in range(steps))
 
 
 def _top(weights: Sequence[float], labels: Sequence[str], k: int = 3) -> str:
@@ -141,7 +147,7 @@ class TablHead(Head):
             classes=self.classes,
             probabilities=_floats(probs),
             confidence=float(probs[0].max()),
-            attention=_top(list(attn[::-1]), [f"t-{i}" for i in range(steps)]),
+            attention=_top(list(attn[::-1]), _step_labels(steps)),
         )]
 
 
@@ -271,14 +277,24 @@ def batch_signature(x: Any) -> tuple[Any, ...]:
 
 
 def collate(xs: Sequence[Any]) -> Any:
-    """Samples of batch dim 1 (tensors, or dicts of tensors) -> one batch, concatenated on dim 0."""
+    """Samples of batch dim 1 (tensors, or dicts of tensors) -> one batch, concatenated on dim 0. One
+    contiguous sample is its own batch (a concatenation would only copy it into the same layout)."""
+    if len(xs) == 1:
+        x = xs[0]
+        if isinstance(x, torch.Tensor) and x.is_contiguous():
+            return x
+        if isinstance(x, Mapping) and all(isinstance(v, torch.Tensor) and v.is_contiguous() for v in x.values()):
+            return x
     if isinstance(xs[0], Mapping):
         return {k: torch.cat([x[k] for x in xs]) for k in xs[0]}
     return torch.cat(list(xs))
 
 
-def split_output(out: Any, i: int) -> Any:
-    """Sample ``i`` of a batched output, keeping batch dim 1 (what decode_output expects)."""
+def split_output(out: Any, i: int, n: int = 0) -> Any:
+    """Sample ``i`` of a batched output, keeping batch dim 1 (what decode_output expects); ``n`` = 1: the
+    batch is that one sample, returned as it is (the same values as its slice)."""
+    if n == 1:
+        return out
     if isinstance(out, torch.Tensor):
         return out[i : i + 1]
     if isinstance(out, Mapping):

@@ -425,7 +425,7 @@ class ModelWorker:
                 out = self.head.forward(self.model, x)
                 for j, i in enumerate(idx):
                     s = job.samples[i]
-                    fields[i] = tuple(self.head.decode(split_output(out, j), s.target, s.prepared))
+                    fields[i] = tuple(self.head.decode(split_output(out, j, len(idx)), s.target, s.prepared))
         return _Result(start, self.clock.now_ns(), tuple(fields))
 
     # -- reporting ------------------------------------------------------------------------------------
