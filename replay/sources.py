@@ -85,38 +85,52 @@ def _cut(x: Frames | Block, a: int, b: int) -> Frames | Block:
 def merge_runs(streams: Sequence[Iterator[Frames | Block]]) -> Iterator[Frames | Block]:
     """Merge streams of ``Frames`` / ``Block`` runs by receive time without unpacking them: the stream with
     the earliest next record gives every record up to the others' next time, as one slice of its run
-    (a stream's own order is kept even where its times step back)."""
-    heads: list[tuple[Frames | Block, int] | None] = []
+    (a stream's own order is kept even where its times step back). Ties go to the first stream."""
+    # per stream: [run, its times, offset of its next record, that record's time], or None when done
+    heads: list[list[Any] | None] = []
     for st in streams:
         first = next(st, None)
-        heads.append(None if first is None else (first, 0))
+        if first is None:
+            heads.append(None)
+        else:
+            times = _times(first)
+            heads.append([first, times, 0, int(times[0])])
     while True:
         best = -1
         best_t = 0
+        limit: int | None = None  # the earliest next time of the other streams
         for i, h in enumerate(heads):
-            if h is not None:
-                t = int(_times(h[0])[h[1]])
-                if best < 0 or t < best_t:
-                    best, best_t = i, t
+            if h is None:
+                continue
+            t = h[3]
+            if best < 0 or t < best_t:
+                if best >= 0 and (limit is None or best_t < limit):
+                    limit = best_t
+                best, best_t = i, t
+            elif limit is None or t < limit:
+                limit = t
         if best < 0:
             return
-        item, off = heads[best]  # type: ignore[misc]
-        times = _times(item)
-        others = [int(_times(h[0])[h[1]]) for i, h in enumerate(heads) if h is not None and i != best]
+        h = heads[best]
+        assert h is not None
+        item, times, off = h[0], h[1], h[2]
         n = len(times)
-        if others:
-            limit = min(others)
-            arr = np.asarray(times[off:])
-            upto = off + int(np.searchsorted(arr, limit, side="right"))
+        if limit is not None:
+            upto = off + int(np.searchsorted(times[off:], limit, side="right"))
             end = max(off + 1, min(upto, n))
         else:
             end = n
         yield item if (off == 0 and end == n) else _cut(item, off, end)
         if end < n:
-            heads[best] = (item, end)
+            h[2] = end
+            h[3] = int(times[end])
         else:
             nxt = next(streams[best], None)
-            heads[best] = None if nxt is None else (nxt, 0)
+            if nxt is None:
+                heads[best] = None
+            else:
+                times = _times(nxt)
+                heads[best] = [nxt, times, 0, int(times[0])]
 
 
 def item_time(x: Item) -> int:
