@@ -270,36 +270,48 @@ class Engine:
         move the clocks, the last two-sided top of each book is its mark, its last top the gate's mid.
         Books are marked in the order of their first two-sided top, as the events would first mark them."""
         venue = batch.venue
-        for k, n in enumerate(batch.count.tolist()):
-            if n and not self.takes_book_batch(venue, batch.symbols[k]):
+        symbols = batch.symbols
+        present = [k for k, n in enumerate(batch.count.tolist()) if n]
+        for k in present:
+            if not self.takes_book_batch(venue, symbols[k]):
                 for ev in batch.events():  # a batch it did not take: one by one
                     self.on_book(ev)
                 return
-        if not len(batch):
+        if not present:
             return
         newest = int(batch.max_recv.max())
         self._enter(newest)
         try:
-            if venue.market != "spot":
+            perp = self._perp.get(venue)
+            if perp is None:
+                perp = self._perp[venue] = venue.market != "spot"
+            if perp:
                 ts_event = int(batch.ts_event.max())
                 if ts_event > self._venue_now.get(venue, 0):
                     self._venue_now[venue] = ts_event
             top = batch.top
-            books = batch.book
             two_sided = (top[:, 0] > 0) & (top[:, 2] > 0)
-            marks = []
-            for k, n in enumerate(batch.count.tolist()):
-                if not n:
-                    continue
-                rows = np.flatnonzero(books == k)
-                bp, _, ap, _ = top[rows[-1]].tolist()
-                self.gate.on_top(venue, batch.symbols[k], bp, ap)
-                marked = rows[two_sided[rows]]
+            if len(present) == 1:  # one book: every row is its own
+                symbol = symbols[present[0]]
+                bp, _, ap, _ = top[-1].tolist()
+                self.gate.on_top(venue, symbol, bp, ap)
+                marked = np.flatnonzero(two_sided)
                 if len(marked):
                     mbp, _, map_, _ = top[marked[-1]].tolist()
-                    marks.append((int(marked[0]), batch.symbols[k], mbp, map_))
-            for _, symbol, mbp, map_ in sorted(marks):
-                self._on_mid(venue, symbol, mbp, map_)
+                    self._on_mid(venue, symbol, mbp, map_)
+            else:
+                books = batch.book
+                marks = []
+                for k in present:
+                    rows = np.flatnonzero(books == k)
+                    bp, _, ap, _ = top[rows[-1]].tolist()
+                    self.gate.on_top(venue, symbols[k], bp, ap)
+                    marked = rows[two_sided[rows]]
+                    if len(marked):
+                        mbp, _, map_, _ = top[marked[-1]].tolist()
+                        marks.append((int(marked[0]), symbols[k], mbp, map_))
+                for _, symbol, mbp, map_ in sorted(marks):
+                    self._on_mid(venue, symbol, mbp, map_)
             if self._matcher is not None:
                 self._matcher.on_time(newest)  # quiet: the matcher's clock only
         finally:

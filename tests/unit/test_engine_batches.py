@@ -53,11 +53,11 @@ def _stack(strategies: Sequence[Strategy] = ()) -> tuple[Engine, EventBus, Ledge
     return engine, bus, ledger, gate, paper
 
 
-def _updates(venue: Venue, n: int, seed: int) -> list[BookUpdate]:
+def _updates(venue: Venue, n: int, seed: int, books: int = len(SYMBOLS)) -> list[BookUpdate]:
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
-        k = int(rng.integers(len(SYMBOLS)))
+        k = int(rng.integers(books))
         bid = round(float(rng.uniform(99, 101)), 2) if rng.random() > 0.15 else 0.0  # some one-sided tops
         ask = round(bid + float(rng.uniform(0.01, 1)), 2) if bid else round(float(rng.uniform(99, 101)), 2)
         if rng.random() < 0.05:
@@ -85,8 +85,9 @@ def _state(engine: Engine, ledger: Ledger, gate: RiskGate, paper: PaperExecution
 
 @pytest.mark.parametrize("venue", [SPOT, PERP])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_a_batch_leaves_everything_as_the_events_one_by_one(venue: Venue, seed: int) -> None:
-    events = _updates(venue, 40, seed)
+@pytest.mark.parametrize("books", [1, 3])
+def test_a_batch_leaves_everything_as_the_events_one_by_one(venue: Venue, seed: int, books: int) -> None:
+    events = _updates(venue, 40, seed, books)
     one = _stack()
     two = _stack()
     for s in (one, two):  # something before the batch, on both
