@@ -57,6 +57,10 @@ def _floats(a: Any) -> tuple[float, ...]:
     return tuple(float(v) for v in np.asarray(a, dtype=np.float64).ravel())
 
 
+def _fingerprint(tensors: Sequence[torch.Tensor]) -> list[tuple[int, int]]:
+    return [(t._version, t.data_ptr()) for t in tensors]
+
+
 @functools.cache
 def _step_labels(steps: int) -> tuple[str, ...]:
     return tuple(f"t-{i}" for i in range(steps))
@@ -75,7 +79,7 @@ class Head:
         self.config = config
         self.horizon = ""
         # (model, its parameters and buffers, their versions then, model.inference()): see ``frozen``
-        self._frozen: tuple[torch.nn.Module, list[torch.Tensor], list[int], Any] | None = None
+        self._frozen: tuple[torch.nn.Module, list[torch.Tensor], list[tuple[int, int]], Any] | None = None
 
     def trained_targets(self) -> list[Target]:
         raise NotImplementedError
@@ -104,16 +108,18 @@ class Head:
         same bits, less its per-call overhead), or None for a family without one or a model in training
         mode, or whose ``forward`` was replaced on the instance (a wrapper or a spy: it is called, as before).
         Made once per model and made again whenever one of its parameters or buffers changed in place
-        (``Tensor._version``), so it never serves weights other than the model's own."""
+        (``Tensor._version``) or got other storage (``.data`` reassigned, as ``Module.to`` does), so it
+        never serves weights other than the model's own (a parameter replaced by another object is not
+        seen: serve a model, do not rebuild it in place)."""
         make = getattr(model, "inference", None)
         if make is None or model.training or "forward" in vars(model):
             return None
         f = self._frozen
-        if f is not None and f[0] is model and [t._version for t in f[1]] == f[2]:
+        if f is not None and f[0] is model and _fingerprint(f[1]) == f[2]:
             return f[3]
         tensors = [*model.parameters(), *model.buffers()]
         run = make()
-        self._frozen = (model, tensors, [t._version for t in tensors], run)
+        self._frozen = (model, tensors, _fingerprint(tensors), run)
         return run
 
     def decode(self, out: Any, target: Target, prepared: Any) -> list[SignalFields]:

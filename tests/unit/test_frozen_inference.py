@@ -101,6 +101,11 @@ def test_a_changed_weight_rebuilds_the_frozen_function_and_training_mode_uses_th
         assert head.frozen(model) is not first
         assert _same(after, model(x, return_attention=True))
         assert not _same(after, before)
+    second = head.frozen(model)
+    model.out.w2.data = model.out.w2.data * 2.0  # other storage, no in-place change (as Module.to does it)
+    with torch.inference_mode():
+        assert head.frozen(model) is not second
+        assert _same(head.forward(model, x), model(x, return_attention=True))
     model.train()
     assert head.frozen(model) is None
     with pytest.raises(ValueError, match="eval mode"):
