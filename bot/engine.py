@@ -215,10 +215,11 @@ class Engine:
             self._leave()
 
     def _listen_trades(self) -> None:
-        """Subscribe to ``Trade`` (once attached) when the matcher could ever need one: a strategy may send
-        orders, or orders were restored. Without either, a trade only moved clocks nothing reads (intents
-        come from strategies alone; the matcher holds nothing), so the event need not be made at all."""
-        if self._hears_trades or self._bus is None or self._matcher is None:
+        """Subscribe to ``Trade`` (once attached) when a trade could ever matter: a strategy may send orders
+        (a trade moves the clock they are decided at, and the matcher's), or orders were restored. Without
+        either, a trade only moved clocks nothing reads (intents come from strategies alone; the matcher
+        holds nothing), so the event need not be made at all."""
+        if self._hears_trades or self._bus is None:
             return
         if self.strategies or self._open:
             self._bus.subscribe(Trade, self.on_trade)

@@ -177,3 +177,23 @@ def test_lazy_marks_read_as_the_marks_set_at_once() -> None:
     assert lazy.snapshot(SPOT, 1) == eager.snapshot(SPOT, 1)
     assert lazy.dump() == eager.dump()
     assert lazy.equity() == eager.equity()
+
+
+def test_an_engine_without_a_matcher_hears_trades_when_it_has_strategies() -> None:
+    class NoMatcher:
+        def submit(self, r: OrderRequest) -> None: ...
+        def cancel(self, client_order_id: str, ts_ns: int) -> None: ...
+        def on_time(self, ts_ns: int) -> None: ...
+
+    settings = BotSettings()
+    for strategies, heard in (([OnBook(SPOT, "ETHUSDT")], True), ([], False)):
+        bus = EventBus()
+        ledger = Ledger({SPOT: {"USDT": Decimal(1000)}})
+        gate = RiskGate(settings.risk, ledger, bus.publish)
+        engine = Engine(strategies, gate, NoMatcher(), ledger, accounts=[SPOT], snapshot_every_ns=10**9)  # type: ignore[arg-type]
+        engine.attach(bus)
+        assert bus.wants(Trade) is heard
+        if heard:
+            bus.publish(Trade(ts_event=5, ts_recv=7, venue=SPOT, symbol="BTCUSDT", price=1.0, size=1.0,
+                              taker_side=Side.BUY, trade_id="t"))
+            assert engine._now == 7  # the clock its strategies' orders are decided at
