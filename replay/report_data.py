@@ -29,7 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bot.errors import BotError
-from bot.events import BookCrossed, BookHealth, Signal, Venue
+from bot.events import BookCrossed, BookHealth, Signal
 from bot.orders import (
     EquitySnapshot,
     Fill,
@@ -40,6 +40,7 @@ from bot.orders import (
     StrategyHealth,
     TargetPosition,
 )
+from replay.eventlog import LOGGED, Price
 
 RUN_JSON = "run.json"
 EVENTS = "events.jsonl"
@@ -52,28 +53,14 @@ class ReportError(BotError):
     """A run directory that cannot be read: missing, no run.json, a damaged line. One line, exit 2."""
 
 
-class Price(msgspec.Struct, frozen=True, kw_only=True, tag="Price", tag_field="type"):
-    """The mid of one configured symbol at a grid tick / bar close (written by the replay engine only)."""
-
-    ts_event: int
-    ts_recv: int
-    venue: Venue
-    symbol: str
-    mid: float
-
-
 def _tagged(cls: type[msgspec.Struct]) -> type[msgspec.Struct]:
     """``cls`` with ``type`` = its class name as the tag, so one decoder reads every line."""
     return msgspec.defstruct(cls.__name__, [], bases=(cls,), tag=cls.__name__, tag_field="type",
                              frozen=True, kw_only=True)
 
 
-_CLASSES: tuple[type[msgspec.Struct], ...] = (
-    Signal, TargetPosition, OrderUpdate, Fill, OrderDenied, RiskStateChanged, StrategyHealth, BookHealth,
-    BookCrossed, EquitySnapshot, FundingRate,
-)
-_TAGGED = {cls.__name__: _tagged(cls) for cls in _CLASSES}
-_ANY: Any = Price
+_TAGGED = {cls.__name__: _tagged(cls) for cls in LOGGED}  # what the engine's event log writes
+_ANY: Any = _tagged(Price)
 for _t in _TAGGED.values():
     _ANY = _ANY | _t
 _DECODER = msgspec.json.Decoder(_ANY)
