@@ -257,7 +257,9 @@ async def test_ccxt_pro_holds_four_order_books_across_loops_and_keepalive_pings(
         assert m.ts_back == [], (v, m.ts_back[:3])  # the venue clock as ccxt sees it never goes back
         # keep-alive: every ccxt ping answered, on one connection that never dropped or reconnected
         assert st["client_pings"] >= MIN_PINGS, v
-        assert st["client_pings"] - 1 <= m.pongs <= st["client_pings"], (v, st["client_pings"], m.pongs)
+        # +-1: a ping still in flight at the stop is counted on one side only (the websocket layer answers a
+        # Binance ping frame before the sim's read loop counts it; a loaded CI machine saw pongs 8, pings 7)
+        assert abs(m.pongs - st["client_pings"]) <= 1, (v, st["client_pings"], m.pongs)
         got_clients, error, last_pong = clients[m.venue]
         assert got_clients == [m.client], v
         assert m.client.connectionEstablished == m.established, v
