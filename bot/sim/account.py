@@ -19,9 +19,11 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from types import SimpleNamespace
 from typing import Any
+
+import msgspec
 
 from bot.events import BookUpdate, Event, Side, Venue
 from bot.execution.paper import PaperExecution
@@ -29,6 +31,7 @@ from bot.orders import ZERO, Fill, OrderRequest, OrderStatus, OrderType, OrderUp
 from bot.sim.replay import VenueReplay
 
 QUOTES = ("USDT", "USDC", "FDUSD", "BTC", "ETH")
+FEE_STEP = Decimal("1e-8")  # commissions are stated to 8 decimals
 FEES: dict[Venue, tuple[Decimal, Decimal]] = {
     Venue.BINANCE_SPOT: (Decimal("0.001"), Decimal("0.001")),
     Venue.BYBIT_SPOT: (Decimal("0.001"), Decimal("0.001")),
@@ -199,6 +202,9 @@ class SimAccount:
                 for listener in self.listeners:
                     listener(o, fill, tid)
         elif isinstance(ev, Fill):
+            # the venue charges, and reports, a commission of 8 decimals (myTrades "commission"): the balance
+            # must move by that same amount, not by the matcher's unrounded fee
+            ev = msgspec.structs.replace(ev, fee=ev.fee.quantize(FEE_STEP, ROUND_HALF_UP))
             oid = int(ev.client_order_id.split("|")[1])
             o = self.orders.get(oid)
             pnl = self._book_fill(ev)
