@@ -83,7 +83,7 @@ class ReplayClock(Protocol):
 class _NoClock:
     """The clock of a replay without timers: never due."""
 
-    due = 2**63
+    due = 2**63 - 1  # the largest int64: the compiled loops take it as one
 
     def on_time(self, ts_ns: int) -> None:
         pass

@@ -37,7 +37,7 @@ import structlog
 
 from bot.book import OrderBook, as_levels
 from bot.bus import EventBus
-from bot.config import INTERVALS_S, BookConfig, VenueConfig
+from bot.config import DEPTHS, INTERVALS_S, BookConfig, VenueConfig
 from bot.errors import MalformedMessage
 from bot.events import BookState, BookUpdate, KlineClosed, Side, Trade, Venue
 from bot.orders import FundingRate
@@ -497,8 +497,14 @@ class _BinanceAdapter(BookAdapter):
         # The hot path's table: the head of a combined-stream frame up to the end of the stream name
         # ('{"stream":"btcusdt@trade"') -> (handler, symbol); the handler None means "skip, no decoding".
         routes: dict[str, tuple[Handler | None, str]] = {}
+        # Offline, a recording's diff stream is the book's whatever its speed (a session recorded on
+        # @depth@0ms replayed with @depth@100ms configured): _on_other applies any diff stream by its name,
+        # so every diff stream the venue serves gets the hot path's route too (same handling, no detour).
+        diffs = [d for d in DEPTHS[self.venue] if not _PARTIAL_RE.match(d)] if not (live or self.partial) else []
         for s in self.symbols:
             low = s.lower()
+            for d in diffs:
+                routes[f"{low}@{d}"] = (self._on_depth, s)
             routes[f"{low}@{cfg.depth}"] = (self._on_partial if self.partial else self._on_depth, s)
             routes[f"{low}@trade"] = (self._on_trade, s)
             for i in cfg.klines:

@@ -31,7 +31,7 @@ from bot.orders import FundingRate
 from bot.recording import Record, RecordingWriter, Row, iter_frames, iter_rows
 from bot.ring import RingSet
 from bot.sim.cli import DEMO_DIR
-from bot.venues import binance_kernels, bybit_kernels
+from bot.venues import binance, binance_kernels, bybit_kernels
 from bot.venues.base import NO_CLOCK, ReplayClock, VenueAdapter
 from bot.venues.bybit import BybitLinearAdapter
 
@@ -143,7 +143,10 @@ BINANCE = Family(
     },
     _binance_diff,
 )
-FAMILIES = {"bybit": BYBIT, "binance": BINANCE}
+# The defaults (USD-M @depth@100ms) on the demo's @depth@0ms session: offline, a diff stream of another speed
+# is the book's all the same, and it takes the same route (the compiled loop), not the parse_frame detour.
+BINANCE_DEFAULT = BINANCE._replace(settings=_settings())
+FAMILIES = {"bybit": BYBIT, "binance": BINANCE, "binance_default": BINANCE_DEFAULT}
 
 
 def _copy(out: Path, family: Family, odd: bool) -> Path:
@@ -322,13 +325,20 @@ def test_offline_loop_equals_on_ws_one_frame_at_a_time(
         assert ref["rings.stale_stops"] > 0
 
 
-@pytest.mark.parametrize("family", ["bybit", "binance"])
+@pytest.mark.parametrize("family", ["bybit", "binance", "binance_default"])
 def test_the_loop_takes_the_diffs_and_passes_over_what_nobody_receives(family: str, tmp_path: Path) -> None:
     """The fast path is taken: nearly every diff by the compiled loop, the tickers passed over (Bybit), the
     trades only counted (Binance)."""
     calls: list[tuple[int, ...]] = []
     mod: Any = bybit_kernels if family == "bybit" else binance_kernels
     name = "apply_deltas" if family == "bybit" else "apply_diffs"
+    seen: list[str] = []
+    parse = binance.parse_frame
+
+    def spy_parse(raw: str | bytes, futures: bool = False) -> Any:
+        seen.append(str(raw[:40]))
+        return parse(raw, futures)
+
     loop = getattr(mod, name)
 
     def spy(*args: Any) -> tuple[int, ...]:
@@ -337,18 +347,33 @@ def test_the_loop_takes_the_diffs_and_passes_over_what_nobody_receives(family: s
         return r
 
     setattr(mod, name, spy)
+    binance.parse_frame = spy_parse  # type: ignore[assignment]
     try:
         out = _run(_copy(tmp_path / "rec", FAMILIES[family], False), FAMILIES[family], _rings_only, False, 30.0)
     finally:
         setattr(mod, name, loop)
+        binance.parse_frame = parse  # type: ignore[assignment]
     levels = sum(c[4] for c in calls)
     later = sum(c[2] for c in calls)
-    quiet = sum(c[5] for c in calls) if family == "binance" else 0
+    quiet = sum(c[5] for c in calls) if family != "bybit" else 0
     applied = sum(v.level_updates for k, v in out.items() if k.endswith(".stats"))
     assert levels > 0.7 * applied  # the rest: snapshots, and diffs while a book syncs (Binance buffers them)
     assert later + quiet > 800
     if family == "bybit":
         assert len(calls) < (sum(c[3] for c in calls) + later) / 5  # stops are few: ticks, acks, snapshots
+    else:
+        assert not [h for h in seen if "@depth" in h]  # no diff took the detour, whatever speed is configured
+
+
+def test_a_diff_stream_of_another_speed_replays_as_the_configured_one(tmp_path: Path) -> None:
+    """Offline, the demo's @depth@0ms frames give with the defaults (@depth@100ms) what they give configured."""
+    recording = _copy(tmp_path / "rec", BINANCE, True)
+    configured = _run(recording, BINANCE, _lists, False, 30.0)
+    default = _run(recording, BINANCE_DEFAULT, _lists, False, 30.0)
+    assert configured.keys() == default.keys()
+    for key in configured:
+        assert default[key] == configured[key], key
+    assert configured["binance_usdm.stats"].level_updates > 10_000
 
 
 def _interleaved(out: Path, venue: str, symbol: str, first: str, diff: str, trade: str, cross_at: int = -1) -> Path:
@@ -503,3 +528,20 @@ def test_bus_batches_only_where_every_handler_takes_them() -> None:
         bus.publish_batch(BookUpdate, [])
     with pytest.raises(ValueError, match="go together"):
         bus.subscribe(BookUpdate, lambda ev: None, batch=lambda b: None)
+
+
+@pytest.mark.parametrize("family", ["bybit", "binance"])
+def test_frames_replay_without_a_clock(family: str, tmp_path: Path) -> None:
+    """``run_frames`` without a clock (``NO_CLOCK``, never due: its time is the largest int64 the compiled
+    loops take) applies every diff as with one; no grid rows are written then."""
+    fam = FAMILIES[family]
+    recording = _copy(tmp_path / "rec", fam, False)
+    ref = _run(recording, fam, _rings_only, False, 30.0)  # first: the loops compiled for a real clock's int64
+    bus = EventBus()
+    feed = OfflineFeed(fam.settings, fam.symbols, bus.publish)
+    rings = RingSet(fam.settings.ring, feed.book, [(v, s) for v, ss in fam.symbols.items() for s in ss])
+    rings.attach(bus)  # batches taken: the compiled loops run
+    feed.run_frames(iter_frames(recording))
+    for venue, adapter in feed.adapters.items():
+        assert adapter.stats.level_updates == ref[f"{venue.value}.stats"].level_updates > 1000
+    assert all(len(g.times()) == 0 for key in rings.keys() for g in rings.grids(*key))  # noqa: SIM118
