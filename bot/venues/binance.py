@@ -307,6 +307,7 @@ _ENV_ANY = msgspec.json.Decoder(Envelope[msgspec.Raw])
 _ANY = msgspec.json.Decoder(dict[str, Any])
 _REST_KLINES = msgspec.json.Decoder(list[RestKline], strict=False)
 _PARTIAL_RE = re.compile(r"depth\d+(@|$)")
+FEW_FRAMES = 32  # on_ws_frames: up to this many frames, on_ws per frame is quicker than routing them as arrays
 
 _TYPES: dict[Kind, type] = {
     Kind.DEPTH: WireDepth,
@@ -627,10 +628,17 @@ class _BinanceAdapter(BookAdapter):
         same head lookup as ``on_ws``), so the frames of streams skipped anyway (bookTicker: three quarters
         of a recorded session) are counted without a line of Python each. The frames left are handled in
         order, as bytes, each after ``clock.on_time`` at the latest receive time up to it: the book does not
-        change over skipped frames, so that one tick writes the rows a tick at each of them would."""
+        change over skipped frames, so that one tick writes the rows a tick at each of them would.
+
+        A run of a few frames (a replay merging several venues by receive time slices them that finely) goes
+        frame by frame instead (the base class's ``on_ws`` per frame: the same effect), where the arrays'
+        set-up would cost more than it saves."""
         data = frames.data
         ts = frames.ts
         n = len(ts)
+        if n <= FEW_FRAMES:
+            super().on_ws_frames(frames, clock)
+            return
         ids = route(np.frombuffer(data, np.uint8), frames.raw, frames.end, 11, self._heads, self._head_bounds)
         handled = self._handled[ids + 1]
         todo = np.flatnonzero(handled)

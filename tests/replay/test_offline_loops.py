@@ -41,6 +41,13 @@ RECORDING = DEMO_DIR / "recording"
 Mutation = Callable[[str], list[str]]
 
 
+@pytest.fixture(autouse=True)
+def _every_run_looped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loops on runs of every length: a short run otherwise goes frame by frame (``FEW_FRAMES``), and
+    this copy of the demo interleaves spot and USD-M finely."""
+    monkeypatch.setattr(binance, "FEW_FRAMES", 0)
+
+
 def _first(raw: str, side: str, level: str) -> str:
     """``raw`` with ``level`` put first on ``side``."""
     empty = f'"{side}":[]' in raw
@@ -545,3 +552,15 @@ def test_frames_replay_without_a_clock(family: str, tmp_path: Path) -> None:
     for venue, adapter in feed.adapters.items():
         assert adapter.stats.level_updates == ref[f"{venue.value}.stats"].level_updates > 1000
     assert all(len(g.times()) == 0 for key in rings.keys() for g in rings.grids(*key))  # noqa: SIM118
+
+
+def test_short_runs_frame_by_frame_give_what_the_loop_gives(tmp_path: Path) -> None:
+    """Binance runs of up to ``FEW_FRAMES`` frames go to ``on_ws`` one by one: the same events, books, grids
+    and counters as the loop on every run."""
+    recording = _copy(tmp_path / "rec", BINANCE, True)
+    looped = _run(recording, BINANCE, _lists, False, 30.0)
+    binance.FEW_FRAMES = 32  # restored by the fixture
+    mixed = _run(recording, BINANCE, _lists, False, 30.0)
+    assert looped.keys() == mixed.keys()
+    for key in looped:
+        assert mixed[key] == looped[key], key
