@@ -330,6 +330,7 @@ _OP = msgspec.json.Decoder(OpMsg, strict=False)
 _ANY = msgspec.json.Decoder(dict[str, Any])
 _REST_KLINES = msgspec.json.Decoder(RestKlines, strict=False)
 _NAN = float("nan")
+FEW_FRAMES = 32  # on_ws_frames: up to this many frames, on_ws per frame is quicker than routing them as arrays
 _BUY, _SELL, _LIVE = Side.BUY, Side.SELL, BookState.LIVE  # enum members read once (per trade, per delta)
 
 Wire = OrderBookMsg | TradeMsg | KlineMsg | TickerMsg | OpMsg
@@ -575,10 +576,12 @@ class _BybitAdapter(BookAdapter):
         ``BookUpdates`` batch, then the frames it passed over are handled in order: trades, klines and
         tickers whose events nobody receives (they touch no book, so their order against the deltas is
         nobody's business). Books, counters, events received, ticks and grids are what one ``on_ws`` per
-        frame gives (``tests/replay/test_bybit_frames.py``).
+        frame gives (``tests/replay/test_offline_loops.py``). A run of up to ``FEW_FRAMES`` frames goes frame
+        by frame (a replay merging venues by receive time slices that finely; the arrays would cost more).
         """
         bus = self._bus
-        if bus is None or len(self.symbols) > jk.MAX_BOOKS or not bus.takes_batches(BookUpdate) or not len(frames.ts):
+        if (bus is None or len(frames.ts) <= FEW_FRAMES or len(self.symbols) > jk.MAX_BOOKS
+                or not bus.takes_batches(BookUpdate)):  # fmt: skip
             super().on_ws_frames(frames, clock)
             return
         data = frames.data

@@ -31,7 +31,7 @@ from bot.orders import FundingRate
 from bot.recording import Record, RecordingWriter, Row, iter_frames, iter_rows
 from bot.ring import RingSet
 from bot.sim.cli import DEMO_DIR
-from bot.venues import binance, binance_kernels, bybit_kernels
+from bot.venues import binance, binance_kernels, bybit, bybit_kernels
 from bot.venues.base import NO_CLOCK, ReplayClock, VenueAdapter
 from bot.venues.bybit import BybitLinearAdapter
 
@@ -46,6 +46,7 @@ def _every_run_looped(monkeypatch: pytest.MonkeyPatch) -> None:
     """The loops on runs of every length: a short run otherwise goes frame by frame (``FEW_FRAMES``), and
     this copy of the demo interleaves spot and USD-M finely."""
     monkeypatch.setattr(binance, "FEW_FRAMES", 0)
+    monkeypatch.setattr(bybit, "FEW_FRAMES", 0)
 
 
 def _first(raw: str, side: str, level: str) -> str:
@@ -554,13 +555,15 @@ def test_frames_replay_without_a_clock(family: str, tmp_path: Path) -> None:
     assert all(len(g.times()) == 0 for key in rings.keys() for g in rings.grids(*key))  # noqa: SIM118
 
 
-def test_short_runs_frame_by_frame_give_what_the_loop_gives(tmp_path: Path) -> None:
-    """Binance runs of up to ``FEW_FRAMES`` frames go to ``on_ws`` one by one: the same events, books, grids
-    and counters as the loop on every run."""
-    recording = _copy(tmp_path / "rec", BINANCE, True)
-    looped = _run(recording, BINANCE, _lists, False, 30.0)
-    binance.FEW_FRAMES = 32  # restored by the fixture
-    mixed = _run(recording, BINANCE, _lists, False, 30.0)
+@pytest.mark.parametrize("family", ["bybit", "binance"])
+def test_short_runs_frame_by_frame_give_what_the_loop_gives(family: str, tmp_path: Path) -> None:
+    """Runs of up to ``FEW_FRAMES`` frames go to ``on_ws`` one by one: the same events, books, grids and
+    counters as the loop on every run (here every run of the copy goes so)."""
+    fam = FAMILIES[family]
+    recording = _copy(tmp_path / "rec", fam, True)
+    looped = _run(recording, fam, _lists, False, 30.0)
+    binance.FEW_FRAMES = bybit.FEW_FRAMES = 10**9  # restored by the fixture
+    mixed = _run(recording, fam, _lists, False, 30.0)
     assert looped.keys() == mixed.keys()
     for key in looped:
         assert mixed[key] == looped[key], key
