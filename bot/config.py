@@ -216,7 +216,7 @@ class SimConfig(Section):
 
 
 class ModelsConfig(Section):
-    """Model workers (``bot.workers``): one per checkpoint file in ``dir``."""
+    """Model workers (``bot.workers``, loaded by ``bot.worker_set``): one per checkpoint file in ``dir``."""
 
     enabled: bool = True
     dir: Path = Path("models/checkpoints")

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from bot.feed import Collector
     from bot.klines import KlineStore
     from bot.ring import RingSet
-    from bot.workers import WorkerSet
+    from bot.worker_set import WorkerSet
 
 
 @dataclass
@@ -64,7 +64,7 @@ async def start_market_data(
     from bot.klines import KlineStore, Resampler
     from bot.record import select, start_sim
     from bot.ring import RingSet
-    from bot.workers import load_workers
+    from bot.worker_set import load_workers
 
     exchange = None
     if sim:

@@ -44,7 +44,7 @@ from strategies import MODEL_FAMILIES, build_strategies
 from strategies.config import StrategyConfig
 
 if TYPE_CHECKING:
-    from bot.workers import WorkerSet
+    from bot.worker_set import WorkerSet
 
 log = structlog.get_logger(__name__)
 

@@ -174,7 +174,8 @@ class Replay:
     """One replay run, assembled (see the module doc). ``run()`` plays the sources and writes DIR."""
 
     def __init__(self, settings: BotSettings, req: ReplayRequest, *, baseline: bool = False) -> None:
-        from bot.workers import WorkerSet, checkpoint_dir
+        from bot.worker_set import WorkerSet
+        from bot.workers import checkpoint_dir
 
         self.req = req
         self.settings = settings = replay_settings(settings, req.sources)

@@ -60,7 +60,7 @@ def test_the_order_path_core_is_synchronous_and_does_no_io(module: str) -> None:
     bad = {m for m in _imports(ROOT / module)
            if m.startswith(("asyncio", "websockets", "aiohttp", "aiosqlite", "sqlite3", "ccxt", "socket", "bot.feed",
                             "bot.sim", "bot.rest", "bot.state", "bot.app", "bot.trading", "bot.reference",
-                            "bot.workers", "torch"))}
+                            "bot.workers", "bot.worker_set", "torch"))}
     assert not bad, f"{module} imports {bad}"
 
 

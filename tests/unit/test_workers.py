@@ -32,14 +32,13 @@ from bot.export import OfflineFeed  # noqa: E402
 from bot.klines import KlineStore, load_kline_csv, resample  # noqa: E402
 from bot.recording import iter_rows  # noqa: E402
 from bot.ring import RingSet  # noqa: E402
+from bot.worker_set import WorkerSet, load_workers  # noqa: E402
 from bot.workers import (  # noqa: E402
     SHIPPED_DIR,
     ModelWorker,
     RingWindowSource,
-    WorkerSet,
     checkpoint_dir,
     duration_label,
-    load_workers,
 )
 from models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from models.crossasset import CrossAssetConfig, CrossAssetModel  # noqa: E402
