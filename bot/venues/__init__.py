@@ -1,7 +1,7 @@
-"""Venue adapters: one file per venue, one registry.
+"""Venue adapters: one adapter module per venue (its wire formats beside it, ``<venue>_wire.py``), one registry.
 
 ``make_adapter`` is the only way the rest of the bot gets an adapter, so adding a venue means adding
-its file and one line to ``ADAPTERS``.
+its files and one line to ``ADAPTERS``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What every book-keeping venue adapter does the same way: health states, publishing, counters.
 
-The venue files (``binance.py``, ``bybit.py``) hold everything venue-specific: wire structs, parsers,
+The venue files (``binance*.py``, ``bybit*.py``) hold everything venue-specific: wire structs, parsers,
 topic and URL templates, and the sync algorithm. This base only turns their decisions into domain
 events, so both venues publish the same events in the same order:
 
@@ -35,6 +35,8 @@ NS_PER_MS = 1_000_000
 _MALFORMED_LOG_FIRST = 5  # log the first few malformed frames, then every _MALFORMED_LOG_EVERY-th
 _MALFORMED_LOG_EVERY = 1000
 _NAN = float("nan")
+
+Handler = Callable[[str | bytes, str, int], None]  # a routed frame's handler: (frame, symbol, ts_recv)
 
 
 class BookAdapter(VenueAdapter):

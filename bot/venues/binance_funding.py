@@ -1,9 +1,8 @@
 """Binance USD-M mark price stream (``<symbol>@markPrice@1s``): the funding rate and the next funding time.
 
-Its own file because ``binance.py`` is well past the size of one job already; ``binance.py`` imports
-the wire struct and ``funding_args`` and routes the stream here. Venue spellings (``r``, ``T``, ``p``)
-stay in these two files. The recordings hold no markPrice stream; the example is the venue's own
-(Binance USD-M docs, "Mark Price Stream")::
+Its own file, one job: ``binance_wire.py`` decodes the stream with the wire struct, ``binance.py`` routes
+it here (``funding_args``). Venue spellings (``r``, ``T``, ``p``) stay in these files. The recordings hold
+no markPrice stream; the example is the venue's own (Binance USD-M docs, "Mark Price Stream")::
 
     {"e":"markPriceUpdate","E":1562305380000,"s":"BTCUSDT","p":"11794.15000000","i":"11784.62659091",
      "P":"11784.25641265","r":"0.00038167","T":1562306400000}

@@ -1,15 +1,12 @@
-"""Bybit v5 public streams, spot and linear: wire structs, parsers, and the two adapters.
+"""Bybit v5 public streams, spot and linear: the two adapters. Their wire formats and parsers are in
+``bot.venues.bybit_wire``.
 
-Venue spellings stay in this file: topics (``orderbook.200.BTCUSDT``), ``S: "Buy"``, ``confirm``,
-interval codes ``1``/``60``/``D``. Outside it there are only canonical symbols and domain events.
+Venue spellings stay in these files: topics (``orderbook.200.BTCUSDT``), ``S: "Buy"``, ``confirm``,
+interval codes ``1``/``60``/``D``. Outside them there are only canonical symbols and domain events.
 
-Every frame is a JSON object. Data frames carry ``topic``; control frames carry ``op`` (subscribe acks,
-pongs). The key order differs between the spot and linear connections (``"topic","ts","type"`` against
-``"topic","type","ts"``; spot klines even start with ``"type"``), so frames are parsed by key only: the
-hot path merely *looks* for the topic near the front to pick the typed decoder, and the decoder itself
-matches keys. Prices are decimal strings, not zero-padded on spot (``"65140"``), decoded straight to
-floats; an orderbook frame's levels are kept as JSON text for the book (``bot.venues.levels``). A frame
-that does not decode is counted and dropped (a delta with malformed levels too, the book untouched).
+Frames are parsed by key only (``bybit_wire``): the hot path merely *looks* for the topic near the front
+(its position varies with the connection) to pick the typed decoder, and the decoder itself matches keys.
+A frame that does not decode is counted and dropped (a delta with malformed levels too, the book untouched).
 
 Book depth: live, the book is the configured ``orderbook.{depth}.{symbol}``. Offline (``live=False``:
 replays, ``bot books``) it is the depth the data has: an archive comes at its topic's depth
@@ -27,25 +24,43 @@ resyncing) are ignored.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import msgspec
 import numpy as np
 import structlog
 
-from bot.book import NO_LEVELS, OrderBook, as_levels
+from bot.book import OrderBook
 from bot.bus import EventBus
 from bot.config import INTERVALS_S, BookConfig, VenueConfig
 from bot.errors import MalformedMessage
-from bot.events import BookState, BookUpdate, KlineClosed, Side, Trade, Venue
+from bot.events import BookState, BookUpdate, KlineClosed, Trade, Venue
 from bot.orders import FundingRate
 from bot.venues import bybit_kernels as bk
 from bot.venues import json_kernels as jk
-from bot.venues._shared import DECODE_ERRORS, NS_PER_MS, BookAdapter
+from bot.venues._shared import DECODE_ERRORS, NS_PER_MS, BookAdapter, Handler
 from bot.venues.base import NO_CLOCK, ConnectionSpec, Publish, ReplayClock, Resubscribe
+from bot.venues.bybit_wire import (
+    _BOOK,
+    _KLINES,
+    _REST_KLINES,
+    _TICKER,
+    _TOPIC,
+    _TRADES,
+    BookMsg,
+    FundingView,
+    KlineMsg,
+    OpMsg,
+    OrderBookMsg,
+    Ticker,
+    TickerMsg,
+    TradeMsg,
+    Wire,
+    merge_funding,
+    merge_ticker,
+    parse_frame,
+    to_trades,
+)
 from bot.venues.funding import FundingFilter, float_decimal
-from bot.venues.levels import Price, Size, WireLevels, parse_pair
 
 if TYPE_CHECKING:
     from bot.recording import Frames
@@ -55,340 +70,8 @@ log = structlog.get_logger(__name__)
 # Our interval names -> Bybit's kline interval codes (minutes, or D/W/M).
 INTERVAL_CODES = {"1m": "1", "3m": "3", "5m": "5", "15m": "15", "30m": "30", "1h": "60", "4h": "240", "1d": "D"}
 MAX_ARGS_PER_SUBSCRIBE = 10
-
-
-# ------------------------------------------------------------------------------------------------
-# Wire types
-# ------------------------------------------------------------------------------------------------
-class OrderBookData(msgspec.Struct):
-    s: str
-    b: WireLevels
-    a: WireLevels
-    u: int
-    seq: int = 0
-
-
-class OrderBookMsg(msgspec.Struct):
-    """``orderbook.{depth}.{symbol}``: ``type`` is ``snapshot`` or ``delta``; ``ts`` ms. Linear delta::
-
-        {"topic":"orderbook.200.SOLUSDT","type":"delta","ts":1786310819154,"data":{"s":"SOLUSDT",
-         "b":[["77.290","5408.7"]],"a":[["77.310","211.6"]],"u":13783325,"seq":272903624865},"cts":1786310819145}
-
-    Spot delta (other key order, prices not zero-padded, size "0" deletes)::
-
-        {"topic":"orderbook.200.BTCUSDT","ts":1786310816816,"type":"delta","data":{"s":"BTCUSDT","b":[],
-         "a":[["65140.5","0.472215"],["65145.7","0.03"],["65150.2","0.000231"],["65239","0"]],"u":62505426,
-         "seq":112488545879},"cts":1786310816779}
-    """
-
-    topic: str
-    type: str
-    ts: int
-    data: OrderBookData
-    cts: int = 0
-
-
-class RawBookData(msgspec.Struct):
-    s: str
-    b: msgspec.Raw
-    a: msgspec.Raw
-    u: int
-
-
-class RawBookMsg(msgspec.Struct):
-    """``OrderBookMsg`` with the levels left as raw JSON, for ``bot.venues.levels`` (the hot path)."""
-
-    topic: str
-    type: str
-    ts: int
-    data: RawBookData
-
-
-class BookMsg(NamedTuple):
-    """An orderbook message; its levels as (n, 2) float arrays (price, size), or still the JSON text."""
-
-    topic: str
-    type: str
-    ts: int
-    s: str
-    u: int
-    b: np.ndarray
-    a: np.ndarray
-    raw: tuple[bytes, bytes] | None = None  # (bids, asks) JSON text, not read yet; then b and a are empty
-
-    @classmethod
-    def from_raw(cls, m: RawBookMsg) -> BookMsg:
-        d = m.data
-        return cls(m.topic, m.type, m.ts, d.s, d.u, NO_LEVELS, NO_LEVELS, (bytes(d.b), bytes(d.a)))
-
-    @classmethod
-    def from_wire(cls, m: OrderBookMsg) -> BookMsg:
-        d = m.data
-        return cls(m.topic, m.type, m.ts, d.s, d.u, as_levels(d.b), as_levels(d.a))
-
-    def levels(self) -> tuple[np.ndarray, np.ndarray]:
-        """Both sides as arrays (msgspec's error for malformed levels)."""
-        return (self.b, self.a) if self.raw is None else parse_pair(*self.raw)
-
-class TradeItem(msgspec.Struct):
-    T: int  # trade time, ms
-    s: str
-    S: str  # taker side: Buy | Sell
-    v: Size
-    p: Price
-    i: str  # trade id: a UUID on linear, a numeric string on spot
-    L: str | None = None  # tick direction; linear only
-    BT: bool = False  # block trade
-    seq: int = 0
-
-
-class TradeMsg(msgspec.Struct):
-    """``publicTrade.{symbol}``: a list of trades. Linear::
-
-        {"topic":"publicTrade.BTCUSDT","type":"snapshot","ts":1786310819681,"data":[{"T":1786310819680,
-         "s":"BTCUSDT","S":"Sell","v":"0.004","p":"65114.20","L":"MinusTick",
-         "i":"a9188a0a-82bc-50de-be60-03eedbe3cdd7","BT":false,"RPI":false,"seq":753843954913}]}
-
-    Spot (no ``L``)::
-
-        {"topic":"publicTrade.ETHUSDT","ts":1786310821917,"type":"snapshot","data":[{"i":"2280000001739247417",
-         "T":1786310821917,"p":"1923.28","v":"0.04537","S":"Sell","seq":178477362706,"s":"ETHUSDT","BT":false,
-         "RPI":false}]}
-    """
-
-    topic: str
-    ts: int
-    data: list[TradeItem]
-    type: str = "snapshot"
-
-
-class KlineItem(msgspec.Struct):
-    start: int  # ms
-    end: int  # ms, start + interval - 1
-    interval: str
-    open: Price
-    close: Price
-    high: Price
-    low: Price
-    volume: Size
-    confirm: bool  # the candle is closed
-    turnover: Size = 0.0
-    timestamp: int = 0
-
-
-class KlineMsg(msgspec.Struct):
-    """``kline.{interval}.{symbol}``. At the minute boundary one message carries the closed candle
-    (``confirm: true``) and the new one::
-
-        {"topic":"kline.1.ETHUSDT","data":[{"start":1786310760000,"end":1786310819999,"interval":"1",
-         "open":"1922.43","close":"1922.48","high":"1922.48","low":"1922.42","volume":"15.7",
-         "turnover":"30182.0724","confirm":true,"timestamp":1786310820123},{"start":1786310820000,
-         "end":1786310879999,"interval":"1","open":"1922.48","close":"1922.48","high":"1922.48",
-         "low":"1922.48","volume":"0","turnover":"0","confirm":false,"timestamp":1786310820123}],
-         "ts":1786310820123,"type":"snapshot"}
-    """
-
-    topic: str
-    ts: int
-    data: list[KlineItem]
-    type: str = "snapshot"
-
-
-class TickerData(msgspec.Struct):
-    symbol: str
-    lastPrice: float | None = None
-    bid1Price: float | None = None
-    bid1Size: float | None = None
-    ask1Price: float | None = None
-    ask1Size: float | None = None
-    markPrice: float | None = None
-    indexPrice: float | None = None
-    fundingRate: str | None = None  # linear only; kept as text for an exact Decimal
-    nextFundingTime: int | None = None  # ms, sent as a string
-
-
-class TickerMsg(msgspec.Struct):
-    """``tickers.{symbol}``: a snapshot, then (linear) deltas carrying only the fields that changed::
-
-        {"topic":"tickers.ETHUSDT","type":"delta","data":{"symbol":"ETHUSDT","bid1Price":"1922.49",
-         "bid1Size":"153.59"},"cs":430879421964,"ts":1786310819274}
-
-    A linear snapshot carries the funding fields (cut)::
-
-        {"topic":"tickers.BTCUSDT","type":"snapshot","data":{"symbol":"BTCUSDT",...,"markPrice":"65117.44",
-         ...,"fundingIntervalHour":"8","fundingCap":"0.005",...,"nextFundingTime":"1786320000000",
-         "fundingRate":"0.0001",...},"cs":753843900397,"ts":1786310817583}
-
-    and a delta only when the rate changes: ``{"topic":"tickers.ETHUSDT","type":"delta","data":{
-    "symbol":"ETHUSDT",...,"fundingRate":"0.00004709",...},...}`` (no ``nextFundingTime``).
-
-    Spot sends snapshots only, each with a subset of fields (``lastPrice``, ``usdIndexPrice``, ...).
-    """
-
-    topic: str
-    type: str
-    data: TickerData
-    ts: int = 0
-    cs: int = 0
-
-
-class OpMsg(msgspec.Struct):
-    """Control frames. Subscribe acks, linear then spot (no ``req_id``)::
-
-        {"success":true,"ret_msg":"","conn_id":"d8bu1olkndm7crnfs1e0-j6akw","req_id":"","op":"subscribe"}
-        {"success":true,"ret_msg":"subscribe","conn_id":"d9avt8shteepr00gfc1g-4zd1x","op":"subscribe"}
-
-    A refusal: ``{"success":false,"ret_msg":"Invalid topic: invalid.topic.BTCUSDT","conn_id":"...",
-    "op":"subscribe"}``. Pongs come in two forms: ``{"success":true,"ret_msg":"pong","conn_id":"...",
-    "req_id":"","op":"pong"}`` (or ``"op":"ping"`` on some spot servers) and
-    ``{"args":["1777226678908"],"conn_id":"yzr7jz02gws1vh60mk5m-hxqdp","op":"pong"}``.
-    """
-
-    op: str
-    success: bool | None = None
-    ret_msg: str = ""
-    conn_id: str = ""
-    req_id: str | None = None
-    args: list[str] | None = None
-
-    @property
-    def is_pong(self) -> bool:
-        return self.op == "pong" or self.ret_msg == "pong"
-
-
-class RestKlineRow(msgspec.Struct, array_like=True):
-    """``[startTime, open, high, low, close, volume, turnover]``, all strings."""
-
-    start: int
-    open: Price
-    high: Price
-    low: Price
-    close: Price
-    volume: Size
-
-
-class RestKlineResult(msgspec.Struct):
-    rows: list[RestKlineRow] = msgspec.field(name="list")
-
-
-class RestKlines(msgspec.Struct):
-    """``GET /v5/market/kline`` (rows newest first)::
-
-    {"retCode":0,"retMsg":"OK","result":{"symbol":"BTCUSDT","category":"linear","list":[["1694649600000",
-     "26210","26527.2","26125.8","26268.2","11185.573","293656450.7204"],...]},"retExtInfo":{},"time":...}
-    """
-
-    retCode: int
-    retMsg: str = ""
-    result: RestKlineResult | None = None
-
-
-class FundingView(NamedTuple):
-    """The funding fields of a linear ticker, deltas merged in (None / nan where never sent)."""
-
-    rate: str | None
-    next_funding_ms: int | None
-    mark_px: float
-
-
-def merge_funding(prev: FundingView | None, msg: TickerMsg) -> FundingView:
-    """``merge_ticker`` for the funding fields: a snapshot replaces, a delta keeps what it does not carry."""
-    d = msg.data
-    if prev is None or msg.type == "snapshot":
-        prev = FundingView(None, None, _NAN)
-    return FundingView(
-        prev.rate if d.fundingRate is None else d.fundingRate,
-        prev.next_funding_ms if d.nextFundingTime is None else d.nextFundingTime,
-        prev.mark_px if d.markPrice is None else d.markPrice,
-    )
-
-
-class Ticker(NamedTuple):
-    """The latest ticker of a symbol, deltas merged in; nan where never sent."""
-
-    symbol: str
-    last_px: float
-    bid_px: float
-    bid_sz: float
-    ask_px: float
-    ask_sz: float
-    mark_px: float
-    index_px: float
-    ts_event: int
-
-
-class _Topic(msgspec.Struct):
-    topic: str
-
-
-_BOOK = msgspec.json.Decoder(RawBookMsg)
-_TOPIC = msgspec.json.Decoder(_Topic)
-_TRADES = msgspec.json.Decoder(TradeMsg, strict=False)
-_KLINES = msgspec.json.Decoder(KlineMsg, strict=False)
-_TICKER = msgspec.json.Decoder(TickerMsg, strict=False)
-_OP = msgspec.json.Decoder(OpMsg, strict=False)
-_ANY = msgspec.json.Decoder(dict[str, Any])
-_REST_KLINES = msgspec.json.Decoder(RestKlines, strict=False)
-_NAN = float("nan")
 FEW_FRAMES = 32  # on_ws_frames: up to this many frames, on_ws per frame is quicker than routing them as arrays
-_BUY, _SELL, _LIVE = Side.BUY, Side.SELL, BookState.LIVE  # enum members read once (per trade, per delta)
-
-Wire = OrderBookMsg | TradeMsg | KlineMsg | TickerMsg | OpMsg
-_TOPIC_TYPES: dict[str, type] = {
-    "orderbook": OrderBookMsg,
-    "publicTrade": TradeMsg,
-    "kline": KlineMsg,
-    "tickers": TickerMsg,
-}
-
-
-def parse_frame(raw: str | bytes) -> Wire | None:
-    """Decode any Bybit public frame by key; None for a topic we do not know. Raises ``MalformedMessage``."""
-    try:
-        obj = _ANY.decode(raw)
-        topic = obj.get("topic")
-        if isinstance(topic, str):
-            typ = _TOPIC_TYPES.get(topic.partition(".")[0])
-            return None if typ is None else msgspec.convert(obj, typ, strict=False)
-        if "op" in obj:
-            return msgspec.convert(obj, OpMsg, strict=False)
-        raise MalformedMessage("neither a topic nor an op")
-    except DECODE_ERRORS as e:
-        raise MalformedMessage(f"not a Bybit frame: {e}") from e
-
-
-def merge_ticker(prev: Ticker | None, msg: TickerMsg) -> Ticker:
-    """Fold a ticker snapshot or delta into the last known ticker (a delta only carries changes)."""
-    d = msg.data
-    if prev is None or msg.type == "snapshot":  # a snapshot replaces; fields it lacks become nan
-        prev = Ticker(d.symbol, _NAN, _NAN, _NAN, _NAN, _NAN, _NAN, _NAN, 0)
-    return Ticker(
-        d.symbol,
-        prev.last_px if d.lastPrice is None else d.lastPrice,
-        prev.bid_px if d.bid1Price is None else d.bid1Price,
-        prev.bid_sz if d.bid1Size is None else d.bid1Size,
-        prev.ask_px if d.ask1Price is None else d.ask1Price,
-        prev.ask_sz if d.ask1Size is None else d.ask1Size,
-        prev.mark_px if d.markPrice is None else d.markPrice,
-        prev.index_px if d.indexPrice is None else d.indexPrice,
-        msg.ts * NS_PER_MS or prev.ts_event,
-    )
-
-
-def to_trades(venue: Venue, symbol: str, msg: TradeMsg, ts_recv: int) -> list[Trade]:
-    return [
-        Trade(
-            ts_event=t.T * NS_PER_MS, ts_recv=ts_recv, venue=venue, symbol=symbol, price=t.p, size=t.v,
-            taker_side=_BUY if t.S == "Buy" else _SELL, trade_id=t.i,
-        )
-        for t in msg.data
-    ]
-
-
-# ------------------------------------------------------------------------------------------------
-# Adapters
-# ------------------------------------------------------------------------------------------------
-Handler = Callable[[str | bytes, str, int], None]
+_LIVE = BookState.LIVE  # an enum member read once (per delta)
 
 
 class _FrameTable(NamedTuple):
@@ -598,14 +281,7 @@ class _BybitAdapter(BookAdapter):
         table = self._frame_table(bus)
         rid = bk.route_topics(buf, raw, end, table.names, table.bounds)
         rid_l = rid.tolist()
-        nb = len(self.symbols)
-        books = np.zeros((nb, jk.B_COLS), np.int64)
-        tops = np.zeros((nb, 4))
-        later = np.empty(n, np.int64)
-        rows = np.empty((n, 4), np.int64)
-        row_tops = np.empty((n, 4))
-        healed = np.zeros(4, np.int64)
-        healed_f = np.zeros(6)
+        books, tops, later, rows, row_tops, healed, healed_f = jk.scratch(len(self.symbols), n)
         stats = self.stats
         i = 0
         while True:

@@ -13,9 +13,12 @@ Those loops walk a block of recorded frames and apply the diffs they can take st
 * ``take``: read a diff's two levels arrays (the venue's exact shape, or nothing is applied) and apply
   them, recording what the adapter needs per book (``B_*`` columns) and per diff (a row of the run's
   ``BookUpdate`` batch), or the whole result when the book healed a crossed state.
+* ``scratch``: the arrays a loop writes those into, made once per block of frames.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -39,6 +42,25 @@ _TRUE = np.frombuffer(b"true", np.uint8)
 _FALSE = np.frombuffer(b"false", np.uint8)
 
 _jit = njit(cache=True)
+
+
+class Scratch(NamedTuple):
+    """What a compiled loop writes (see ``take``), for ``nb`` books and a block of ``n`` frames."""
+
+    books: np.ndarray  # (nb, B_COLS) int64: per book, the ``B_*`` columns
+    tops: np.ndarray  # (nb, 4): per book, its top after the last diff applied
+    later: np.ndarray  # (n,) int64: the frames passed over, handled at the next stop
+    rows: np.ndarray  # (n, 4) int64: per diff applied, its ``BookUpdate`` row
+    row_tops: np.ndarray  # (n, 4): per diff applied, the top after it
+    healed: np.ndarray  # (4,) int64: a diff that healed a crossed book
+    healed_f: np.ndarray  # (6,): the rest of that diff's result
+
+
+def scratch(nb: int, n: int) -> Scratch:
+    return Scratch(
+        np.zeros((nb, B_COLS), np.int64), np.zeros((nb, 4)), np.empty(n, np.int64), np.empty((n, 4), np.int64),
+        np.empty((n, 4)), np.zeros(4, np.int64), np.zeros(6),
+    )  # fmt: skip
 
 
 @_jit

@@ -31,7 +31,7 @@ from bot.orders import FundingRate
 from bot.recording import Record, RecordingWriter, Row, iter_frames, iter_rows
 from bot.ring import RingSet
 from bot.sim.cli import DEMO_DIR
-from bot.venues import binance, binance_kernels, bybit, bybit_kernels
+from bot.venues import binance, binance_kernels, binance_offline, binance_wire, bybit, bybit_kernels
 from bot.venues.base import NO_CLOCK, ReplayClock, VenueAdapter
 from bot.venues.bybit import BybitLinearAdapter
 
@@ -45,7 +45,7 @@ Mutation = Callable[[str], list[str]]
 def _every_run_looped(monkeypatch: pytest.MonkeyPatch) -> None:
     """The loops on runs of every length: a short run otherwise goes frame by frame (``FEW_FRAMES``), and
     this copy of the demo interleaves spot and USD-M finely."""
-    monkeypatch.setattr(binance, "FEW_FRAMES", 0)
+    monkeypatch.setattr(binance_offline, "FEW_FRAMES", 0)
     monkeypatch.setattr(bybit, "FEW_FRAMES", 0)
 
 
@@ -341,7 +341,8 @@ def test_the_loop_takes_the_diffs_and_passes_over_what_nobody_receives(family: s
     mod: Any = bybit_kernels if family == "bybit" else binance_kernels
     name = "apply_deltas" if family == "bybit" else "apply_diffs"
     seen: list[str] = []
-    parse = binance.parse_frame
+    parse = binance_wire.parse_frame
+    users: tuple[Any, ...] = (binance, binance_offline)  # where on_ws and on_ws_frames look parse_frame up
 
     def spy_parse(raw: str | bytes, futures: bool = False) -> Any:
         seen.append(str(raw[:40]))
@@ -355,12 +356,14 @@ def test_the_loop_takes_the_diffs_and_passes_over_what_nobody_receives(family: s
         return r
 
     setattr(mod, name, spy)
-    binance.parse_frame = spy_parse  # type: ignore[assignment]
+    for m in users:
+        m.parse_frame = spy_parse
     try:
         out = _run(_copy(tmp_path / "rec", FAMILIES[family], False), FAMILIES[family], _rings_only, False, 30.0)
     finally:
         setattr(mod, name, loop)
-        binance.parse_frame = parse  # type: ignore[assignment]
+        for m in users:
+            m.parse_frame = parse
     levels = sum(c[4] for c in calls)
     later = sum(c[2] for c in calls)
     quiet = sum(c[5] for c in calls) if family != "bybit" else 0
@@ -556,13 +559,16 @@ def test_frames_replay_without_a_clock(family: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("family", ["bybit", "binance"])
-def test_short_runs_frame_by_frame_give_what_the_loop_gives(family: str, tmp_path: Path) -> None:
+def test_short_runs_frame_by_frame_give_what_the_loop_gives(
+    family: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Runs of up to ``FEW_FRAMES`` frames go to ``on_ws`` one by one: the same events, books, grids and
     counters as the loop on every run (here every run of the copy goes so)."""
     fam = FAMILIES[family]
     recording = _copy(tmp_path / "rec", fam, True)
     looped = _run(recording, fam, _lists, False, 30.0)
-    binance.FEW_FRAMES = bybit.FEW_FRAMES = 10**9  # restored by the fixture
+    for mod in (binance_offline, bybit):  # where on_ws_frames reads it
+        monkeypatch.setattr(mod, "FEW_FRAMES", 10**9)
     mixed = _run(recording, fam, _lists, False, 30.0)
     assert looped.keys() == mixed.keys()
     for key in looped:

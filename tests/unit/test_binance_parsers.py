@@ -21,10 +21,9 @@ from bot.config import BookConfig, BotSettings, VenueConfig
 from bot.events import BookHealth, BookState, BookUpdate, Event, KlineClosed, Side, Trade, Venue
 from bot.venues import ADAPTERS, make_adapter
 from bot.venues.base import NeedSnapshot
-from bot.venues.binance import (
+from bot.venues.binance import BinanceSpotAdapter, BinanceUsdmAdapter
+from bot.venues.binance_wire import (
     _ENV_HEAD,
-    BinanceSpotAdapter,
-    BinanceUsdmAdapter,
     BookTicker,
     DepthSnapshot,
     DepthText,

@@ -21,9 +21,8 @@ from bot.config import BookConfig, BotSettings, VenueConfig
 from bot.events import BookHealth, BookUpdate, Event, KlineClosed, Side, Trade, Venue
 from bot.venues import make_adapter
 from bot.venues.base import Resubscribe
-from bot.venues.bybit import (
-    BybitLinearAdapter,
-    BybitSpotAdapter,
+from bot.venues.bybit import BybitLinearAdapter, BybitSpotAdapter
+from bot.venues.bybit_wire import (
     KlineMsg,
     OpMsg,
     OrderBookMsg,

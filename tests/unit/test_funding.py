@@ -21,17 +21,12 @@ from bot.orders import Fill, FundingRate, Liquidity
 from bot.recording import Frames, Record, RecordingWriter, iter_frames, iter_records
 from bot.sim.cli import DEMO_DIR
 from bot.venues import make_adapter
-from bot.venues.binance import BinanceSpotAdapter, BinanceUsdmAdapter, Kind, parse_frame
+from bot.venues.binance import BinanceSpotAdapter, BinanceUsdmAdapter
 from bot.venues.binance_funding import MarkPriceUpdate
-from bot.venues.bybit import (
-    BybitLinearAdapter,
-    BybitSpotAdapter,
-    FundingView,
-    TickerData,
-    TickerMsg,
-    merge_funding,
-)
-from bot.venues.bybit import parse_frame as bybit_frame
+from bot.venues.binance_wire import Kind, parse_frame
+from bot.venues.bybit import BybitLinearAdapter, BybitSpotAdapter
+from bot.venues.bybit_wire import FundingView, TickerData, TickerMsg, merge_funding
+from bot.venues.bybit_wire import parse_frame as bybit_frame
 from bot.venues.funding import FundingFilter
 
 pytestmark = pytest.mark.unit
