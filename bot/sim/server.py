@@ -59,7 +59,7 @@ from bot.sim.replay import BINANCE, Timeline, VenueReplay, load_timelines
 from bot.sim.rest import BinanceRest, BybitRest, error_middleware
 from bot.sim.truth import RefBook
 from bot.sim.userdata_binance import BinanceUserData
-from bot.sim.ws import SimStats, SimTimings, VenueHub, report_handler_error
+from bot.sim.ws import SimStats, SimTimings, VenueHub, report_handler_error, unexpected
 
 log = structlog.get_logger(__name__)
 
@@ -73,19 +73,6 @@ class MarketUrls(NamedTuple):
 
 
 _USDM_WS_PREFIXES = ("", "/public", "/market")
-
-
-def _unexpected(e: Exception) -> BaseException | None:
-    """``e`` (or the part of a task group's errors) that is not a peer going away."""
-    gone = (ConnectionError, RuntimeError)
-    if isinstance(e, ExceptionGroup):
-        rest = e.subgroup(lambda x: not isinstance(x, (*gone, ExceptionGroup)))
-        if rest is None:
-            return None
-        while isinstance(rest, ExceptionGroup) and len(rest.exceptions) == 1:
-            rest = rest.exceptions[0]
-        return rest
-    return None if isinstance(e, gone) else e
 
 
 class LoopbackExchange:
@@ -333,7 +320,7 @@ class LoopbackExchange:
                     if pinger is not None:
                         pinger.cancel()
         except Exception as e:
-            bug = _unexpected(e)
+            bug = unexpected(e)
             if bug is not None:  # a bug of ours: counted, logged once, and a clean close, never a 1006
                 report_handler_error(self.sim_stats, venue, "ws_connection", bug)
                 with contextlib.suppress(Exception):

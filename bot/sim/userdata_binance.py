@@ -68,7 +68,7 @@ from bot.sim.binance_events import (
 )
 from bot.sim.private_binance import JSON, BinancePrivate, Refused
 from bot.sim.replay import Item
-from bot.sim.ws import Conn, VenueHub, report_handler_error
+from bot.sim.ws import Conn, VenueHub, report_handler_error, unexpected
 
 _NO_KEY = "This listenKey does not exist."
 _NO_TS = "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed."
@@ -257,9 +257,7 @@ class BinanceUserData:
                     for t in helpers:
                         t.cancel()
         except Exception as e:
-            gone = (ConnectionError, RuntimeError)
-            bug = e.subgroup(lambda x: not isinstance(x, gone)) if isinstance(e, ExceptionGroup) else (
-                None if isinstance(e, gone) else e)  # fmt: skip
+            bug = unexpected(e)  # a peer going away, in a task group's errors too, is not a bug
             if bug is not None:
                 report_handler_error(hub.stats, hub.venue, "ws_private", bug)
                 with contextlib.suppress(Exception):

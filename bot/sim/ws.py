@@ -71,6 +71,21 @@ def report_handler_error(stats: SimStats, venue: Venue, where: str, exc: BaseExc
         log.warning("sim_handler_error", venue=venue.value, where=where, error=f"{type(exc).__name__}: {exc}")
 
 
+GONE = (ConnectionError, RuntimeError)  # a peer going away (aiohttp's errors of a closing transport)
+
+
+def unexpected(e: Exception) -> BaseException | None:
+    """``e`` (or the part of a task group's errors) that is not a peer going away."""
+    if isinstance(e, ExceptionGroup):
+        rest = e.subgroup(lambda x: not isinstance(x, (*GONE, ExceptionGroup)))
+        if rest is None:
+            return None
+        while isinstance(rest, ExceptionGroup) and len(rest.exceptions) == 1:
+            rest = rest.exceptions[0]
+        return rest
+    return None if isinstance(e, GONE) else e
+
+
 WRITE_HIGH = 256 * 1024  # bytes buffered in the transport before the writer waits
 
 
