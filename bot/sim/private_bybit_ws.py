@@ -25,7 +25,6 @@ under ``bybit_linear``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import itertools
@@ -40,7 +39,7 @@ from bot.sim.account import SimOrder
 from bot.sim.bybit_ledger import CAT_OF, UID, BybitLedger
 from bot.sim.faults import FaultSpec
 from bot.sim.replay import Item, VenueReplay
-from bot.sim.ws import Conn, SimStats, SimTimings, VenueHub, report_handler_error
+from bot.sim.ws import Conn, SimStats, SimTimings, VenueHub, accept, let_close_out, report_handler_error
 
 _CATS = ("spot", "linear", "inverse", "option")
 TOPICS = frozenset(
@@ -84,10 +83,8 @@ class BybitPrivateStream:
 
     # -- connection ------------------------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(autoping=True, compress=False, max_msg_size=1 << 20)
-        try:
-            await ws.prepare(request)
-        except ConnectionError:  # the client left during the handshake
+        ws, ok = await accept(request, autoping=True)
+        if not ok:  # the client left during the handshake
             return ws
         conn = self.hub.register(ws, request)
         me = asyncio.current_task()
@@ -106,11 +103,7 @@ class BybitPrivateStream:
         except (ConnectionError, RuntimeError):
             pass  # the peer went away
         finally:
-            if conn.closing and not writer.done():  # a close of ours: let the close frame go out
-                with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
-                    await asyncio.wait_for(asyncio.shield(writer), 1.0)
-            conn.closing = True
-            writer.cancel()
+            await let_close_out(conn, writer)  # a close of ours: its close frame goes out
             self._authed.discard(conn)
             self.hub.unregister(conn)
             if me is not None:

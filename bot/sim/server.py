@@ -13,8 +13,8 @@ is the wall time its first record is due) and is paced by the recorded receive t
 seamlessly (``loop.py``); the wire behaviour is in ``ws.py`` (connections, fan-out), ``binance.py``,
 ``bybit.py`` and ``rest.py``, the
 faults in ``faults.py``. Handler errors never escape: REST through ``rest.error_middleware``, websocket
-frames in the venue modules' read loops, anything else around a connection here (a clean 1011 close),
-each counted in ``stats[venue]["handler_errors"]``.
+frames in the venue modules' read loops, anything else around a connection in ``ws.serve_conn`` (a clean
+1011 close), each counted in ``stats[venue]["handler_errors"]``.
 All four venues are always served; a venue the recording does not hold answers REST with no symbols and
 keeps its sockets silent, and ``venue_overrides()`` disables it.
 The private side (one account: ``account.py``) is ``private_binance.py`` and, on the Bybit host, the
@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -59,12 +58,11 @@ from bot.sim.replay import BINANCE, Timeline, VenueReplay, load_timelines
 from bot.sim.rest import BinanceRest, BybitRest, error_middleware
 from bot.sim.truth import RefBook
 from bot.sim.userdata_binance import BinanceUserData
-from bot.sim.ws import SimStats, SimTimings, VenueHub, report_handler_error, unexpected
+from bot.sim.ws import Conn, SimStats, SimTimings, VenueHub, serve_conn
 
 log = structlog.get_logger(__name__)
 
 GOING_AWAY = 1001
-INTERNAL_ERROR = 1011
 
 
 class MarketUrls(NamedTuple):
@@ -288,48 +286,17 @@ class LoopbackExchange:
     async def _serve_ws(
         self, request: web.Request, venue: Venue, combined: bool, names: list[str]
     ) -> web.StreamResponse:
-        is_binance = venue in BINANCE
-        ws = web.WebSocketResponse(autoping=not is_binance, compress=False, max_msg_size=1 << 20)
-        try:
-            await ws.prepare(request)
-        except ConnectionError:  # the client left during the handshake
-            return ws
-        sock = request.transport.get_extra_info("socket") if request.transport is not None else None
-        if sock is not None and self.timings.socket_sndbuf:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.timings.socket_sndbuf)
         hub = self.hubs[venue]
-        conn = hub.register(ws, request)
-        conn.combined = combined
-        me = asyncio.current_task()
-        if me is not None:
-            self._handlers.add(me)
-        try:
-            if is_binance and names:
-                binance.subscribe(hub, conn, names)  # malformed names in the URL are ignored
-            async with asyncio.TaskGroup() as tg:
-                writer = tg.create_task(conn.write_loop())
-                pinger = tg.create_task(binance.ping_loop(hub, conn)) if is_binance else None
-                try:
-                    await (binance.read_loop(hub, conn) if is_binance else bybit.read_loop(hub, conn))
-                finally:
-                    if conn.closing and not writer.done():
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(asyncio.shield(writer), 1.0)
-                    conn.closing = True
-                    writer.cancel()
-                    if pinger is not None:
-                        pinger.cancel()
-        except Exception as e:
-            bug = unexpected(e)
-            if bug is not None:  # a bug of ours: counted, logged once, and a clean close, never a 1006
-                report_handler_error(self.sim_stats, venue, "ws_connection", bug)
-                with contextlib.suppress(Exception):
-                    await ws.close(code=INTERNAL_ERROR, message=b"internal error")
-        finally:
-            hub.unregister(conn)
-            if me is not None:
-                self._handlers.discard(me)
-        return ws
+        if venue not in BINANCE:
+            return await serve_conn(request, hub, bybit.read_loop, where="ws_connection", autoping=True,
+                                    combined=combined, sndbuf=self.timings.socket_sndbuf, handlers=self._handlers)
+
+        def subscribe(conn: Conn) -> None:
+            binance.subscribe(hub, conn, names)  # malformed names in the URL are ignored
+
+        return await serve_conn(request, hub, binance.read_loop, where="ws_connection", autoping=False,
+                                combined=combined, helpers=(binance.ping_loop,), opened=subscribe if names else None,
+                                sndbuf=self.timings.socket_sndbuf, handlers=self._handlers)
 
     # -- views for tests and the bot ---------------------------------------------------------------
     def venue_overrides(self) -> dict[str, dict[str, Any]]:

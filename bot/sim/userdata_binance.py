@@ -44,11 +44,10 @@ after every replayed item of their symbol, so fills are pushed without the clien
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -68,7 +67,7 @@ from bot.sim.binance_events import (
 )
 from bot.sim.private_binance import JSON, BinancePrivate, Refused
 from bot.sim.replay import Item
-from bot.sim.ws import Conn, VenueHub, report_handler_error, unexpected
+from bot.sim.ws import Conn, VenueHub, report_handler_error, serve_conn
 
 _NO_KEY = "This listenKey does not exist."
 _NO_TS = "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed."
@@ -231,41 +230,20 @@ class BinanceUserData:
     async def _serve(
         self, request: web.Request, keys: list[str], public: list[str], combined: bool, *, ws_api: bool
     ) -> web.StreamResponse:
-        ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=1 << 20)
-        try:
-            await ws.prepare(request)
-        except ConnectionError:
-            return ws
-        hub = self.hub
-        conn = hub.register(ws, request)
-        conn.combined = combined
-        sub = self.subs[conn] = _Sub(set(keys))
-        try:
+        def opened(conn: Conn) -> None:
+            self.subs[conn] = _Sub(set(keys))
             if public:
-                binance.subscribe(hub, conn, public)
-            async with asyncio.TaskGroup() as tg:
-                writer = tg.create_task(conn.write_loop())
-                helpers = [tg.create_task(binance.ping_loop(hub, conn)), tg.create_task(self._expiry_loop(conn, sub))]
-                try:
-                    await (self._api_read_loop(conn, sub) if ws_api else binance.read_loop(hub, conn))
-                finally:
-                    if conn.closing and not writer.done():
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(asyncio.shield(writer), 1.0)
-                    conn.closing = True
-                    writer.cancel()
-                    for t in helpers:
-                        t.cancel()
-        except Exception as e:
-            bug = unexpected(e)  # a peer going away, in a task group's errors too, is not a bug
-            if bug is not None:
-                report_handler_error(hub.stats, hub.venue, "ws_private", bug)
-                with contextlib.suppress(Exception):
-                    await ws.close(code=1011, message=b"internal error")
-        finally:
-            hub.unregister(conn)
-            self.subs.pop(conn, None)
-        return ws
+                binance.subscribe(self.hub, conn, public)
+
+        def expiry_loop(hub: VenueHub, conn: Conn) -> Coroutine[Any, Any, None]:
+            return self._expiry_loop(conn, self.subs[conn])
+
+        def api_read_loop(hub: VenueHub, conn: Conn) -> Coroutine[Any, Any, None]:
+            return self._api_read_loop(conn, self.subs[conn])
+
+        return await serve_conn(request, self.hub, api_read_loop if ws_api else binance.read_loop, where="ws_private",
+                                autoping=False, combined=combined, helpers=(binance.ping_loop, expiry_loop),
+                                opened=opened, closed=lambda conn: self.subs.pop(conn, None))  # fmt: skip
 
     # -- the WebSocket API -------------------------------------------------------------------------------
     async def _api_read_loop(self, conn: Conn, sub: _Sub) -> None:

@@ -10,17 +10,21 @@ The venue specifics live in ``bot.sim.binance`` and ``bot.sim.bybit``, which imp
 the other way round): a venue's derived streams (Bybit's shallower books) are ``DerivedStream``s here,
 subclassed there. ``report_handler_error`` is the one place a handler's unexpected exception is turned
 into a counter and a single structured warning (no traceback); the caller answers the client in the
-venue's own error shape and keeps the connection.
+venue's own error shape and keeps the connection. ``serve_conn`` serves one connection from the handshake
+to its end (the public streams of ``server.py`` and Binance's user-data streams): the venue modules give it
+their read and ping loops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import socket
 import struct
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -339,3 +343,90 @@ class VenueHub:
             self.fanout(self, item, parsed)
         except Exception as e:  # reported once, counted; the replay goes on
             report_handler_error(self.stats, self.venue, "publish", e)
+
+
+# -- serving one connection ------------------------------------------------------------------------
+INTERNAL_ERROR = 1011
+ConnLoop = Callable[[VenueHub, Conn], Coroutine[Any, Any, None]]  # e.g. bot.sim.binance.read_loop, ping_loop
+
+
+async def accept(
+    request: web.Request, *, autoping: bool, sndbuf: int | None = None
+) -> tuple[web.WebSocketResponse, bool]:
+    """The websocket handshake: the response, and False when the client left during it (return it as is).
+    ``sndbuf``: SO_SNDBUF of the accepted socket (None or 0: the OS default)."""
+    ws = web.WebSocketResponse(autoping=autoping, compress=False, max_msg_size=1 << 20)
+    try:
+        await ws.prepare(request)
+    except ConnectionError:
+        return ws, False
+    sock = request.transport.get_extra_info("socket") if request.transport is not None else None
+    if sock is not None and sndbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+    return ws, True
+
+
+async def let_close_out(conn: Conn, writer: asyncio.Task[None]) -> None:
+    """The end of a connection's writer task: a close of ours (``conn.closing``) gets up to 1 s to write
+    its close frame, then the writer is cancelled."""
+    if conn.closing and not writer.done():
+        with contextlib.suppress(TimeoutError, *GONE):
+            await asyncio.wait_for(asyncio.shield(writer), 1.0)
+    conn.closing = True
+    writer.cancel()
+
+
+async def serve_conn(
+    request: web.Request,
+    hub: VenueHub,
+    read: ConnLoop,
+    *,
+    where: str,
+    autoping: bool,
+    combined: bool,
+    helpers: Sequence[ConnLoop] = (),
+    opened: Callable[[Conn], None] | None = None,
+    closed: Callable[[Conn], object] | None = None,
+    sndbuf: int | None = None,
+    handlers: set[asyncio.Task[Any]] | None = None,
+) -> web.WebSocketResponse:
+    """One websocket connection of ``hub``, handshake to end: a ``Conn`` registered with the hub, its
+    writer task and ``helpers`` (e.g. a ping loop) in one task group beside ``read`` (the read loop; the
+    connection ends when it returns). ``opened``/``closed``: the caller's own bookkeeping of the connection
+    (``opened`` may subscribe it); ``handlers``: a set that holds this handler's task while it runs (the
+    sim's stop waits for them). A bug of ours (not a peer going away) is counted as ``handler_errors_<where>``,
+    logged once, and the client gets a clean 1011 close, never a 1006.
+    """
+    ws, ok = await accept(request, autoping=autoping, sndbuf=sndbuf)
+    if not ok:
+        return ws
+    conn = hub.register(ws, request)
+    conn.combined = combined
+    me = asyncio.current_task()
+    if handlers is not None and me is not None:
+        handlers.add(me)
+    try:
+        if opened is not None:
+            opened(conn)
+        async with asyncio.TaskGroup() as tg:
+            writer = tg.create_task(conn.write_loop())
+            running = [tg.create_task(loop(hub, conn)) for loop in helpers]
+            try:
+                await read(hub, conn)
+            finally:
+                await let_close_out(conn, writer)
+                for t in running:
+                    t.cancel()
+    except Exception as e:
+        bug = unexpected(e)
+        if bug is not None:  # a bug of ours: counted, logged once, and a clean close, never a 1006
+            report_handler_error(hub.stats, hub.venue, where, bug)
+            with contextlib.suppress(Exception):
+                await ws.close(code=INTERNAL_ERROR, message=b"internal error")
+    finally:
+        hub.unregister(conn)
+        if closed is not None:
+            closed(conn)
+        if handlers is not None and me is not None:
+            handlers.discard(me)
+    return ws
