@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 test: $(STAMP) lint   ## lint, type-check, then the whole test suite
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q --durations=25 $(ARGS)   # the slowest tests listed: CI keeps to ~15 min
 
 bench: $(STAMP)   ## ingest speed, then tick-to-intent latency (figures in the README)
 	$(PY) bench/ingest.py
