@@ -42,6 +42,10 @@ Handler = Callable[[str | bytes, str, int], None]  # a routed frame's handler: (
 class BookAdapter(VenueAdapter):
     """A venue adapter that keeps one ``OrderBook`` and one ``BookState`` per configured symbol."""
 
+    # on_ws_frames' compiled paths: a run of up to this many frames goes to on_ws frame by frame instead
+    # (a replay merging venues by receive time slices that finely; routing arrays would cost more)
+    few_frames = 32
+
     def __init__(self, cfg: VenueConfig, book_cfg: BookConfig, publish: Publish, *, live: bool = True) -> None:
         super().__init__(cfg, book_cfg, publish, live=live)
         self.symbols: tuple[str, ...] = cfg.symbols

@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from bot.recording import Frames
     from bot.venues.binance import _SymbolSync
 
-FEW_FRAMES = 32  # on_ws_frames: up to this many frames, on_ws per frame is quicker than routing them as arrays
-
 
 class BinanceOffline(BookAdapter):
     """``on_ws_frames`` and its compiled loop, for ``_BinanceAdapter``, which sets what is declared here."""
@@ -68,7 +66,7 @@ class BinanceOffline(BookAdapter):
         data = frames.data
         ts = frames.ts
         n = len(ts)
-        if n <= FEW_FRAMES:
+        if n <= self.few_frames:
             super().on_ws_frames(frames, clock)
             return
         ids = route(np.frombuffer(data, np.uint8), frames.raw, frames.end, 11, self._heads, self._head_bounds)

@@ -70,7 +70,6 @@ log = structlog.get_logger(__name__)
 # Our interval names -> Bybit's kline interval codes (minutes, or D/W/M).
 INTERVAL_CODES = {"1m": "1", "3m": "3", "5m": "5", "15m": "15", "30m": "30", "1h": "60", "4h": "240", "1d": "D"}
 MAX_ARGS_PER_SUBSCRIBE = 10
-FEW_FRAMES = 32  # on_ws_frames: up to this many frames, on_ws per frame is quicker than routing them as arrays
 _LIVE = BookState.LIVE  # an enum member read once (per delta)
 
 
@@ -259,11 +258,11 @@ class _BybitAdapter(BookAdapter):
         ``BookUpdates`` batch, then the frames it passed over are handled in order: trades, klines and
         tickers whose events nobody receives (they touch no book, so their order against the deltas is
         nobody's business). Books, counters, events received, ticks and grids are what one ``on_ws`` per
-        frame gives (``tests/replay/test_offline_loops.py``). A run of up to ``FEW_FRAMES`` frames goes frame
+        frame gives (``tests/replay/test_offline_loops.py``). A run of up to ``few_frames`` frames goes frame
         by frame (a replay merging venues by receive time slices that finely; the arrays would cost more).
         """
         bus = self._bus
-        if (bus is None or len(frames.ts) <= FEW_FRAMES or len(self.symbols) > jk.MAX_BOOKS
+        if (bus is None or len(frames.ts) <= self.few_frames or len(self.symbols) > jk.MAX_BOOKS
                 or not bus.takes_batches(BookUpdate)):  # fmt: skip
             super().on_ws_frames(frames, clock)
             return

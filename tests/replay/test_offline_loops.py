@@ -31,7 +31,8 @@ from bot.orders import FundingRate
 from bot.recording import Record, RecordingWriter, Row, iter_frames, iter_rows
 from bot.ring import RingSet
 from bot.sim.cli import DEMO_DIR
-from bot.venues import binance, binance_kernels, binance_offline, binance_wire, bybit, bybit_kernels
+from bot.venues import binance, binance_kernels, binance_offline, binance_wire, bybit_kernels
+from bot.venues._shared import BookAdapter
 from bot.venues.base import NO_CLOCK, ReplayClock, VenueAdapter
 from bot.venues.bybit import BybitLinearAdapter
 
@@ -43,10 +44,9 @@ Mutation = Callable[[str], list[str]]
 
 @pytest.fixture(autouse=True)
 def _every_run_looped(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The loops on runs of every length: a short run otherwise goes frame by frame (``FEW_FRAMES``), and
+    """The loops on runs of every length: a short run otherwise goes frame by frame (``BookAdapter.few_frames``), and
     this copy of the demo interleaves spot and USD-M finely."""
-    monkeypatch.setattr(binance_offline, "FEW_FRAMES", 0)
-    monkeypatch.setattr(bybit, "FEW_FRAMES", 0)
+    monkeypatch.setattr(BookAdapter, "few_frames", 0)
 
 
 def _first(raw: str, side: str, level: str) -> str:
@@ -562,13 +562,12 @@ def test_frames_replay_without_a_clock(family: str, tmp_path: Path) -> None:
 def test_short_runs_frame_by_frame_give_what_the_loop_gives(
     family: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Runs of up to ``FEW_FRAMES`` frames go to ``on_ws`` one by one: the same events, books, grids and
+    """Runs of up to ``BookAdapter.few_frames`` frames go to ``on_ws`` one by one: the same events, books, grids and
     counters as the loop on every run (here every run of the copy goes so)."""
     fam = FAMILIES[family]
     recording = _copy(tmp_path / "rec", fam, True)
     looped = _run(recording, fam, _lists, False, 30.0)
-    for mod in (binance_offline, bybit):  # where on_ws_frames reads it
-        monkeypatch.setattr(mod, "FEW_FRAMES", 10**9)
+    monkeypatch.setattr(BookAdapter, "few_frames", 10**9)
     mixed = _run(recording, fam, _lists, False, 30.0)
     assert looped.keys() == mixed.keys()
     for key in looped:
