@@ -1,19 +1,14 @@
-"""Training samples from real data, built through ``models.inputs`` so that training and serving agree.
+"""Sample sets: raw samples split by time, statistics fitted on the training span, normalised, labelled.
 
-Sources (never hand-made arrays):
+Training samples from real data, built through ``models.inputs`` so that training and serving agree.
+``build_samples`` runs the whole pipeline, over three modules:
 
-* **Books**: the CSV of ``python -m bot books`` (``ts_ms,venue,symbol,bid_px_1,...``), i.e. a recording
-  replayed through the bot's own venue adapters, local books and grid sampler. tabl and lobforecast.
-* **Klines**: ``timestamp,open,high,low,close,volume`` files named ``SYMBOL_<n>m.csv`` (the shared Binance
-  and Bybit files, or a REST backfill saved the same way), read with ``bot.klines.load_kline_csv``. Per
-  symbol the finest file is the base; coarser scales are built from it by ``bot.klines.resample`` (closed,
-  complete buckets only), as the live ``Resampler`` does. multiscale and crossasset.
+* ``models.loaders``: the data files (books CSVs, kline files) -> ``LobData`` / ``KlineData``;
+* ``models.samples``: ``collect``, every usable sample's raw input and continuous labels (``Collected``);
+* here: the time split, the statistics and label thresholds of the training span, normalisation and the
+  model's targets (``split_by_time``, ``fit_spec``, ``finalize``) -> ``SampleSet``.
 
-How a sample is made (``collect``): a sample is a time t: a grid time of the target book, or the close of a
-bar. Its input is ``models.inputs.raw_input(spec, ArrayWindowSource(...).at(t), ...)``: the source shows
-only rows stamped <= t and bars closed by t, so a feature cannot see the future. Its label reads only rows
-after t (the mid or close h steps later, at exactly t + h steps: a gap drops the sample). Samples whose
-window or label is incomplete are dropped, never padded.
+The names other code uses from the first two are re-exported here (``load_data``, ``collect``, ...).
 
 Splits are by time (``split_by_time``): the first 60% of samples train, the next 20% validate (early
 stopping), the last 20% test, and a sample whose label reaches the start of the next span is purged, so
@@ -41,37 +36,21 @@ and is stored in the spec. Regression targets are r divided by its training-span
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from bot.errors import BotError, ConfigError, DataIntegrityError
-from bot.events import KlineClosed, Venue
-from bot.klines import load_kline_csv, resample
-from bot.ring import lob_columns
-from models.inputs import (
-    NS_PER_MS,
-    ArrayWindowSource,
-    InputSpec,
-    Raw,
-    _levels,
-    _price_mask,
-    _target_block,
-    apply_norm,
-    lob_relative,
-    raw_input,
-    to_tensor,
-)
+from models.inputs import InputSpec, Raw, _price_mask, _target_block, apply_norm, to_tensor
+from models.loaders import DatasetError, KlineData, LobData, load_books_csv, load_data, load_klines
+from models.samples import Collected, collect
 
 __all__ = [
+    "Collected",
     "DatasetError",
     "KlineData",
     "LobData",
@@ -80,6 +59,7 @@ __all__ = [
     "collect",
     "finalize",
     "fit_spec",
+    "index_x",
     "load_books_csv",
     "load_data",
     "load_klines",
@@ -96,214 +76,6 @@ NORM_CLIP = 10.0
 
 I64 = NDArray[np.int64]
 F64 = NDArray[np.float64]
-
-
-class DatasetError(BotError):
-    """Data that cannot make a dataset: wrong file, unknown instrument, too few samples."""
-
-
-# -- loading ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LobData:
-    """Grid-sampled books from ``python -m bot books`` CSVs: (venue, symbol) -> (times ns, rows (N, 4L))."""
-
-    interval_ms: int
-    levels: int
-    books: dict[tuple[str, str], tuple[I64, F64]]
-    sources: list[dict[str, Any]]
-
-    kind = "lob"
-
-
-@dataclass(frozen=True)
-class KlineData:
-    """Closed bars of one venue: symbol -> base bars (the finest interval found), sorted by open time."""
-
-    venue: str
-    base_interval_s: int
-    bars: dict[str, list[KlineClosed]]
-    sources: list[dict[str, Any]]
-
-    kind = "klines"
-
-    def arrays(self, symbol: str, interval_s: int) -> tuple[I64, F64]:
-        """(open_time_ms, ohlcv) of ``symbol`` at ``interval_s``: the base bars or complete resampled ones."""
-        if symbol not in self.bars:
-            raise DatasetError(f"no klines for {symbol} in the data (have {sorted(self.bars)})")
-        if interval_s % self.base_interval_s:
-            raise DatasetError(f"interval {interval_s}s is not a multiple of the data's {self.base_interval_s}s bars")
-        bars = self.bars[symbol]
-        if interval_s != self.base_interval_s:
-            span_ms = interval_s * 1000
-            first = next((i for i, b in enumerate(bars) if b.open_time_ms % span_ms == 0), len(bars))
-            bars = resample(bars[first:], interval_s, base_s=self.base_interval_s)  # complete buckets only
-        opens = np.array([b.open_time_ms for b in bars], dtype=np.int64)
-        ohlcv = np.array([(b.open, b.high, b.low, b.close, b.volume) for b in bars], dtype=np.float64)
-        return opens, ohlcv.reshape(-1, 5)
-
-
-def _fingerprint(path: Path) -> dict[str, Any]:
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    return {"name": path.name, "sha256_16": digest, "bytes": path.stat().st_size}
-
-
-def load_books_csv(paths: Sequence[Path | str]) -> LobData:
-    """Read one or more books CSVs (same grid and levels); books are keyed (venue, symbol)."""
-    books: dict[tuple[str, str], tuple[I64, F64]] = {}
-    interval_ms = levels = None
-    sources = []
-    for p in map(Path, paths):
-        if not p.is_file():
-            raise DatasetError(f"books file not found: {p}")
-        with p.open(newline="") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, [])
-            n_lv = (len(header) - 3) // 4
-            if header[:3] != ["ts_ms", "venue", "symbol"] or n_lv < 1 or header[3:] != lob_columns(n_lv):
-                raise DatasetError(f"{p}: not a `python -m bot books` CSV (header {header[:5]}...)")
-            per: dict[tuple[str, str], tuple[list[int], list[list[float]]]] = {}
-            for row in reader:
-                if len(row) != len(header):
-                    raise DatasetError(f"{p}:{reader.line_num}: expected {len(header)} fields, got {len(row)}")
-                try:
-                    t = int(row[0])
-                    vals = [float(x) if x else np.nan for x in row[3:]]
-                except ValueError:
-                    raise DatasetError(f"{p}:{reader.line_num}: bad number in {row[:4]}...") from None
-                ts, rows = per.setdefault((row[1], row[2]), ([], []))
-                ts.append(t)
-                rows.append(vals)
-        for key, (ts, rows) in per.items():
-            if key in books:
-                raise DatasetError(f"{p}: book {key} also appears in another --data file")
-            t_ms = np.array(ts, dtype=np.int64)
-            if np.any(np.diff(t_ms) <= 0):
-                raise DatasetError(f"{p}: rows of {key} are not strictly increasing in time")
-            books[key] = (t_ms * NS_PER_MS, np.array(rows, dtype=np.float64))
-            step = int(np.min(np.diff(t_ms))) if len(t_ms) > 1 else None
-            if step is not None:
-                if interval_ms not in (None, step):
-                    raise DatasetError(f"{p}: {key} has a {step} ms grid, other books {interval_ms} ms")
-                interval_ms = step
-        if levels not in (None, n_lv):
-            raise DatasetError(f"{p}: {n_lv} levels, other files {levels}")
-        levels = n_lv
-        sources.append(_fingerprint(p))
-    if not books or interval_ms is None or levels is None:
-        raise DatasetError(f"no book rows in {[str(p) for p in paths]}")
-    for key, (t_ns, _) in books.items():
-        if np.any(t_ns % (interval_ms * NS_PER_MS)):
-            raise DatasetError(f"{key}: times are not on a {interval_ms} ms grid")
-    return LobData(interval_ms=interval_ms, levels=levels, books=books, sources=sources)
-
-
-def load_klines(paths: Sequence[Path | str], venue: str) -> KlineData:
-    """Kline CSVs (files or directories of ``SYMBOL_<n>m.csv``); per symbol the finest interval is kept."""
-    try:
-        v = Venue(venue)
-    except ValueError:
-        raise DatasetError(f"unknown venue {venue!r}; known: {[x.value for x in Venue]}") from None
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            files += sorted(f for f in p.glob("*.csv") if f.is_file())
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise DatasetError(f"kline data not found: {p}")
-    finest: dict[str, tuple[int, Path]] = {}
-    for f in files:
-        try:
-            head = load_kline_csv_header(f)
-        except (ConfigError, DataIntegrityError) as e:
-            raise DatasetError(str(e)) from e
-        if head is None:
-            continue
-        symbol, iv = head
-        if symbol not in finest or iv < finest[symbol][0]:
-            finest[symbol] = (iv, f)
-    if not finest:
-        raise DatasetError(f"no SYMBOL_<n>m.csv kline files in {[str(p) for p in paths]}")
-    intervals = {iv for iv, _ in finest.values()}
-    if len(intervals) != 1:
-        raise DatasetError(f"symbols have different finest intervals {sorted(intervals)}: pass files of one interval")
-    base = intervals.pop()
-    bars: dict[str, list[KlineClosed]] = {}
-    sources = []
-    for symbol, (_, f) in sorted(finest.items()):
-        try:
-            bars[symbol] = load_kline_csv(f, venue=v, symbol=symbol, interval_s=base)
-        except (ConfigError, DataIntegrityError) as e:
-            raise DatasetError(str(e)) from e
-        sources.append(_fingerprint(f))
-    return KlineData(venue=v.value, base_interval_s=base, bars=bars, sources=sources)
-
-
-def load_kline_csv_header(path: Path) -> tuple[str, int] | None:
-    """(symbol, interval_s) from a kline file's name, or None when the name is not SYMBOL_<n><m|h|d>."""
-    stem = path.stem
-    if "_" not in stem:
-        return None
-    symbol, _, res = stem.rpartition("_")
-    units = {"m": 60, "h": 3600, "d": 86400}
-    if not symbol.isalnum() or len(res) < 2 or not res[:-1].isdigit() or res[-1] not in units:
-        return None
-    return symbol.upper(), int(res[:-1]) * units[res[-1]]
-
-
-def load_data(items: Sequence[str], venue: str | None = None) -> LobData | KlineData:
-    """``--data`` values: books CSVs, or kline files/directories of one venue (``VENUE=PATH``; ``venue`` names
-    the venue of those given without one)."""
-    if not items:
-        raise DatasetError("no --data given")
-    paths: list[Path] = []
-    venues = set()
-    for item in items:
-        v, sep, p = item.partition("=")
-        if sep:
-            venues.add(v)
-            paths.append(Path(p))
-        else:
-            paths.append(Path(item))
-            if venue:  # the fallback venue names only the files given without one
-                venues.add(venue)
-    kinds = {_kind(p) for p in paths}
-    if len(kinds) != 1:
-        raise DatasetError("--data mixes books CSVs and kline files; train on one kind at a time")
-    if kinds == {"lob"}:
-        return load_books_csv(paths)
-    if len(venues) != 1:
-        raise DatasetError("kline files do not say which venue they come from: pass --venue binance_spot "
-                           f"(or VENUE=PATH); got {sorted(venues) or 'none'}")
-    return load_klines(paths, venues.pop())
-
-
-def _kind(p: Path) -> str:
-    if p.is_dir():
-        return "klines"
-    if not p.is_file():
-        raise DatasetError(f"--data: {p} not found")
-    with p.open(newline="") as fh:
-        first = fh.readline()
-    return "lob" if first.startswith("ts_ms,venue,symbol") else "klines"
-
-
-# -- samples ------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Collected:
-    """Raw (un-normalised) samples with their continuous labels, before any statistics are fitted."""
-
-    times_ns: I64  # (N,) the sample times: the input's newest row or bar close
-    label_end_ns: I64  # (N,) the latest time any label of the sample reads
-    raw: Raw  # stacked raw_input() results: (N, ...) or {scale: (N, ...)}
-    targets: dict[str, F64]  # continuous labels (see collect)
-    past: dict[str, NDArray[Any]]  # the same quantity over the h steps BEFORE t (persistence); NaN if unknown
-    venue: str
-    symbol: str
 
 
 @dataclass
@@ -345,199 +117,6 @@ def index_x(x: torch.Tensor | dict[str, torch.Tensor], idx: torch.Tensor) -> tor
     if isinstance(x, dict):
         return {k: v[idx] for k, v in x.items()}
     return x[idx]
-
-
-def collect(spec: InputSpec, data: LobData | KlineData, *, target: str | None = None, stride: int = 1) -> Collected:
-    """Every usable sample of ``data`` for ``spec`` (every ``stride``-th candidate time), un-normalised.
-
-    ``target``: "VENUE:SYMBOL" (books) or "SYMBOL" (klines) of the instrument predicted; default the
-    spec's. Continuous labels in ``targets``: tabl "ret" (N, H) mid returns; multiscale "ret" (N, R) and
-    "ret_dir" (N,) log returns; crossasset "ret" (N, A) log returns; lobforecast "book" (N, H, 4L) target
-    rows as bps from the mid at t / log1p sizes, and "mid_now" (N,).
-    """
-    if stride < 1:
-        raise DatasetError(f"stride must be >= 1, got {stride}")
-    family = spec["family"]
-    if family in ("tabl", "lobforecast"):
-        if not isinstance(data, LobData):
-            raise DatasetError(f"{family} trains on books CSVs from `python -m bot books`, not kline files")
-        if data.levels < spec["levels"]:
-            raise DatasetError(f"the books have {data.levels} levels; the spec reads {spec['levels']}")
-        if data.interval_ms != spec["interval_ms"]:
-            raise DatasetError(f"the books are on a {data.interval_ms} ms grid; "
-                               f"the spec expects {spec['interval_ms']} ms")
-        return _collect_tabl(spec, data, target, stride) if family == "tabl" else _collect_lobf(spec, data, stride)
-    if not isinstance(data, KlineData):
-        raise DatasetError(f"{family} trains on kline files, not books CSVs")
-    if family == "multiscale":
-        return _collect_multiscale(spec, data, target, stride)
-    return _collect_crossasset(spec, data, stride)
-
-
-def _instrument(spec: InputSpec, target: str | None) -> tuple[str, str]:
-    if target is None:
-        return spec["venue"], spec["symbol"]
-    venue, sep, symbol = target.partition(":")
-    if not sep:
-        raise DatasetError(f"target {target!r}: expected VENUE:SYMBOL, e.g. binance_spot:BTCUSDT")
-    return venue, symbol.upper()
-
-
-def _collect_tabl(spec: InputSpec, data: LobData, target: str | None, stride: int) -> Collected:
-    venue, symbol = _instrument(spec, target)
-    if (venue, symbol) not in data.books:
-        raise DatasetError(f"no book {venue}:{symbol} in the data (have {[f'{v}:{s}' for v, s in data.books]})")
-    times, rows = data.books[(venue, symbol)]
-    src = ArrayWindowSource(lob={(venue, symbol, spec["grid"]): (times, rows)})
-    n_lv = rows.shape[1] // 4
-    mid = 0.5 * (rows[:, 0] + rows[:, 2 * n_lv])
-    step = spec["interval_ms"] * NS_PER_MS
-    horizons = np.asarray(spec["labels"]["horizons"], dtype=np.int64)
-    fut = _at_times(times, mid, times[:, None] + horizons * step)  # (N, H)
-    past = _at_times(times, mid, times[:, None] - horizons * step)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ret, ret_past = fut / mid[:, None] - 1.0, mid[:, None] / past - 1.0
-    keep_t, keep_raw, keep_i = [], [], []
-    for i in range(spec["window"] - 1, len(times), stride):
-        if not np.all(np.isfinite(ret[i])):
-            continue
-        raw = raw_input(spec, src.at(int(times[i])), venue=venue, symbol=symbol)
-        if raw is not None:
-            keep_t.append(times[i])
-            keep_raw.append(raw)
-            keep_i.append(i)
-    idx = np.asarray(keep_i, dtype=np.int64)
-    t = np.asarray(keep_t, dtype=np.int64)
-    return Collected(
-        times_ns=t, label_end_ns=t + int(horizons.max()) * step, raw=_stack(keep_raw, spec),
-        targets={"ret": ret[idx]}, past={"ret": ret_past[idx]}, venue=venue, symbol=symbol,
-    )  # fmt: skip
-
-
-def _collect_lobf(spec: InputSpec, data: LobData, stride: int) -> Collected:
-    venue, symbol = spec["target"]
-    lob = {}
-    for v in spec["venues"]:
-        for p in spec["pairs"]:
-            if (v, p) not in data.books:
-                raise DatasetError(f"lobforecast reads {v}:{p}, which is not in the data")
-            lob[(v, p, spec["grid"])] = data.books[(v, p)]
-    src = ArrayWindowSource(lob=lob)
-    times, rows = data.books[(venue, symbol)]
-    levels = spec["levels"]
-    n_lv = rows.shape[1] // 4
-    step = spec["interval_ms"] * NS_PER_MS
-    horizons = np.asarray(spec["labels"]["horizons"], dtype=np.int64)
-    keep_t, keep_raw, books, mids = [], [], [], []
-    for i in range(spec["window"] - 1, len(times), stride):
-        t = int(times[i])
-        j = np.searchsorted(times, t + horizons * step)
-        if j[-1] >= len(times) or not np.array_equal(times[j], t + horizons * step):
-            continue
-        mid_now = 0.5 * (rows[i, 0] + rows[i, 2 * n_lv])
-        future = lob_relative(_levels(rows[j], levels), levels, mid_ref=mid_now)
-        if future is None or not np.all(np.isfinite(future)):
-            continue
-        raw = raw_input(spec, src.at(t), venue=venue, symbol=symbol)
-        if raw is not None:
-            keep_t.append(t)
-            keep_raw.append(raw)
-            books.append(future)
-            mids.append(mid_now)
-    t_arr = np.asarray(keep_t, dtype=np.int64)
-    return Collected(
-        times_ns=t_arr, label_end_ns=t_arr + int(horizons.max()) * step, raw=_stack(keep_raw, spec),
-        targets={"book": np.asarray(books).reshape(-1, len(horizons), 4 * levels), "mid_now": np.asarray(mids)},
-        past={}, venue=venue, symbol=symbol,
-    )  # fmt: skip
-
-
-def _kline_source(data: KlineData, symbols: Sequence[str], intervals: Sequence[int]) -> ArrayWindowSource:
-    return ArrayWindowSource(klines={(data.venue, s, iv): data.arrays(s, iv) for s in symbols for iv in set(intervals)})
-
-
-def _collect_multiscale(spec: InputSpec, data: KlineData, target: str | None, stride: int) -> Collected:
-    symbol = (target or spec["symbol"]).upper().rpartition(":")[2]
-    src = _kline_source(data, [symbol], spec["intervals_s"])
-    iv = spec["intervals_s"][0]  # labels and sample times on the first (finest) scale's bars
-    opens, bars = data.arrays(symbol, iv)
-    close = bars[:, 3]
-    step = iv * 1000 * NS_PER_MS
-    closes_ns = (opens + iv * 1000) * NS_PER_MS  # a bar's close: when it becomes visible
-    lab = spec["labels"]
-    horizons = np.asarray([*lab["return_horizons"], lab["direction_horizon"]], dtype=np.int64)
-    fut = _at_times(closes_ns, close, closes_ns[:, None] + horizons * step)
-    past = _at_times(closes_ns, close, closes_ns[:, None] - horizons * step)
-    ret, ret_past = np.log(fut / close[:, None]), np.log(close[:, None] / past)
-    keep_t, keep_raw, keep_i = [], [], []
-    for i in range(0, len(opens), stride):
-        if not np.all(np.isfinite(ret[i])):
-            continue
-        raw = raw_input(spec, src.at(int(closes_ns[i])), venue=data.venue, symbol=symbol)
-        if raw is not None:
-            keep_t.append(closes_ns[i])
-            keep_raw.append(raw)
-            keep_i.append(i)
-    idx = np.asarray(keep_i, dtype=np.int64)
-    t = np.asarray(keep_t, dtype=np.int64)
-    return Collected(
-        times_ns=t, label_end_ns=t + int(horizons.max()) * step, raw=_stack(keep_raw, spec),
-        targets={"ret": ret[idx, :-1], "ret_dir": ret[idx, -1]},
-        past={"ret": ret_past[idx, :-1], "ret_dir": ret_past[idx, -1]}, venue=data.venue, symbol=symbol,
-    )  # fmt: skip
-
-
-def _collect_crossasset(spec: InputSpec, data: KlineData, stride: int) -> Collected:
-    assets, iv, h = spec["assets"], spec["interval_s"], spec["labels"]["horizon"]
-    missing = [a for a in assets if a not in data.bars]
-    if missing:
-        raise DatasetError(f"crossasset reads {assets}; the data lacks {missing}")
-    src = _kline_source(data, assets, [iv])
-    series = [data.arrays(a, iv) for a in assets]
-    common = series[0][0]
-    for opens, _ in series[1:]:
-        common = np.intersect1d(common, opens)
-    step = iv * 1000 * NS_PER_MS
-    closes_ns = (common + iv * 1000) * NS_PER_MS
-    ret = np.empty((len(common), len(assets)))
-    ret_past = np.empty_like(ret)
-    for a, (opens, bars) in enumerate(series):
-        c_ns = (opens + iv * 1000) * NS_PER_MS
-        now = _at_times(c_ns, bars[:, 3], closes_ns)
-        ret[:, a] = np.log(_at_times(c_ns, bars[:, 3], closes_ns + h * step) / now)
-        ret_past[:, a] = np.log(now / _at_times(c_ns, bars[:, 3], closes_ns - h * step))
-    keep_t, keep_raw, keep_i = [], [], []
-    for i in range(0, len(common), stride):
-        if not np.all(np.isfinite(ret[i])):
-            continue
-        raw = raw_input(spec, src.at(int(closes_ns[i])), venue=data.venue, symbol=assets[0])
-        if raw is not None:
-            keep_t.append(closes_ns[i])
-            keep_raw.append(raw)
-            keep_i.append(i)
-    idx = np.asarray(keep_i, dtype=np.int64)
-    t = np.asarray(keep_t, dtype=np.int64)
-    return Collected(
-        times_ns=t, label_end_ns=t + h * step, raw=_stack(keep_raw, spec), targets={"ret": ret[idx]},
-        past={"ret": ret_past[idx]}, venue=data.venue, symbol=",".join(assets),
-    )  # fmt: skip
-
-
-def _at_times(times: I64, values: F64, query: NDArray[np.int64]) -> F64:
-    """``values`` at exactly the ``query`` times (any shape); NaN where no row has that time."""
-    q = np.asarray(query, dtype=np.int64)
-    j = np.clip(np.searchsorted(times, q), 0, len(times) - 1)
-    out = values[j].astype(np.float64)
-    out[times[j] != q] = np.nan
-    return out
-
-
-def _stack(raws: list[Raw], spec: InputSpec) -> Raw:
-    if not raws:
-        raise DatasetError("the data yields no complete sample (too short for the window and horizons?)")
-    if isinstance(raws[0], dict):
-        return {s: np.stack([r[s] for r in raws if isinstance(r, dict)]) for s in spec["scales"]}
-    return np.stack(raws)  # type: ignore[arg-type]
 
 
 # -- splits, statistics, labels ------------------------------------------------------------------------
