@@ -37,6 +37,7 @@ from collections.abc import Sequence
 
 import msgspec
 import numpy as np
+from numpy.typing import NDArray
 
 from bot import book_kernels as k
 
@@ -230,6 +231,15 @@ class OrderBook:
         out = np.empty((2, n, 2))
         nb, na = k.top(self._st, out)
         return [(p, q) for p, q in out[0, :nb].tolist()], [(p, q) for p, q in out[1, :na].tolist()]
+
+    def top_row(self, n: int) -> NDArray[np.float64]:
+        """``top(n)`` as one flat row: bid price, size x ``n``, then ask price, size x ``n``, NaN where a side
+        is thinner (the layout of a LOB grid row, ``bot.ring.lob_columns``); a fresh array."""
+        if n > self._keep:
+            self._resize(self._room, n)
+        out = np.full((2, n, 2), np.nan)
+        k.top(self._st, out)
+        return out.reshape(4 * n)
 
     def to_dicts(self) -> tuple[dict[float, float], dict[float, float]]:
         """Copies of both sides (price -> size), for checks and tests."""

@@ -250,7 +250,7 @@ class LobGrid:
         self._width = 4 * levels
         # The state after the last change, kept as a plain list: it is rebuilt on every book change
         # and converted to numpy only when a grid row is written (far rarer).
-        self._state: list[float] = [NAN] * self._width
+        self._state: list[float] | NDArray[np.float64] = [NAN] * self._width
         self._valid = False
         self._next = 0  # the earliest grid time (ns) that has no row yet
         self.rows_written = 0  # rows ever written (retracted ones included)
@@ -305,6 +305,14 @@ class LobGrid:
         at the grid times themselves (live timer)."""
         if self._valid:
             self._save(bids, asks)
+            self._emit_before(ts_ns)
+
+    def sample_row(self, ts_ns: int, row: NDArray[np.float64], levels: int) -> None:
+        """``sample`` with the book read as one row of ``levels >= self.levels`` levels a side (the layout of a
+        grid row: bids then asks, NaN where the book is thinner; ``OrderBook.top_row``), never modified."""
+        if self._valid:
+            n = self.levels
+            self._state = row if n == levels else np.concatenate((row[: 2 * n], row[2 * levels : 2 * (levels + n)]))
             self._emit_before(ts_ns)
 
     def stop(self) -> None:
@@ -547,22 +555,34 @@ class GridSet:
             if not p.on:
                 continue
             grids = p.grids
-            if any(g.due(ts_ns) for g in grids):
-                book = self._get_book(*key)
-                if book is None:
-                    self.missing_book += 1
-                    continue
-                bids, asks = book.top(levels)  # one read for every grid
-                limit = p.last_ns + self._stale_ns
-                if ts_ns > limit:  # quiet for longer than stale_after_s: the rows up to then, none after
-                    for g in grids:
-                        g.sample(limit + 1, bids, asks)
-                        g.stop()
-                    p.on = False
-                    self.stale_stops += 1
-                    continue
+            for g in grids:
+                if g.due(ts_ns):
+                    break
+            else:
                 for g in grids:
-                    g.sample(ts_ns, bids, asks)
+                    nxt = min(nxt, g.next_time)
+                continue
+            book = self._get_book(*key)
+            if book is None:
+                self.missing_book += 1
+                continue
+            limit = p.last_ns + self._stale_ns
+            at = limit + 1 if ts_ns > limit else ts_ns  # quiet for longer than stale_after_s: the rows up to then
+            top_row = getattr(book, "top_row", None)
+            if top_row is not None:  # one read for every grid, as a row (bot.book.OrderBook)
+                row = top_row(levels)
+                for g in grids:
+                    g.sample_row(at, row, levels)
+            else:
+                bids, asks = book.top(levels)
+                for g in grids:
+                    g.sample(at, bids, asks)
+            if at != ts_ns:  # stale: no rows after it
+                for g in grids:
+                    g.stop()
+                p.on = False
+                self.stale_stops += 1
+                continue
             for g in grids:
                 nxt = min(nxt, g.next_time)
         self.due = nxt  # NEVER while no book's rows are written: nothing to do until one starts (_start resets it)

@@ -536,6 +536,43 @@ def test_ring_set_samples_the_real_order_book_after_snapshot_and_diffs() -> None
             [99.5, 7.0, 99.0, 2.0, 100.5, 0.25, 101.0, 4.0],
         ],
     )
+    coarse = rings.coarse(Venue.BINANCE_SPOT, "BTCUSDT")  # fewer levels: its part of the one row read
+    assert coarse.times().tolist() == [S]
+    assert_rows_equal(coarse.window(), [[99.5, 7.0, 100.5, 0.25]])
+
+
+def test_order_book_top_row_is_top_flattened_bids_then_asks_nan_where_thin() -> None:
+    book_mod = pytest.importorskip("bot.book")
+    book = book_mod.OrderBook("bybit_linear", "BTCUSDT")
+    book.reset([(100.0, 1.0), (99.0, 2.0)], [(101.0, 4.0)], 1, 0)
+
+    row = book.top_row(3)
+
+    bids, asks = book.top(3)
+    expected = [NAN] * 12
+    for i, (px, sz) in enumerate(bids):
+        expected[2 * i : 2 * i + 2] = [px, sz]
+    for i, (px, sz) in enumerate(asks):
+        expected[6 + 2 * i : 6 + 2 * i + 2] = [px, sz]
+    assert_rows_equal(row, expected)
+    assert_rows_equal(row, [100.0, 1.0, 99.0, 2.0, NAN, NAN, 101.0, 4.0, NAN, NAN, NAN, NAN])
+
+
+def test_lob_grid_sample_row_writes_what_sample_writes_for_any_wider_row() -> None:
+    bids, asks = [(100.0, 1.0), (99.0, 2.0), (98.0, 3.0)], [(101.0, 4.0)]
+    wide = np.full(4 * 4, NAN)  # the book read at 4 levels a side
+    for i, (px, sz) in enumerate(bids):
+        wide[2 * i : 2 * i + 2] = px, sz
+    wide[8:10] = asks[0]
+    for levels in (1, 2, 4):
+        a, b = LobGrid(Venue.BYBIT_SPOT, "X", 1000, levels, 8), LobGrid(Venue.BYBIT_SPOT, "X", 1000, levels, 8)
+        for g in (a, b):
+            g.start(0)
+        a.sample(int(2.5 * S), bids, asks)
+        b.sample_row(int(2.5 * S), wide, 4)
+        np.testing.assert_array_equal(a.window(), b.window())
+        np.testing.assert_array_equal(a.times(), b.times())
+        assert len(a) == 3
 
 
 def test_lob_grid_change_older_than_a_written_row_applies_only_to_later_rows_and_is_counted() -> None:
