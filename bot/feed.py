@@ -31,8 +31,9 @@ Timing decisions:
   reset when the book goes LIVE; a 429/418 waits at least its Retry-After, and the REST client refuses
   any request to a rate-limited host until then (``bot.rest``).
 
-Nothing here logs per message: counters live in ``CollectorStats`` and ``status()``. ``status()`` is
-plain JSON (``json.dumps(..., allow_nan=False)`` works): a number not known yet (no top of book) is None.
+Nothing here logs per message: counters live in ``CollectorStats`` and ``status()``. What the collector
+reports (the counters, its connection and book views, ``status()``'s JSON shape) is ``bot.feed_status``;
+the delay policy it shares with ``bot.reference`` is ``bot.backoff``.
 """
 
 from __future__ import annotations
@@ -40,20 +41,27 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, TypedDict, runtime_checkable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import structlog
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
+from bot.backoff import Backoff
 from bot.bus import EventBus
 from bot.clock import Clock
 from bot.config import BookConfig, BotSettings, VenueConfig
 from bot.errors import ConfigError, RateLimited, VenueError
 from bot.events import BookHealth, BookState, BookUpdate, Trade, Venue
+from bot.feed_status import (
+    BookLevels,
+    CollectorStats,
+    CollectorStatus,
+    ConnectionStatus,
+    _BookView,
+    collector_status,
+)
 from bot.recording import Record
 from bot.rest import RestClient
 from bot.venues.base import ConnectionSpec, NeedSnapshot, Publish, Resubscribe, VenueAdapter
@@ -70,118 +78,7 @@ OPEN_TIMEOUT_S = 10.0
 HEALTHY_AFTER_S = 30.0
 HEALTHY_FRAMES = 100  # a connection that delivered this many frames was working, however short-lived
 TICK_S = 1.0
-RATE_WINDOW_S = 10.0  # msgs/s is averaged over this many seconds
 BACKFILL_ATTEMPTS = 3
-
-
-class Backoff:
-    """Capped exponential delays with multiplicative jitter: ``min(max, initial·2ⁿ)·(1 ± jitter)``."""
-
-    def __init__(self, initial_s: float, max_s: float, jitter: float, rng: random.Random) -> None:
-        self.initial_s = initial_s
-        self.max_s = max_s
-        self.jitter = jitter
-        self._rng = rng
-        self.attempts = 0
-
-    def next(self) -> float:
-        base = min(self.max_s, self.initial_s * 2.0 ** min(self.attempts, 60))
-        self.attempts += 1
-        return base * (1.0 + self.jitter * (2.0 * self._rng.random() - 1.0))
-
-    def reset(self) -> None:
-        self.attempts = 0
-
-
-@dataclass
-class CollectorStats:
-    """Counters over all venues, for the status display. Counted, never logged per message."""
-
-    frames: int = 0
-    # Every frame or REST body dropped as malformed: the undecodable ones below plus what the adapters
-    # dropped (their FeedStats.malformed, the malformed_total of their malformed_frame_dropped lines).
-    # Brought up to date whenever Collector.stats is read.
-    malformed_frames: int = 0
-    undecodable_frames: int = 0  # binary frames that are not UTF-8, dropped here (text goes to the adapter)
-    reconnects: int = 0  # an open connection was lost or closed by us and reopened
-    connect_failures: int = 0  # an attempt to open a connection failed
-    watchdog_trips: int = 0
-    proactive_reconnects: int = 0
-    pings_sent: int = 0
-    resubscribes: int = 0
-    snapshot_attempts: int = 0
-    snapshot_failures: int = 0
-    snapshots_applied: int = 0
-    rest_errors: int = 0  # every failed REST request, snapshots and klines alike
-    rate_limited: int = 0  # of which 429/418 (or refused locally by the rate-limit gate)
-    klines_backfilled: int = 0  # KlineClosed events published from REST
-    backfill_failures: int = 0
-
-
-@dataclass
-class ConnectionStatus:
-    venue: Venue
-    name: str
-    url: str
-    connected: bool = False
-    reconnects: int = 0
-    frames: int = 0
-    opened_at_ns: int = 0
-    last_error: str = ""
-
-
-class BookStatus(TypedDict):
-    venue: str
-    symbol: str
-    state: str  # a BookState value
-    bid_px: float | None  # None until the first BookUpdate, and while that side of the book is empty
-    ask_px: float | None
-    msgs_per_s: float  # BookUpdate + Trade events per second over the last RATE_WINDOW_S
-    gaps: int
-    resyncs: int
-    crossed: int  # crossed states healed
-
-
-class ConnectionStatusDict(TypedDict):
-    venue: str
-    name: str
-    url: str
-    connected: bool
-    reconnects: int
-    frames: int
-    last_error: str
-
-
-class CollectorStatus(TypedDict):
-    """``Collector.status()``: plain JSON-ready data for the status display."""
-
-    books: list[BookStatus]
-    connections: list[ConnectionStatusDict]
-    stats: dict[str, int]
-
-
-@dataclass
-class _BookView:
-    """What the bus has told us about one book: health, top of book, event counts for msgs/s."""
-
-    state: BookState = BookState.SYNCING
-    bid_px: float = math.nan
-    ask_px: float = math.nan
-    events: int = 0
-    samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=int(RATE_WINDOW_S) + 1))
-
-    def rate(self) -> float:
-        if len(self.samples) < 2:
-            return 0.0
-        (t0, n0), (t1, n1) = self.samples[0], self.samples[-1]
-        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
-
-
-@runtime_checkable
-class BookLevels(Protocol):
-    """What readers of a local book need (``bot.book.OrderBook`` has it; same shape as ``bot.ring``'s)."""
-
-    def top(self, n: int) -> tuple[Sequence[tuple[float, float]], Sequence[tuple[float, float]]]: ...
 
 
 def _default_factory(venue: Venue, cfg: VenueConfig, book_cfg: BookConfig, publish: Publish) -> VenueAdapter:
@@ -616,35 +513,7 @@ class Collector:
 
     def status(self) -> CollectorStatus:
         """A snapshot for the status display: per book and per connection, plus the counters."""
-        books: list[BookStatus] = []
-        for (venue, symbol), view in self._books.items():
-            st = self.adapters[venue].stats
-            books.append(
-                BookStatus(
-                    venue=venue.value,
-                    symbol=symbol,
-                    state=view.state.value,
-                    bid_px=_known(view.bid_px),
-                    ask_px=_known(view.ask_px),
-                    msgs_per_s=view.rate(),
-                    gaps=st.gaps.get(symbol, 0),
-                    resyncs=st.resyncs.get(symbol, 0),
-                    crossed=st.crossed.get(symbol, 0),
-                )
-            )
-        conns = [
-            ConnectionStatusDict(
-                venue=c.venue.value,
-                name=c.name,
-                url=c.url,
-                connected=c.connected,
-                reconnects=c.reconnects,
-                frames=c.frames,
-                last_error=c.last_error,
-            )
-            for c in self.connections.values()
-        ]
-        return CollectorStatus(books=books, connections=conns, stats=asdict(self.stats))
+        return collector_status(self._books, self.adapters, self.connections.values(), self.stats)
 
     def get_book(self, venue: Venue, symbol: str) -> BookLevels | None:
         """The adapter's local book for ``symbol`` (any object with ``top(n)``), or None.
@@ -659,11 +528,6 @@ class Collector:
         return book if isinstance(book, BookLevels) else None
 
 
-def _known(x: float) -> float | None:
-    """None for a number not known (nan: no top of book yet, an empty side) or not finite: JSON has neither."""
-    return x if math.isfinite(x) else None
-
-
 def _leaves(eg: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     out: list[BaseException] = []
     for e in eg.exceptions:
@@ -675,13 +539,8 @@ def _leaves(eg: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 
 __all__ = [
+    "HEALTHY_FRAMES",
     "AdapterFactory",
-    "Backoff",
-    "BookStatus",
     "Collector",
-    "CollectorStats",
-    "CollectorStatus",
-    "ConnectionStatus",
-    "ConnectionStatusDict",
     "Tap",
 ]

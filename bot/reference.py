@@ -29,12 +29,12 @@ from dataclasses import dataclass
 
 import structlog
 
+from bot.backoff import Backoff
 from bot.bus import EventBus
 from bot.clock import Clock
 from bot.config import BotSettings
 from bot.errors import DataIntegrityError, RateLimited, VenueError, VenueRejected
 from bot.events import Venue
-from bot.feed import Backoff
 from bot.orders import ClockSkew, Instrument, InstrumentInfo
 from bot.rest import RestClient
 from bot.venues.reference import instruments_url, parse_instruments, parse_server_time, time_url

@@ -19,12 +19,14 @@ import pytest
 from aiohttp import web
 from websockets.asyncio.server import ServerConnection, serve
 
+from bot.backoff import Backoff
 from bot.book import OrderBook
 from bot.bus import EventBus
 from bot.config import BookConfig, BotSettings, VenueConfig
 from bot.errors import ConfigError
 from bot.events import BookHealth, BookState, BookUpdate, KlineClosed, Venue
-from bot.feed import HEALTHY_FRAMES, Backoff, Collector, _BookView
+from bot.feed import HEALTHY_FRAMES, Collector
+from bot.feed_status import _BookView
 from bot.recording import Record
 from bot.venues.base import Action, ConnectionSpec, NeedSnapshot, Publish, Resubscribe, VenueAdapter
 
