@@ -66,9 +66,9 @@ from bot.bus import EventBus
 from bot.config import BotSettings
 from bot.events import Venue
 from bot.export import OfflineFeed
+from bot.grid_set import RingSet
 from bot.importers import convert
 from bot.recording import iter_frames, iter_records
-from bot.ring import RingSet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/anchors.py, when imported from elsewhere
 from anchors import anchors_dir, dataset_of, load_common, run_baseline_a

@@ -4,7 +4,7 @@
 
 This is the dataset the models train on, so it is made by the very code the bot trades with: every
 record goes through the venue adapter (``bot.venues.make_adapter(..., live=False)``), the local books
-of ``bot.book`` and the grid builder of the rings (``bot.ring.GridSet``, ticked exactly as a replay ticks
+of ``bot.book`` and the grid builder of the rings (``bot.grid_set.GridSet``, ticked exactly as a replay ticks
 the bot's ``RingSet``). One CSV row per grid point per book::
 
     ts_ms,venue,symbol,bid_px_1,bid_sz_1,...,bid_px_N,bid_sz_N,ask_px_1,ask_sz_1,...,ask_px_N,ask_sz_N
@@ -66,8 +66,9 @@ from bot.book import OrderBook
 from bot.config import BotSettings, load_settings
 from bot.errors import BotError, ConfigError, InvariantViolation
 from bot.events import BookHealth, BookState, BookUpdate, Event, Venue
+from bot.grid_set import NEVER, GetBook, GridSet
 from bot.recording import Block, Frames, Row, iter_frames, read_manifest
-from bot.ring import NEVER, GetBook, GridSet, LobGrid, lob_columns
+from bot.ring import LobGrid, lob_columns
 from bot.venues import make_adapter
 from bot.venues.base import NO_CLOCK, Action, NeedSnapshot, Publish, ReplayClock, Resubscribe, VenueAdapter
 
@@ -120,7 +121,7 @@ class BookGrid:
 
 
 class ExportGrids(GridSet):
-    """``bot.ring.GridSet`` with one grid per book, drained into the CSV (``BookGrid``) after every tick and
+    """``bot.grid_set.GridSet`` with one grid per book, drained into the CSV (``BookGrid``) after every tick and
     every health change, when rows can have become final.
 
     The ring of each grid holds the rows not yet final: at most the ``stale_after_s`` after the last
@@ -216,7 +217,7 @@ class OfflineFeed:
 
     def run(self, records: Iterable[Row], clock: ReplayClock = NO_CLOCK) -> None:
         """Play ``records`` in order; ``clock.on_time(ts_recv)`` runs before every record it has work for
-        (the LOB grids of ``bot.ring.RingSet`` are sampled so, as in a live run: on time, not on updates).
+        (the LOB grids of ``bot.grid_set.RingSet`` are sampled so, as in a live run: on time, not on updates).
 
         Consecutive ``ws`` records of one venue (nearly all of a recording) go to the adapter as one run
         (``on_ws_rows``: its own loop, no call per record from here), and the actions they queued are taken

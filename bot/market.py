@@ -23,8 +23,8 @@ from bot.config import BotSettings
 
 if TYPE_CHECKING:
     from bot.feed import Collector
+    from bot.grid_set import RingSet
     from bot.klines import KlineStore
-    from bot.ring import RingSet
     from bot.worker_set import WorkerSet
 
 
@@ -61,9 +61,9 @@ async def start_market_data(
     speed: float | None = None,
 ) -> MarketData:
     from bot.feed import Collector
+    from bot.grid_set import RingSet
     from bot.klines import KlineStore, Resampler
     from bot.record import select, start_sim
-    from bot.ring import RingSet
     from bot.worker_set import load_workers
 
     exchange = None

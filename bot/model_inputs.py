@@ -27,9 +27,10 @@ from numpy.typing import NDArray
 
 from bot.bus import EventBus
 from bot.events import KlineClosed, Venue
+from bot.grid_set import RingSet
 from bot.heads import duration_label
 from bot.klines import KlineStore
-from bot.ring import Ring, RingSet
+from bot.ring import Ring
 from models import inputs as model_inputs
 from models.checkpoint import CheckpointError
 

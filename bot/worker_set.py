@@ -35,9 +35,9 @@ from bot.checkpoints import CHECKPOINT_SUFFIXES, LoadedCheckpoint, checkpoint_di
 from bot.clock import Clock
 from bot.config import BotSettings
 from bot.events import Venue
+from bot.grid_set import RingSet
 from bot.klines import KlineStore
 from bot.model_inputs import RingWindowSource
-from bot.ring import RingSet
 from bot.workers import ModelWorker, Serve
 from models.checkpoint import CheckpointError
 

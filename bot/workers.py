@@ -66,6 +66,7 @@ from bot.checkpoints import (
 )
 from bot.clock import Clock
 from bot.events import BookHealth, BookState, Signal, Venue
+from bot.grid_set import RingSet
 from bot.heads import (
     HEADS,
     Head,
@@ -79,7 +80,6 @@ from bot.heads import (
 )
 from bot.klines import KlineStore
 from bot.model_inputs import RingWindowSource, check_capacity, explain_wait, streams
-from bot.ring import RingSet
 from models import inputs as model_inputs
 from models.checkpoint import CheckpointError
 

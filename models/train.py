@@ -263,13 +263,15 @@ def code_version() -> str:
 
 
 def source_hash() -> str:
-    """sha256 (16 hex) of the code that makes a model's inputs and weights: models/*.py and bot/klines.py, bot/ring.py.
+    """sha256 (16 hex) of the code that makes a model's inputs and weights: models/*.py and bot/klines.py, bot/ring.py,
+    bot/grid_set.py.
 
     Stored beside the git version: it identifies the code even in an uncommitted tree or an installed package.
     """
     root = Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
-    for f in [*sorted((root / "models").glob("*.py")), root / "bot" / "klines.py", root / "bot" / "ring.py"]:
+    for f in [*sorted((root / "models").glob("*.py")), root / "bot" / "klines.py", root / "bot" / "ring.py",
+              root / "bot" / "grid_set.py"]:  # fmt: skip
         if f.is_file():
             h.update(f.name.encode() + b"\0" + f.read_bytes())
     return h.hexdigest()[:16]

@@ -49,10 +49,10 @@ from bot.config import BotSettings
 from bot.errors import ConfigError
 from bot.events import BookHealth, BookState, KlineClosed, Venue
 from bot.export import OfflineFeed
+from bot.grid_set import RingSet
 from bot.klines import KlineStore, Resampler
 from bot.orders import Instrument, InstrumentInfo
 from bot.recording import Block, Frames, Row
-from bot.ring import RingSet
 from bot.trading import BookHealthView, order_path, paper_execution, strategy_problems
 from bot.venues.reference import parse_binance_exchange_info, parse_bybit_instruments, parse_instruments
 from replay.bars import BarBooks

@@ -71,7 +71,7 @@ class FeedStats:
 
 
 class ReplayClock(Protocol):
-    """Timers driven by recorded time (``bot.ring.RingSet``): a replay calls ``on_time(ts)`` before a
+    """Timers driven by recorded time (``bot.grid_set.RingSet``): a replay calls ``on_time(ts)`` before a
     record at ``ts``, and may skip the call while ``ts <= due`` (it would do nothing). ``due`` can move
     back (a grid starting) while records are handled, so a loop reads it again for every record."""
 

@@ -113,7 +113,7 @@ class BinanceOffline(BookAdapter):
 
     def _loop_takes(self, bus: EventBus) -> bool:
         """Whether ``on_ws_frames`` goes through the compiled loop (``bot.venues.binance_kernels``): diff
-        depth configured, every ``BookUpdate`` handler takes batches (``bot.ring.GridSet``)."""
+        depth configured, every ``BookUpdate`` handler takes batches (``bot.grid_set.GridSet``)."""
         return not self.partial and len(self.symbols) <= jk.MAX_BOOKS and bus.takes_batches(BookUpdate)
 
     def _loop(self, frames: Frames, ids: np.ndarray, todo: np.ndarray, clock: ReplayClock, bus: EventBus) -> int:

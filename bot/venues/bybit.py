@@ -249,7 +249,7 @@ class _BybitAdapter(BookAdapter):
         """``on_ws`` for the recorded frames of a block, the orderbook deltas applied by a compiled loop.
 
         Used when the bus is known (``publish`` is an ``EventBus``'s) and every ``BookUpdate`` handler takes
-        batches (``bot.ring.GridSet``); otherwise one ``on_ws`` per frame. The frames are routed in one pass
+        batches (``bot.grid_set.GridSet``); otherwise one ``on_ws`` per frame. The frames are routed in one pass
         (``bybit_kernels.route_topics``: the lookup of ``on_ws``); ``bybit_kernels.apply_deltas`` then applies
         the deltas of the books whose updates may go as a batch (in sync, LIVE, ``EventBus.batches``) and
         stops at any frame it does not take (see that module), which goes to its handler here as ``on_ws``

@@ -69,9 +69,10 @@ from bot.book import warm_up
 from bot.bus import EventBus
 from bot.config import BotSettings, load_settings
 from bot.events import BookUpdate, Signal, Trade, Venue
+from bot.grid_set import RingSet
 from bot.orders import Fill, OrderStatus, OrderUpdate
 from bot.recording import Record, RecordingWriter, iter_records
-from bot.ring import LobGrid, RingSet
+from bot.ring import LobGrid
 from bot.sim.cli import DEMO_DIR
 from bot.sim.loop import VenueRunner
 from bot.sim.replay import Timeline, VenueReplay

@@ -22,8 +22,8 @@ from bot.bus import EventBus
 from bot.config import BotSettings
 from bot.events import Event, Venue
 from bot.export import OfflineFeed
+from bot.grid_set import RingSet
 from bot.recording import Record, RecordingWriter, Row, iter_frames, iter_rows, read_manifest
-from bot.ring import RingSet
 from bot.sim.cli import DEMO_DIR
 
 pytestmark = pytest.mark.replay

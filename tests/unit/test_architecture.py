@@ -30,7 +30,9 @@ def test_strategies_and_models_never_import_venues_feeds_or_execution(package: s
         assert not bad, f"{f.relative_to(ROOT)} imports {bad}"
 
 
-@pytest.mark.parametrize("module", ["bot/book.py", "bot/bus.py", "bot/ring.py", "bot/klines.py", "bot/events.py"])
+@pytest.mark.parametrize(
+    "module", ["bot/book.py", "bot/bus.py", "bot/ring.py", "bot/grid_set.py", "bot/klines.py", "bot/events.py"]
+)
 def test_sync_core_modules_do_no_network_io(module: str) -> None:
     f = ROOT / module
     if not f.exists():

@@ -17,9 +17,9 @@ torch = pytest.importorskip("torch")
 from bot.bus import EventBus  # noqa: E402
 from bot.config import RingConfig  # noqa: E402
 from bot.events import BookHealth, BookState, BookUpdate, KlineClosed, Venue  # noqa: E402
+from bot.grid_set import RingSet  # noqa: E402
 from bot.klines import KlineStore  # noqa: E402
 from bot.model_inputs import RingWindowSource, explain_wait, streams  # noqa: E402
-from bot.ring import RingSet  # noqa: E402
 from models.features import n_features, warmup_rows  # noqa: E402
 from models.inputs import CLASSES, build_input  # noqa: E402
 
@@ -75,7 +75,7 @@ class Market:
         self.bus.publish(BookHealth(ts_event=ts, ts_recv=ts, venue=V, symbol=symbol, state=state, reason="test"))
 
     def update(self, symbol: str, ts: int) -> None:
-        """The book changed at ``ts`` (receive time): its rows are good up to here (``bot.ring.GridSet``)."""
+        """The book changed at ``ts`` (receive time): its rows are good up to here (``bot.grid_set.GridSet``)."""
         bids, asks = self.books[(V, symbol)].top(1)
         self.bus.publish(BookUpdate(ts_event=ts, ts_recv=ts, venue=V, symbol=symbol, update_id=ts, bid_px=bids[0][0],
                                     bid_sz=bids[0][1], ask_px=asks[0][0], ask_sz=asks[0][1]))

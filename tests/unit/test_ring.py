@@ -13,7 +13,8 @@ import pytest
 from bot.bus import EventBus
 from bot.config import BotSettings, RingConfig
 from bot.events import BookHealth, BookState, BookUpdate, Venue
-from bot.ring import LobGrid, Ring, RingSet, lob_columns
+from bot.grid_set import RingSet
+from bot.ring import LobGrid, Ring, lob_columns
 
 pytestmark = pytest.mark.unit
 

@@ -34,10 +34,10 @@ from bot.bus import EventBus  # noqa: E402
 from bot.config import BotSettings  # noqa: E402
 from bot.events import Venue  # noqa: E402
 from bot.export import BooksExport, OfflineFeed  # noqa: E402
+from bot.grid_set import RingSet  # noqa: E402
 from bot.klines import KlineStore  # noqa: E402
 from bot.model_inputs import RingWindowSource  # noqa: E402
 from bot.recording import iter_frames, iter_rows, read_manifest  # noqa: E402
-from bot.ring import RingSet  # noqa: E402
 from bot.sim.cli import DEMO_DIR  # noqa: E402
 from bot.workers import SHIPPED_DIR  # noqa: E402
 from models.checkpoint import load_checkpoint  # noqa: E402

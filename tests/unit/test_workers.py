@@ -29,9 +29,9 @@ from bot.bus import EventBus  # noqa: E402
 from bot.config import BotSettings, ModelsConfig, RingConfig  # noqa: E402
 from bot.events import BookHealth, BookState, BookUpdate, KlineClosed, Signal, Venue  # noqa: E402
 from bot.export import OfflineFeed  # noqa: E402
+from bot.grid_set import RingSet  # noqa: E402
 from bot.klines import KlineStore, load_kline_csv, resample  # noqa: E402
 from bot.recording import iter_rows  # noqa: E402
-from bot.ring import RingSet  # noqa: E402
 from bot.worker_set import WorkerSet, load_workers  # noqa: E402
 from bot.workers import (  # noqa: E402
     SHIPPED_DIR,
