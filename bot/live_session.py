@@ -33,7 +33,8 @@ from bot.events import Side, Venue
 from bot.execution.live import LiveExecution
 from bot.execution.venues import build_exchange, credentials, missing_credentials
 from bot.orders import ZERO, Fill
-from bot.state import StateStore, live_db
+from bot.state import StateStore
+from bot.state_lock import live_db
 
 log = structlog.get_logger(__name__)
 
@@ -41,7 +42,7 @@ QUOTE = "USDT"
 
 
 def live_settings(settings: BotSettings, sim: bool) -> BotSettings:
-    """Live trading keeps its own state database (``bot.state.live_db``: ``live.sqlite`` beside paper's
+    """Live trading keeps its own state database (``bot.state_lock.live_db``: ``live.sqlite`` beside paper's
     default ``state.sqlite``), and the signal log follows when it shared the file.
     Under ``--sim`` it is ``live-sim.sqlite``, started afresh each run: the sim's account lives only as
     long as the sim, so the last run's database is kept as ``live-sim.prev.sqlite`` and not reconciled.

@@ -31,17 +31,8 @@ from typing import Any
 from bot.clock import LiveClock
 from bot.config import load_settings
 from bot.errors import ConfigError
-from bot.state import (
-    BUSY_TIMEOUT_S,
-    CONTROL_STATES,
-    OPEN_STATUSES,
-    SCHEMA,
-    TABLES_SQL,
-    check_own,
-    check_version,
-    live_db,
-    writer_pid,
-)
+from bot.state_lock import live_db, writer_pid
+from bot.state_schema import BUSY_TIMEOUT_S, CONTROL_STATES, OPEN_STATUSES, SCHEMA, TABLES_SQL, check_own, check_version
 
 NS_PER_S = 1_000_000_000
 

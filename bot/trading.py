@@ -39,7 +39,8 @@ from bot.ledger import Ledger
 from bot.live_session import LiveSession, check_mode, open_live, order_prefix
 from bot.orders import Fill, TradingState
 from bot.risk import RiskGate
-from bot.state import PersistedState, StateStore
+from bot.state import StateStore
+from bot.state_rows import PersistedState
 from strategies import MODEL_FAMILIES, build_strategies
 from strategies.config import StrategyConfig
 

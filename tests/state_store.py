@@ -12,7 +12,8 @@ from typing import Any
 
 from bot.bus import EventBus
 from bot.config import StateConfig
-from bot.state import PersistedState, StateStore
+from bot.state import StateStore
+from bot.state_rows import PersistedState
 
 
 def _ignore(exc: Exception) -> None:

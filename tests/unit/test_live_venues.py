@@ -71,7 +71,7 @@ def test_mainnet_is_the_venue_itself() -> None:
 def test_live_keeps_its_own_database_and_a_sim_session_starts_afresh(tmp_path: Path) -> None:
     from bot.config import load_settings
     from bot.live_session import live_settings
-    from bot.state import live_db
+    from bot.state_lock import live_db
 
     assert live_db(tmp_path / "state.sqlite") == tmp_path / "live.sqlite"
     assert live_db(tmp_path / "mine.sqlite", sim=True) == tmp_path / "mine.sqlite"

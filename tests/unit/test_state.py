@@ -35,7 +35,9 @@ from bot.orders import (
 )
 from bot.risk import RiskGate
 from bot.signal_log import SCHEMA as SIGNAL_SCHEMA
-from bot.state import NS_PER_DAY, StateStore, latched_state, order_seq
+from bot.state import StateStore
+from bot.state_lock import writer_pid
+from bot.state_rows import NS_PER_DAY, latched_state, order_seq
 from tests.state_store import reopen, running_store
 
 pytestmark = pytest.mark.unit
@@ -332,8 +334,8 @@ async def test_poll_control_hands_each_request_over_once_and_survives_a_locked_d
 async def test_a_second_writer_on_the_same_database_is_refused_until_the_first_closes(tmp_path: Path) -> None:
     db = tmp_path / "state.sqlite"
     async with running_store(db):
-        assert bot.state.writer_pid(db) == os.getpid()
+        assert writer_pid(db) == os.getpid()
         with pytest.raises(ConfigError, match=rf"in use by another running bot \(pid {os.getpid()}\)"):
             await reopen(db)
-    assert bot.state.writer_pid(db) is None
+    assert writer_pid(db) is None
     assert (await reopen(db)).next_order_seq == 1
