@@ -36,24 +36,24 @@ from bot.venues.base import ConnectionSpec, NeedSnapshot, Publish
 from bot.venues.binance_funding import MARK_PRICE_STREAM, MarkPriceUpdate, funding_args
 from bot.venues.binance_offline import BinanceOffline
 from bot.venues.binance_wire import (
-    _ENV_DEPTH,
-    _ENV_KLINE,
-    _ENV_MARK,
-    _ENV_SNAPSHOT,
-    _ENV_TRADE,
-    _PARTIAL_RE,
-    _REST_KLINES,
+    ENV_DEPTH,
+    ENV_KLINE,
+    ENV_MARK,
+    ENV_SNAPSHOT,
+    ENV_TRADE,
+    PARTIAL_DEPTH_RE,
+    REST_KLINES,
     DepthSnapshot,
     DepthText,
     DepthUpdate,
     Frame,
     Kind,
     WireKline,
-    _name,
-    _parsed,
+    as_update,
     depth_text,
     parse_frame,
     parse_snapshot,
+    stream_name,
     to_trade,
 )
 from bot.venues.funding import FundingFilter
@@ -88,7 +88,7 @@ class _BinanceAdapter(BinanceOffline):
     def __init__(self, cfg: VenueConfig, book_cfg: BookConfig, publish: Publish, *, live: bool = True) -> None:
         super().__init__(cfg, book_cfg, publish, live=live)
         self._sync = {s: _SymbolSync() for s in self.symbols}
-        self.partial = bool(_PARTIAL_RE.match(cfg.depth))
+        self.partial = bool(PARTIAL_DEPTH_RE.match(cfg.depth))
         self.shutdown_notices = 0
         self.funding = FundingFilter(self.venue) if cfg.funding and self.futures else None  # spot: no funding
         # The hot path's table: the head of a combined-stream frame up to the end of the stream name
@@ -97,7 +97,7 @@ class _BinanceAdapter(BinanceOffline):
         # Offline, a recording's diff stream is the book's whatever its speed (a session recorded on
         # @depth@0ms replayed with @depth@100ms configured): _on_other applies any diff stream by its name,
         # so every diff stream the venue serves gets the hot path's route too (same handling, no detour).
-        diffs = [d for d in DEPTHS[self.venue] if not _PARTIAL_RE.match(d)] if not (live or self.partial) else []
+        diffs = [d for d in DEPTHS[self.venue] if not PARTIAL_DEPTH_RE.match(d)] if not (live or self.partial) else []
         for s in self.symbols:
             low = s.lower()
             for d in diffs:
@@ -174,7 +174,7 @@ class _BinanceAdapter(BinanceOffline):
         live answer is the candle still forming).
         """
         try:
-            rows = _REST_KLINES.decode(raw)
+            rows = REST_KLINES.decode(raw)
         except DECODE_ERRORS as e:
             self._malformed(f"klines {symbol} {interval}", e, raw)
             return []
@@ -235,7 +235,7 @@ class _BinanceAdapter(BinanceOffline):
         symbol = self._symbol_of(f)
         if symbol is None:
             self.ignored += 1
-            self._skip(("unknown_stream:" if f.kind is Kind.UNKNOWN else "symbol_not_configured:") + _name(f))
+            self._skip(("unknown_stream:" if f.kind is Kind.UNKNOWN else "symbol_not_configured:") + stream_name(f))
             return
         # A diff stream is a diff by its name, whatever the config; a raw payload names no stream, and a USD-M
         # partial payload is a depthUpdate too: there the config decides.
@@ -251,7 +251,7 @@ class _BinanceAdapter(BinanceOffline):
             self._mark_price(f.msg, symbol, ts_recv)
         else:  # bookTicker and unknown streams: not ours to act on
             self.ignored += 1
-            self._skip(f"not_handled:{_name(f)}")
+            self._skip(f"not_handled:{stream_name(f)}")
 
     def _symbol_of(self, f: Frame) -> str | None:
         """The configured symbol a frame is about, or None."""
@@ -267,7 +267,7 @@ class _BinanceAdapter(BinanceOffline):
     def _on_depth(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
         ev: DepthUpdate | DepthText | None = depth_text(data, self._payload_at[symbol])
         if ev is None:
-            ev = DepthUpdate.from_wire(_ENV_DEPTH.decode(data).data)
+            ev = DepthUpdate.from_wire(ENV_DEPTH.decode(data).data)
         if ev.s != symbol:
             raise MalformedMessage(f"depth event for {ev.s} on the stream of {symbol}")
         self._depth(ev, symbol, ts_recv)
@@ -278,14 +278,14 @@ class _BinanceAdapter(BinanceOffline):
         st.last_event_ms = ev.E
         self.stats.book_messages[symbol] += 1
         if not st.synced:
-            self._buffer(symbol, st, _parsed(ev), ts_recv)
+            self._buffer(symbol, st, as_update(ev), ts_recv)
             return
         book = self.books[symbol]
         if ev.u <= book.update_id:  # already in the book: a duplicate or a late copy
             self.stats.dropped_stale[symbol] = self.stats.dropped_stale.get(symbol, 0) + 1
             return
         if not self._chained(ev, book.update_id):
-            keep = [_parsed(ev)]  # first: a frame with malformed levels raises here, before anything counts
+            keep = [as_update(ev)]  # first: a frame with malformed levels raises here, before anything counts
             self.stats.gaps[symbol] += 1
             self._restart(symbol, st, keep, f"gap after update {book.update_id}", ts_recv)
             return
@@ -309,7 +309,7 @@ class _BinanceAdapter(BinanceOffline):
         if type(ev) is DepthText:
             n = book.apply_json(ev.b, ev.a, ev.u, ev.E * NS_PER_MS)
         if n is None:  # parsed already, or not in the venue's exact shape: msgspec decides (or raises)
-            ev = _parsed(ev)
+            ev = as_update(ev)
             book.apply(ev.b, ev.a, ev.u, ev.E * NS_PER_MS)
             n = len(ev.b) + len(ev.a)
         return self._applied(symbol, st, book, n, ts_recv)
@@ -442,9 +442,9 @@ class _BinanceAdapter(BinanceOffline):
     # -- partial depth: every message is the whole top-N picture ---------------------------------
     def _on_partial(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
         if self.futures:
-            self._partial(DepthUpdate.from_wire(_ENV_DEPTH.decode(data).data), symbol, ts_recv)
+            self._partial(DepthUpdate.from_wire(ENV_DEPTH.decode(data).data), symbol, ts_recv)
         else:
-            self._partial(_ENV_SNAPSHOT.decode(data).data, symbol, ts_recv)
+            self._partial(ENV_SNAPSHOT.decode(data).data, symbol, ts_recv)
 
     def _partial(self, msg: DepthUpdate | DepthSnapshot, symbol: str, ts_recv: int) -> None:
         book = self.books[symbol]
@@ -464,10 +464,10 @@ class _BinanceAdapter(BinanceOffline):
 
     # -- trades and klines -----------------------------------------------------------------------
     def _on_trade(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
-        self.publish(to_trade(self.venue, symbol, _ENV_TRADE.decode(data).data, ts_recv))
+        self.publish(to_trade(self.venue, symbol, ENV_TRADE.decode(data).data, ts_recv))
 
     def _on_kline(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
-        self._kline(_ENV_KLINE.decode(data).data, symbol, ts_recv)
+        self._kline(ENV_KLINE.decode(data).data, symbol, ts_recv)
 
     def _kline(self, msg: WireKline, symbol: str, ts_recv: int) -> None:
         k = msg.k
@@ -478,7 +478,7 @@ class _BinanceAdapter(BinanceOffline):
             self.publish(ev)
 
     def _on_mark_price(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
-        self._mark_price(_ENV_MARK.decode(data).data, symbol, ts_recv)
+        self._mark_price(ENV_MARK.decode(data).data, symbol, ts_recv)
 
     def _mark_price(self, msg: MarkPriceUpdate, symbol: str, ts_recv: int) -> None:
         if msg.s != symbol:

@@ -266,18 +266,18 @@ class BestQuote(NamedTuple):
 
 
 _SNAPSHOT = msgspec.json.Decoder(DepthSnapshot, strict=False)
-_ENV_DEPTH = msgspec.json.Decoder(Envelope[WireDepth], strict=False)
+ENV_DEPTH = msgspec.json.Decoder(Envelope[WireDepth], strict=False)
 _ENV_HEAD = msgspec.json.Decoder(Envelope[DepthHead])
 _HEAD = msgspec.json.Decoder(DepthHead)
-_ENV_SNAPSHOT = msgspec.json.Decoder(Envelope[DepthSnapshot], strict=False)
-_ENV_TRADE = msgspec.json.Decoder(Envelope[WireTrade], strict=False)
-_ENV_KLINE = msgspec.json.Decoder(Envelope[WireKline], strict=False)
+ENV_SNAPSHOT = msgspec.json.Decoder(Envelope[DepthSnapshot], strict=False)
+ENV_TRADE = msgspec.json.Decoder(Envelope[WireTrade], strict=False)
+ENV_KLINE = msgspec.json.Decoder(Envelope[WireKline], strict=False)
 _ENV_TICKER = msgspec.json.Decoder(Envelope[BookTicker], strict=False)
-_ENV_MARK = msgspec.json.Decoder(Envelope[MarkPriceUpdate], strict=False)
+ENV_MARK = msgspec.json.Decoder(Envelope[MarkPriceUpdate], strict=False)
 _ENV_ANY = msgspec.json.Decoder(Envelope[msgspec.Raw])
 _ANY = msgspec.json.Decoder(dict[str, Any])
-_REST_KLINES = msgspec.json.Decoder(list[RestKline], strict=False)
-_PARTIAL_RE = re.compile(r"depth\d+(@|$)")
+REST_KLINES = msgspec.json.Decoder(list[RestKline], strict=False)
+PARTIAL_DEPTH_RE = re.compile(r"depth\d+(@|$)")
 
 _TYPES: dict[Kind, type] = {
     Kind.DEPTH: WireDepth,
@@ -298,7 +298,7 @@ def stream_kind(stream: str, futures: bool = False) -> Kind:
     if rest == "trade":
         return Kind.TRADE
     if rest.startswith("depth"):
-        return Kind.PARTIAL if _PARTIAL_RE.match(rest) else Kind.DEPTH
+        return Kind.PARTIAL if PARTIAL_DEPTH_RE.match(rest) else Kind.DEPTH
     if rest.startswith("kline_"):
         return Kind.KLINE
     if rest == "bookTicker":
@@ -371,7 +371,7 @@ def parse_snapshot(raw: str | bytes) -> DepthSnapshot:
         raise MalformedMessage(f"not a Binance depth snapshot: {e}") from e
 
 
-def _name(f: Frame) -> str:
+def stream_name(f: Frame) -> str:
     """A frame's stream, or for a raw payload its kind (and event type, symbol), for skip reasons."""
     if f.stream:
         return f.stream
@@ -397,7 +397,8 @@ def to_trade(venue: Venue, symbol: str, t: WireTrade, ts_recv: int) -> Trade:
     )
 
 
-def _parsed(ev: DepthUpdate | DepthText) -> DepthUpdate:
+def as_update(ev: DepthUpdate | DepthText) -> DepthUpdate:
+    """A diff as a ``DepthUpdate``: one whose levels are still text (``DepthText``) parsed, any other as it is."""
     return DepthUpdate.from_text(ev) if type(ev) is DepthText else ev  # type: ignore[return-value]
 
 

@@ -40,12 +40,12 @@ from bot.venues import json_kernels as jk
 from bot.venues._shared import DECODE_ERRORS, NS_PER_MS, BookAdapter, Handler
 from bot.venues.base import NO_CLOCK, ConnectionSpec, Publish, ReplayClock, Resubscribe
 from bot.venues.bybit_wire import (
-    _BOOK,
-    _KLINES,
-    _REST_KLINES,
-    _TICKER,
-    _TOPIC,
-    _TRADES,
+    BOOK_DECODER,
+    KLINES_DECODER,
+    REST_KLINES,
+    TICKER_DECODER,
+    TOPIC_DECODER,
+    TRADES_DECODER,
     BookMsg,
     FundingView,
     KlineMsg,
@@ -188,7 +188,7 @@ class _BybitAdapter(BookAdapter):
         when start + interval is at or before ``ts_recv``.
         """
         try:
-            body = _REST_KLINES.decode(raw)
+            body = REST_KLINES.decode(raw)
             if body.retCode != 0 or body.result is None:
                 raise MalformedMessage(f"retCode {body.retCode}: {body.retMsg}")
         except (*DECODE_ERRORS, MalformedMessage) as e:
@@ -236,7 +236,7 @@ class _BybitAdapter(BookAdapter):
                 msg = parse_frame(raw)
                 if msg is None:  # a topic of a kind we do not know
                     self.ignored += 1
-                    self._skip(f"unknown_topic:{_TOPIC.decode(raw).topic}")
+                    self._skip(f"unknown_topic:{TOPIC_DECODER.decode(raw).topic}")
                 else:
                     self._on_other(msg, ts_recv)
             else:
@@ -396,7 +396,7 @@ class _BybitAdapter(BookAdapter):
 
     # -- order book ------------------------------------------------------------------------------
     def _on_book(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
-        self._book(BookMsg.from_raw(_BOOK.decode(data)), symbol, ts_recv)
+        self._book(BookMsg.from_raw(BOOK_DECODER.decode(data)), symbol, ts_recv)
 
     def _on_first_book(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
         """Offline, the configured topic seen first: it is the data's depth (from now on ``_on_book``)."""
@@ -480,11 +480,11 @@ class _BybitAdapter(BookAdapter):
 
     # -- trades, klines, tickers -----------------------------------------------------------------
     def _on_trades(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
-        for t in to_trades(self.venue, symbol, _TRADES.decode(data), ts_recv):
+        for t in to_trades(self.venue, symbol, TRADES_DECODER.decode(data), ts_recv):
             self.publish(t)
 
     def _on_klines(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
-        self._klines(_KLINES.decode(data), symbol, ts_recv)
+        self._klines(KLINES_DECODER.decode(data), symbol, ts_recv)
 
     def _klines(self, msg: KlineMsg, symbol: str, ts_recv: int) -> None:
         for k in msg.data:
@@ -496,7 +496,7 @@ class _BybitAdapter(BookAdapter):
                     self.publish(ev)
 
     def _on_ticker(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
-        self._ticker(_TICKER.decode(data), symbol, ts_recv)
+        self._ticker(TICKER_DECODER.decode(data), symbol, ts_recv)
 
     def _ticker(self, msg: TickerMsg, symbol: str, ts_recv: int) -> None:
         self.tickers[symbol] = merge_ticker(self.tickers.get(symbol), msg)

@@ -290,14 +290,14 @@ class _Topic(msgspec.Struct):
     topic: str
 
 
-_BOOK = msgspec.json.Decoder(RawBookMsg)
-_TOPIC = msgspec.json.Decoder(_Topic)
-_TRADES = msgspec.json.Decoder(TradeMsg, strict=False)
-_KLINES = msgspec.json.Decoder(KlineMsg, strict=False)
-_TICKER = msgspec.json.Decoder(TickerMsg, strict=False)
+BOOK_DECODER = msgspec.json.Decoder(RawBookMsg)
+TOPIC_DECODER = msgspec.json.Decoder(_Topic)
+TRADES_DECODER = msgspec.json.Decoder(TradeMsg, strict=False)
+KLINES_DECODER = msgspec.json.Decoder(KlineMsg, strict=False)
+TICKER_DECODER = msgspec.json.Decoder(TickerMsg, strict=False)
 _OP = msgspec.json.Decoder(OpMsg, strict=False)
 _ANY = msgspec.json.Decoder(dict[str, Any])
-_REST_KLINES = msgspec.json.Decoder(RestKlines, strict=False)
+REST_KLINES = msgspec.json.Decoder(RestKlines, strict=False)
 _NAN = float("nan")
 _BUY, _SELL = Side.BUY, Side.SELL  # enum members read once (per trade)
 
