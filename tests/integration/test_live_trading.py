@@ -136,7 +136,7 @@ def test_kill_9_mid_session_then_restart_reconciles_with_the_venue(
     # Arrange: a maker (post-only orders resting 3 bps behind the touch) and a taker on Binance spot, a
     # taker on USD-M (long and short)
     cfg = _config(tmp_path, sim)
-    db = tmp_path / "out" / "live.sqlite"  # live's own (bot.state.live_db), beside paper's state.sqlite
+    db = tmp_path / "out" / "live.sqlite"  # live's own (bot.state_lock.live_db), beside paper's state.sqlite
     venue, perp = _venue(sim), _venue(sim, USDM)
     first_log = tmp_path / "first.log"
     with first_log.open("w") as log:
