@@ -275,3 +275,32 @@ async def test_ccxt_pro_bybit_watches_orders_and_my_trades_on_spot_and_linear(si
         await _watched_fill(sim, pro, rest, "BTC/USDT", "sell")  # the 0.01 BTC bought above
         await _watched_fill(sim, pro, rest, "BTC/USDT:USDT", "buy")
     assert not any(v.get("handler_errors") for v in sim.stats.values())
+
+
+async def test_private_stream_bug_closes_1011_and_is_counted_a_client_leaving_is_not(
+    sim: LoopbackExchange, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Last in the module: the others check that the sim they share counted no handler error."""
+    from bot.sim.private_bybit_ws import BybitPrivateStream
+
+    def broken(*_: Any) -> str:
+        raise KeyError("a bug of ours")
+
+    before = sim.stats["bybit_linear"].get("handler_errors_private_ws", 0)
+    http, ws = await _ws(sim)  # a client that leaves: no error
+    await ws.send_json({"op": "ping"})
+    await ws.receive_json()
+    await ws.close()
+    await http.close()
+    monkeypatch.setattr(BybitPrivateStream, "_op", broken)  # the request is answered "internal error" ...
+    monkeypatch.setattr(BybitPrivateStream, "_ack", broken)  # ... unless answering it fails too: a bug
+    http, ws = await _ws(sim)
+    try:
+        await ws.send_json({"op": "ping"})
+        msg = await asyncio.wait_for(ws.receive(), 5)
+    finally:
+        await ws.close()
+        await http.close()
+
+    assert (msg.type, ws.close_code) == (aiohttp.WSMsgType.CLOSE, 1011)
+    assert sim.stats["bybit_linear"].get("handler_errors_private_ws", 0) == before + 1
