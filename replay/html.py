@@ -24,6 +24,17 @@ pre { background: #f7f7f7; padding: 0.5em; overflow-x: auto; font-size: 0.8em; }
 """
 
 
+def duration_text(seconds: float) -> str:
+    """A span for people: ``44.1 s``, ``9.8 min``, ``5.2 h``, ``752 d``."""
+    if seconds < 120:
+        return f"{seconds:.3g} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.3g} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.3g} h"
+    return f"{seconds / 86400:,.0f} d" if seconds >= 1000 * 86400 else f"{seconds / 86400:.3g} d"
+
+
 def _num(v: Any, pct: bool = False) -> str:
     if v is None:
         return "–"
@@ -155,11 +166,11 @@ def page(report: dict[str, Any], images: dict[str, bytes], note: str = "") -> st
     sections = [
         f"<h1>{escape(title)}</h1>",
         f'<p class="note">{escape(note)}</p>' if note else "",
-        f"<p>Mode <b>{escape(run['mode'])}</b>; covers <b>{escape(run['coverage'])}</b>; span {_num(run['span_s'])} s "
-        f"sampled every {_num(run['grid']['step_s'])} s ({_num(run['grid_points'])} points, "
-        f"{_num(run['grid']['periods_per_year'])} periods a year"
-        + (f"; {run['grid']['gaps']} gaps without prices, {_num(run['grid']['gap_s'])} s, left out"
-           if run["grid"]["gaps"] else "") + "); sources: {escape(', '.join(run['sources']))}; config sha256 "
+        f"<p>Mode <b>{escape(run['mode'])}</b>; covers <b>{escape(run['coverage'])}</b>; span "
+        f"{duration_text(run['span_s'])} sampled every {_num(run['grid']['step_s'])} s ({_num(run['grid_points'])} "
+        f"points, {_num(run['grid']['periods_per_year'])} periods a year"
+        + (f"; {run['grid']['gaps']} gaps without prices, {duration_text(run['grid']['gap_s'])}, left out"
+           if run["grid"]["gaps"] else "") + f"); sources: {escape(', '.join(run['sources']))}; config sha256 "
         f"{escape(str(run.get('config_sha256')))}. Intervals: {int(report['bootstrap']['level'] * 100)}% "
         f"{escape(report['bootstrap']['method'])}, {report['bootstrap']['resamples']} resamples.</p>",
         "<h2>Key figures</h2>", _summary(report), "<h2>Comparisons</h2>",

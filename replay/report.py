@@ -249,8 +249,10 @@ def summary_table(report: dict[str, Any]) -> str:
     rows = [[label, *(_with_iv(sec.get(part), key, pct) for _, sec in cols)] for label, part, key, pct in ROWS]
     run = report["run"]
     grid = run["grid"]
-    gaps = f", {grid['gaps']} gaps without prices ({grid['gap_s']:g} s) left out" if grid["gaps"] else ""
-    head = (f"{run['name']}: {run['mode']}, {run['span_s']:g} s, {run['grid_points']:,} points of {grid['step_s']:g} s"
+    gap = html.duration_text(grid["gap_s"])
+    gaps = f", {grid['gaps']} gaps without prices ({gap}) left out" if grid["gaps"] else ""
+    head = (f"{run['name']}: {run['mode']}, {html.duration_text(run['span_s'])}, {run['grid_points']:,} points of "
+            f"{grid['step_s']:g} s"
             f"{gaps} ({run['coverage']}); {int(LEVEL * 100)}% block-bootstrap intervals")
     verdicts = [f"strategy vs {c['vs']} on {c['statistic']}: {c['verdict']}" + _diff(c)
                 for c in report["comparisons"]]

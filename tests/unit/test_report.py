@@ -30,6 +30,7 @@ import pytest
 
 from bot.bootstrap import sharpe_rows, sortino_rows
 from bot.events import Side
+from replay import html as page
 from replay import plots
 from replay.metrics import Curve, compare_curves
 from replay.report import dumps, write_report
@@ -312,7 +313,15 @@ def test_two_renders_are_byte_identical_and_carry_no_absolute_path(tmp_path: Pat
     for name in ("report.json", "report.html"):
         assert str(tmp_path) not in files[Path(name)].decode()
     assert first["run"]["sources"] == ["rec_spot"]
+    assert "sources: rec_spot;" in files[Path("report.html")].decode()  # the page names them (it once printed code)
+    assert "{escape(" not in files[Path("report.html")].decode()
     assert b"Matplotlib" not in files[Path("plots/equity.png")]
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(44.1, "44.1 s"), (588, "9.8 min"), (18_720, "5.2 h"),
+                                               (3 * 86_400, "3 d"), (6.49638e7, "752 d")])  # fmt: skip
+def test_spans_are_written_for_people(seconds: float, text: str) -> None:
+    assert page.duration_text(seconds) == text
 
 
 def test_without_matplotlib_the_json_is_written_and_the_page_says_plots_were_skipped(
