@@ -206,7 +206,8 @@ class GridSet:
                 self.missing_book += 1
                 continue
             limit = p.last_ns + self._stale_ns
-            at = limit + 1 if ts_ns > limit else ts_ns  # quiet for longer than stale_after_s: the rows up to then
+            stale = ts_ns > limit  # quiet for longer than stale_after_s: the rows up to then, none after
+            at = limit + 1 if stale else ts_ns
             top_row = getattr(book, "top_row", None)
             if top_row is not None:  # one read for every grid, as a row (bot.book.OrderBook)
                 row = top_row(levels)
@@ -216,7 +217,7 @@ class GridSet:
                 bids, asks = book.top(levels)
                 for g in grids:
                     g.sample(at, bids, asks)
-            if at != ts_ns:  # stale: no rows after it
+            if stale:
                 for g in grids:
                     g.stop()
                 p.on = False

@@ -474,6 +474,17 @@ def test_ring_set_rows_stop_stale_after_s_past_the_last_update_and_resume_with_t
     assert fine.window()[-1, 0] == 102.0
 
 
+def test_ring_set_a_tick_one_ns_past_stale_after_s_stops_the_rows() -> None:
+    book = FakeBook([(100.0, 1.0)], [(101.0, 1.0)])
+    rings = RingSet(SMALL, lambda v, s: book, [(Venue.BYBIT_SPOT, "BTCUSDT")], stale_after_s=2.0)
+    rings.on_book_update(book_update(Venue.BYBIT_SPOT, int(0.2 * S)))
+    rings.on_time(int(2.2 * S) + 1)  # the first instant the book is older than stale_after_s
+
+    assert rings.stale_stops == 1
+    rings.on_time(int(5.1 * S))  # stopped: nothing more
+    assert rings.fine(Venue.BYBIT_SPOT, "BTCUSDT").times().tolist() == [int(0.5 * S), S, int(1.5 * S), 2 * S]
+
+
 def test_ring_set_counts_unknown_pairs_and_missing_books_without_growing() -> None:
     rings = RingSet(SMALL, lambda v, s: None, [(Venue.BYBIT_SPOT, "BTCUSDT")])
     nbytes = rings.nbytes
