@@ -93,19 +93,9 @@ def _collect_tabl(spec: InputSpec, data: LobData, target: str | None, stride: in
     past = _at_times(times, mid, times[:, None] - horizons * step)
     with np.errstate(divide="ignore", invalid="ignore"):
         ret, ret_past = fut / mid[:, None] - 1.0, mid[:, None] / past - 1.0
-    keep_t, keep_raw, keep_i = [], [], []
-    for i in range(spec["window"] - 1, len(times), stride):
-        if not np.all(np.isfinite(ret[i])):
-            continue
-        raw = raw_input(spec, src.at(int(times[i])), venue=venue, symbol=symbol)
-        if raw is not None:
-            keep_t.append(times[i])
-            keep_raw.append(raw)
-            keep_i.append(i)
-    idx = np.asarray(keep_i, dtype=np.int64)
-    t = np.asarray(keep_t, dtype=np.int64)
+    t, idx, raw = _samples(spec, src, ret, times, range(spec["window"] - 1, len(times), stride), venue, symbol)
     return Collected(
-        times_ns=t, label_end_ns=t + int(horizons.max()) * step, raw=_stack(keep_raw, spec),
+        times_ns=t, label_end_ns=t + int(horizons.max()) * step, raw=raw,
         targets={"ret": ret[idx]}, past={"ret": ret_past[idx]}, venue=venue, symbol=symbol,
     )  # fmt: skip
 
@@ -165,19 +155,9 @@ def _collect_multiscale(spec: InputSpec, data: KlineData, target: str | None, st
     fut = _at_times(closes_ns, close, closes_ns[:, None] + horizons * step)
     past = _at_times(closes_ns, close, closes_ns[:, None] - horizons * step)
     ret, ret_past = np.log(fut / close[:, None]), np.log(close[:, None] / past)
-    keep_t, keep_raw, keep_i = [], [], []
-    for i in range(0, len(opens), stride):
-        if not np.all(np.isfinite(ret[i])):
-            continue
-        raw = raw_input(spec, src.at(int(closes_ns[i])), venue=data.venue, symbol=symbol)
-        if raw is not None:
-            keep_t.append(closes_ns[i])
-            keep_raw.append(raw)
-            keep_i.append(i)
-    idx = np.asarray(keep_i, dtype=np.int64)
-    t = np.asarray(keep_t, dtype=np.int64)
+    t, idx, raw = _samples(spec, src, ret, closes_ns, range(0, len(opens), stride), data.venue, symbol)
     return Collected(
-        times_ns=t, label_end_ns=t + int(horizons.max()) * step, raw=_stack(keep_raw, spec),
+        times_ns=t, label_end_ns=t + int(horizons.max()) * step, raw=raw,
         targets={"ret": ret[idx, :-1], "ret_dir": ret[idx, -1]},
         past={"ret": ret_past[idx, :-1], "ret_dir": ret_past[idx, -1]}, venue=data.venue, symbol=symbol,
     )  # fmt: skip
@@ -202,21 +182,28 @@ def _collect_crossasset(spec: InputSpec, data: KlineData, stride: int) -> Collec
         now = _at_times(c_ns, bars[:, 3], closes_ns)
         ret[:, a] = np.log(_at_times(c_ns, bars[:, 3], closes_ns + h * step) / now)
         ret_past[:, a] = np.log(now / _at_times(c_ns, bars[:, 3], closes_ns - h * step))
-    keep_t, keep_raw, keep_i = [], [], []
-    for i in range(0, len(common), stride):
+    t, idx, raw = _samples(spec, src, ret, closes_ns, range(0, len(common), stride), data.venue, assets[0])
+    return Collected(
+        times_ns=t, label_end_ns=t + h * step, raw=raw, targets={"ret": ret[idx]},
+        past={"ret": ret_past[idx]}, venue=data.venue, symbol=",".join(assets),
+    )  # fmt: skip
+
+
+def _samples(
+    spec: InputSpec, src: ArrayWindowSource, ret: F64, times: NDArray[np.int64], rows: range, venue: str, symbol: str
+) -> tuple[NDArray[np.int64], NDArray[np.int64], Raw]:
+    """The rows among ``rows`` whose labels ``ret`` are all finite and whose input window at ``times[i]`` is
+    complete: their times, their row indices and their raw inputs stacked."""
+    keep_raw, keep_i = [], []
+    for i in rows:
         if not np.all(np.isfinite(ret[i])):
             continue
-        raw = raw_input(spec, src.at(int(closes_ns[i])), venue=data.venue, symbol=assets[0])
+        raw = raw_input(spec, src.at(int(times[i])), venue=venue, symbol=symbol)
         if raw is not None:
-            keep_t.append(closes_ns[i])
             keep_raw.append(raw)
             keep_i.append(i)
     idx = np.asarray(keep_i, dtype=np.int64)
-    t = np.asarray(keep_t, dtype=np.int64)
-    return Collected(
-        times_ns=t, label_end_ns=t + h * step, raw=_stack(keep_raw, spec), targets={"ret": ret[idx]},
-        past={"ret": ret_past[idx]}, venue=data.venue, symbol=",".join(assets),
-    )  # fmt: skip
+    return np.asarray(times[idx], dtype=np.int64), idx, _stack(keep_raw, spec)
 
 
 def _at_times(times: I64, values: F64, query: NDArray[np.int64]) -> F64:
