@@ -41,22 +41,21 @@ from bot.venues._shared import DECODE_ERRORS, NS_PER_MS, BookAdapter, Handler
 from bot.venues.base import NO_CLOCK, ConnectionSpec, Publish, ReplayClock, Resubscribe
 from bot.venues.bybit_wire import (
     BOOK_DECODER,
+    FUNDING_DECODER,
     KLINES_DECODER,
     REST_KLINES,
-    TICKER_DECODER,
     TOPIC_DECODER,
     TRADES_DECODER,
     BookMsg,
+    FundingMsg,
     FundingView,
     KlineMsg,
     OpMsg,
     OrderBookMsg,
-    Ticker,
     TickerMsg,
     TradeMsg,
     Wire,
     merge_funding,
-    merge_ticker,
     parse_frame,
     to_trades,
 )
@@ -90,8 +89,8 @@ class _BybitAdapter(BookAdapter):
     def __init__(self, cfg: VenueConfig, book_cfg: BookConfig, publish: Publish, *, live: bool = True) -> None:
         super().__init__(cfg, book_cfg, publish, live=live)
         self.synced: dict[str, bool] = dict.fromkeys(self.symbols, False)
-        self.tickers: dict[str, Ticker] = {}
         # Funding (linear, cfg.funding): tickers subscribed, FundingRate published when the rate changes.
+        # Otherwise tickers are not subscribed, and those a recording holds are counted as skipped, not decoded.
         self.funding: FundingFilter | None = None
         if cfg.funding and self.category == "linear":
             self.funding = FundingFilter(self.venue)
@@ -106,7 +105,10 @@ class _BybitAdapter(BookAdapter):
         for s in self.symbols:
             self._routes[self.book_topic(s)] = (self._on_book if live else self._on_first_book, s)
             self._routes[f"publicTrade.{s}"] = (self._on_trades, s)
-            self._routes[f"tickers.{s}"] = (self._on_ticker, s)
+            if self.funding is not None:
+                self._routes[f"tickers.{s}"] = (self._on_ticker, s)
+            else:  # a skipped topic's route holds its reason for stats.skipped instead of a symbol
+                self._routes[f"tickers.{s}"] = (self._on_unused, f"not_handled:tickers.{s}")
             for code in {INTERVAL_CODES[i] for i in cfg.klines}:
                 self._routes[f"kline.{code}.{s}"] = (self._on_klines, s)
         self._routes_b = {k.encode(): r for k, r in self._routes.items()}
@@ -257,9 +259,10 @@ class _BybitAdapter(BookAdapter):
         the run's books and counters are brought up to date and its ``BookUpdate`` events published as one
         ``BookUpdates`` batch, then the frames it passed over are handled in order: trades, klines and
         tickers whose events nobody receives (they touch no book, so their order against the deltas is
-        nobody's business). Books, counters, events received, ticks and grids are what one ``on_ws`` per
-        frame gives (``tests/replay/test_offline_loops.py``). A run of up to ``few_frames`` frames goes frame
-        by frame (a replay merging venues by receive time slices that finely; the arrays would cost more).
+        nobody's business), and tickers without funding, only counted as skipped. Books, counters, events
+        received, ticks and grids are what one ``on_ws`` per frame gives (``tests/replay/test_offline_loops.py``).
+        A run of up to ``few_frames`` frames goes frame by frame (a replay merging venues by receive time
+        slices that finely; the arrays would cost more).
         """
         bus = self._bus
         if (bus is None or len(frames.ts) <= self.few_frames or len(self.symbols) > jk.MAX_BOOKS
@@ -321,14 +324,16 @@ class _BybitAdapter(BookAdapter):
 
     def _frame_table(self, bus: EventBus) -> _FrameTable:
         """The routes for the compiled loop: a book's topic is ``BOOK`` once it has its own handler
-        (``_on_book``); trades, klines and tickers are ``LATER`` when their events reach nobody."""
+        (``_on_book``); trades, klines and funding tickers are ``LATER`` when their events reach nobody,
+        skipped tickers (``_on_unused``: only counted) always."""
         key = (self._routes_version, bus.version)
         if self._table is not None and self._table.key == key:
             return self._table
         later: dict[Handler, bool] = {
             self._on_trades: not bus.wants(Trade),
             self._on_klines: not bus.wants(KlineClosed),
-            self._on_ticker: self.funding is None or not bus.wants(FundingRate),
+            self._on_ticker: not bus.wants(FundingRate),
+            self._on_unused: True,
         }
         names = list(self._routes_b)
         handlers = list(self._routes_b.values())
@@ -382,9 +387,9 @@ class _BybitAdapter(BookAdapter):
                 self.publish(t)
         elif isinstance(msg, KlineMsg):
             self._klines(msg, symbol, ts_recv)
-        elif isinstance(msg, TickerMsg):
+        elif isinstance(msg, TickerMsg) and self.funding is not None:
             self._ticker(msg, symbol, ts_recv)
-        else:
+        else:  # tickers without funding too, as _on_unused counts them
             self.ignored += 1
             self._skip(f"not_handled:{msg.topic}")
 
@@ -495,11 +500,16 @@ class _BybitAdapter(BookAdapter):
                 if ev is not None:
                     self.publish(ev)
 
-    def _on_ticker(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
-        self._ticker(TICKER_DECODER.decode(data), symbol, ts_recv)
+    def _on_unused(self, data: str | bytes, reason: str, ts_recv: int) -> None:
+        """A well-formed frame of a topic we have no use for (tickers without funding): counted, not decoded."""
+        self.ignored += 1
+        self._skip(reason)
 
-    def _ticker(self, msg: TickerMsg, symbol: str, ts_recv: int) -> None:
-        self.tickers[symbol] = merge_ticker(self.tickers.get(symbol), msg)
+    def _on_ticker(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
+        self._ticker(FUNDING_DECODER.decode(data), symbol, ts_recv)
+
+    def _ticker(self, msg: FundingMsg | TickerMsg, symbol: str, ts_recv: int) -> None:
+        """A linear ticker (``self.funding`` set): its funding fields merged, a FundingRate when they change."""
         if self.funding is None:
             return
         view = self.funding_views[symbol] = merge_funding(self.funding_views.get(symbol), msg)

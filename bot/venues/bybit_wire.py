@@ -1,5 +1,5 @@
 """Bybit v5 public streams, spot and linear: wire formats and their pure parsing (the msgspec structs of
-every frame and REST body the adapters read, their decoders, ``parse_frame``, ``merge_ticker``,
+every frame and REST body the adapters read, their decoders, ``parse_frame``, ``merge_funding``,
 ``to_trades``). Nothing here keeps state; the adapters (``bot.venues.bybit``) route frames and act on
 what these decode.
 
@@ -201,6 +201,24 @@ class TickerMsg(msgspec.Struct):
     cs: int = 0
 
 
+class FundingData(msgspec.Struct):
+    """The funding fields of ``TickerData``, typed the same (all a linear ticker's funding filter reads)."""
+
+    fundingRate: str | None = None  # kept as text for an exact Decimal
+    nextFundingTime: int | None = None  # ms, sent as a string
+    markPrice: float | None = None
+
+
+class FundingMsg(msgspec.Struct):
+    """``TickerMsg`` as the linear adapter decodes it on the hot path: only what ``merge_funding`` and the
+    event's time read. The other fields (a snapshot carries some thirty) are skipped by msgspec, not
+    converted; a frame that is not JSON or lacks ``type``/``data`` raises as ``TickerMsg`` would."""
+
+    type: str
+    data: FundingData
+    ts: int = 0
+
+
 class OpMsg(msgspec.Struct):
     """Control frames. Subscribe acks, linear then spot (no ``req_id``)::
 
@@ -260,8 +278,9 @@ class FundingView(NamedTuple):
     mark_px: float
 
 
-def merge_funding(prev: FundingView | None, msg: TickerMsg) -> FundingView:
-    """``merge_ticker`` for the funding fields: a snapshot replaces, a delta keeps what it does not carry."""
+def merge_funding(prev: FundingView | None, msg: FundingMsg | TickerMsg) -> FundingView:
+    """Fold a ticker's funding fields into the last known ones: a snapshot replaces (what it lacks becomes
+    None / nan), a delta (it carries only what changed) keeps what it does not carry."""
     d = msg.data
     if prev is None or msg.type == "snapshot":
         prev = FundingView(None, None, _NAN)
@@ -272,20 +291,6 @@ def merge_funding(prev: FundingView | None, msg: TickerMsg) -> FundingView:
     )
 
 
-class Ticker(NamedTuple):
-    """The latest ticker of a symbol, deltas merged in; nan where never sent."""
-
-    symbol: str
-    last_px: float
-    bid_px: float
-    bid_sz: float
-    ask_px: float
-    ask_sz: float
-    mark_px: float
-    index_px: float
-    ts_event: int
-
-
 class _Topic(msgspec.Struct):
     topic: str
 
@@ -294,7 +299,7 @@ BOOK_DECODER = msgspec.json.Decoder(RawBookMsg)
 TOPIC_DECODER = msgspec.json.Decoder(_Topic)
 TRADES_DECODER = msgspec.json.Decoder(TradeMsg, strict=False)
 KLINES_DECODER = msgspec.json.Decoder(KlineMsg, strict=False)
-TICKER_DECODER = msgspec.json.Decoder(TickerMsg, strict=False)
+FUNDING_DECODER = msgspec.json.Decoder(FundingMsg, strict=False)
 _OP = msgspec.json.Decoder(OpMsg, strict=False)
 _ANY = msgspec.json.Decoder(dict[str, Any])
 REST_KLINES = msgspec.json.Decoder(RestKlines, strict=False)
@@ -323,24 +328,6 @@ def parse_frame(raw: str | bytes) -> Wire | None:
         raise MalformedMessage("neither a topic nor an op")
     except DECODE_ERRORS as e:
         raise MalformedMessage(f"not a Bybit frame: {e}") from e
-
-
-def merge_ticker(prev: Ticker | None, msg: TickerMsg) -> Ticker:
-    """Fold a ticker snapshot or delta into the last known ticker (a delta only carries changes)."""
-    d = msg.data
-    if prev is None or msg.type == "snapshot":  # a snapshot replaces; fields it lacks become nan
-        prev = Ticker(d.symbol, _NAN, _NAN, _NAN, _NAN, _NAN, _NAN, _NAN, 0)
-    return Ticker(
-        d.symbol,
-        prev.last_px if d.lastPrice is None else d.lastPrice,
-        prev.bid_px if d.bid1Price is None else d.bid1Price,
-        prev.bid_sz if d.bid1Size is None else d.bid1Size,
-        prev.ask_px if d.ask1Price is None else d.ask1Price,
-        prev.ask_sz if d.ask1Size is None else d.ask1Size,
-        prev.mark_px if d.markPrice is None else d.markPrice,
-        prev.index_px if d.indexPrice is None else d.indexPrice,
-        msg.ts * NS_PER_MS or prev.ts_event,
-    )
 
 
 def to_trades(venue: Venue, symbol: str, msg: TradeMsg, ts_recv: int) -> list[Trade]:

@@ -286,7 +286,7 @@ def _run(
     for name in ("unknown", "missing_book", "ignored_not_live", "stale_stops", "rows_retracted"):
         out[f"rings.{name}"] = getattr(rings, name)
     for venue, a in feed.adapters.items():
-        for name in ("stats", "ignored", "pongs", "subscribe_failures", "tickers", "funding_views", "synced",
+        for name in ("stats", "ignored", "pongs", "subscribe_failures", "funding_views", "synced",
                      "states", "last_update_ns", "_closed_kline", "_waiting", "_book_depth", "shutdown_notices",
                      "asked"):  # fmt: skip
             out[f"{venue.value}.{name}"] = getattr(a, name, None)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -23,14 +22,12 @@ from bot.venues import make_adapter
 from bot.venues.base import Resubscribe
 from bot.venues.bybit import BybitLinearAdapter, BybitSpotAdapter
 from bot.venues.bybit_wire import (
+    FundingView,
     KlineMsg,
     OpMsg,
     OrderBookMsg,
-    Ticker,
-    TickerData,
     TickerMsg,
     TradeMsg,
-    merge_ticker,
     parse_frame,
 )
 
@@ -236,7 +233,7 @@ def test_spot_kline_starting_with_type_key_is_parsed_by_key(frames: list[tuple[s
     )
 
 
-def test_tickers_snapshot_then_partial_deltas_merge(frames: list[tuple[str, int, str]]) -> None:
+def test_linear_tickers_snapshot_then_deltas_merge_the_funding_fields(frames: list[tuple[str, int, str]]) -> None:
     raws = [raw for c, _, raw in frames if c == LINEAR and raw.startswith('{"topic":"tickers.BTCUSDT"')][:4]
     first = parse_frame(raws[0])
     assert isinstance(first, TickerMsg)
@@ -246,28 +243,12 @@ def test_tickers_snapshot_then_partial_deltas_merge(frames: list[tuple[str, int,
     for raw in raws:
         adapter.on_ws(raw, 1)
 
-    # snapshot: bid 65114.20 x 5.954 / ask 65114.30 x 10.470; deltas: 6.054/10.486, ask 10.488 + mark, bid 6.124
-    assert adapter.tickers["BTCUSDT"] == Ticker(
-        "BTCUSDT", 65114.3, 65114.2, 6.124, 65114.3, 10.488, 65117.43, 65137.76, 1786310818484 * NS
-    )
+    # snapshot: rate 0.0001, next funding 1786320000000, mark 65117.44; the third frame (a delta) sends the
+    # mark 65117.43, the others only bid/ask changes (the rest of the ticker is not kept: nobody reads it)
+    assert adapter.funding_views["BTCUSDT"] == FundingView("0.0001", 1786320000000, 65117.43)
     # tickers make no market events; the snapshot's funding rate is the one FundingRate (deltas repeat it)
     others = [e for e in events if not isinstance(e, BookHealth)]
     assert [type(e).__name__ for e in others] == ["FundingRate"]
-
-
-def test_merge_ticker_snapshot_replaces_and_delta_keeps_unsent_fields() -> None:
-    snap = TickerMsg(
-        topic="tickers.X", type="snapshot", data=TickerData(symbol="X", bid1Price=1.0, lastPrice=3.0), ts=5
-    )
-    delta = TickerMsg(topic="tickers.X", type="delta", data=TickerData(symbol="X", ask1Price=2.0), ts=6)
-    fresh = TickerMsg(topic="tickers.X", type="snapshot", data=TickerData(symbol="X", lastPrice=4.0), ts=7)
-
-    t = merge_ticker(merge_ticker(None, snap), delta)
-    t2 = merge_ticker(t, fresh)
-
-    assert (t.last_px, t.bid_px, t.ask_px, t.ts_event) == (3.0, 1.0, 2.0, 6 * NS)
-    assert t2.last_px == 4.0
-    assert math.isnan(t2.bid_px)  # a snapshot replaces: what it does not carry is unknown
 
 
 # -- control frames -------------------------------------------------------------------------------------------

@@ -110,8 +110,8 @@ def test_bybit_linear_recording_publishes_one_funding_rate_per_change() -> None:
     assert len(tickers) == 758
     assert (adapter.funding.stats.published, adapter.funding.stats.unchanged) == (6, 752)  # 758 tickers in all
     assert adapter.stats.malformed == 0
-    eth_mark = adapter.tickers["ETHUSDT"].mark_px
-    assert adapter.funding_views["ETHUSDT"] == FundingView("0.00004709", NEXT_FUNDING_MS, eth_mark)
+    # ETH's last recorded markPrice is the "1922.58" of ts 1786310821974 (later deltas send none)
+    assert adapter.funding_views["ETHUSDT"] == FundingView("0.00004709", NEXT_FUNDING_MS, 1922.58)
 
 
 def test_bybit_same_rate_twice_is_one_event_and_a_new_funding_time_is_another() -> None:
@@ -179,8 +179,36 @@ def test_bybit_spot_and_funding_off_publish_no_funding() -> None:
     assert spot.funding is None
     assert off.funding is None
     assert _rates(spot_events) == _rates(off_events) == []
-    assert "BTCUSDT" in off.tickers  # tickers still merged as before
+    # not subscribed live; the recording's tickers are counted as skipped (the demo: 185 BTC, 41 on spot)
+    assert off.stats.skipped["not_handled:tickers.BTCUSDT"] == 185
+    assert spot.stats.skipped["not_handled:tickers.BTCUSDT"] == 41
+    assert off.funding_views == spot.funding_views == {}
     assert not [t for t in off.topics() + spot.topics() if t.startswith("tickers.")]
+
+
+@pytest.mark.parametrize("market", ["spot", "linear_funding_off"])
+def test_bybit_ticker_without_funding_is_skipped_undecoded_and_publishes_nothing(market: str) -> None:
+    venue = "bybit_spot" if market == "spot" else "bybit_linear"
+    raw = next(r for r in _ws(venue) if r.raw.startswith('{"topic":"tickers.BTCUSDT"')).raw  # a real snapshot
+    events: list[Event] = []
+    if market == "spot":
+        adapter: BybitSpotAdapter | BybitLinearAdapter = BybitSpotAdapter(_cfg(), BookConfig(), events.append)
+    else:
+        adapter = BybitLinearAdapter(_cfg(funding=False), BookConfig(), events.append)
+    adapter.on_ws(raw, 1)  # the session's first frame
+    assert [type(e).__name__ for e in events] == ["BookHealth"]  # the book's SYNCING (start), nothing else
+    events.clear()
+    ignored, messages = adapter.ignored, adapter.stats.messages
+
+    adapter.on_ws(raw, 2)
+    adapter.on_ws(raw.encode(), 3)  # the recorded (bytes) form takes the same route
+
+    assert events == []
+    assert adapter.stats.skipped == {"not_handled:tickers.BTCUSDT": 3}
+    assert (adapter.ignored - ignored, adapter.stats.messages - messages) == (2, 2)
+    assert adapter.stats.malformed == 0
+    assert adapter.funding is None
+    assert adapter.funding_views == {}
 
 
 def test_bybit_linear_plan_subscribes_tickers_after_the_market_data_topics() -> None:
