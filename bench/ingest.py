@@ -5,8 +5,10 @@
 For each case (a venue and its symbols from the real recordings in ``shared/data``) two pipelines run,
 each on every message of the session:
 
-* **ours**: the native recording (zstd) -> ``bot.recording.iter_frames`` (each decompressed block scanned
-  once by a compiled loop: receive times and field offsets, frames left in the block) -> the venue adapter
+* **ours**: the native recording (zstd) -> ``bot.recording.iter_frames`` (only the case's venues' frames of
+  each group decompressed, the REST instrument lists left compressed as ``bot books`` leaves them (their
+  receive times are in the group header), each frame scanned once by a compiled loop: receive times and
+  field offsets, frames left in the decompressed bytes) -> the venue adapter
   (``make_adapter(..., live=False)``, ``on_ws_frames``: Binance routes a block's frames in one compiled
   pass and skips the streams it does not use, bookTicker, without touching them in Python; msgspec
   decodes each handled frame's head, the compiled reader takes the levels' JSON straight into
@@ -71,7 +73,7 @@ from bot.book import warm_up
 from bot.bus import EventBus
 from bot.config import BotSettings
 from bot.events import Venue
-from bot.export import OfflineFeed
+from bot.export import FEED_TEXTS, OfflineFeed
 from bot.grid_set import RingSet
 from bot.importers import convert
 from bot.recording import iter_frames, iter_records
@@ -129,7 +131,8 @@ def run_ours(case: Case, recording: Path, settings: BotSettings) -> Result:
     rings = RingSet(settings.ring, feed.book, [(v, s) for v, syms in books.items() for s in syms])
     rings.attach(bus)
     t0 = time.process_time()
-    feed.run_frames(iter_frames(recording, venues=[v.value for v in books]), clock=rings)  # ticked before every record
+    frames = iter_frames(recording, venues=[v.value for v in books], texts=FEED_TEXTS)
+    feed.run_frames(frames, clock=rings)  # ticked before every record
     dt = time.process_time() - t0
     stats = [feed.adapters[v].stats for v in books]
     return Result(dt, sum(s.level_updates for s in stats), sum(s.messages for s in stats))

@@ -44,7 +44,8 @@ from bot.engine import Engine  # noqa: E402
 from bot.events import BookUpdate, Side, Venue  # noqa: E402
 from bot.ledger import Ledger  # noqa: E402
 from bot.orders import Intent, OrderIntent, OrderRequest, OrderType, OrderUpdate  # noqa: E402
-from bot.recording import Record, RecordingWriter, iter_records  # noqa: E402
+from bot.recording import Record, iter_records  # noqa: E402
+from bot.recording_writer import RecordingWriter  # noqa: E402
 from bot.risk import RiskGate  # noqa: E402
 from strategies.base import Strategy  # noqa: E402
 

@@ -44,7 +44,8 @@ sys.path.insert(0, str(REPO))
 
 from bot.config import BotSettings, ModelsConfig, load_settings  # noqa: E402
 from bot.importers import convert  # noqa: E402
-from bot.recording import RecordingWriter, iter_records, read_manifest  # noqa: E402
+from bot.recording import iter_records, read_manifest  # noqa: E402
+from bot.recording_writer import RecordingWriter  # noqa: E402
 from replay.engine import ReplayRequest, run_replay  # noqa: E402
 from replay.sources import open_sources  # noqa: E402
 

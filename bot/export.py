@@ -179,6 +179,7 @@ class _Lane(NamedTuple):
 
 
 _VENUE_KIND = itemgetter(1, 2)
+FEED_TEXTS = ("ws", "snapshot")  # the kinds OfflineFeed reads the text of (the rest it counts): iter_frames texts
 
 
 class OfflineFeed:
@@ -454,7 +455,7 @@ def export_books(
     try:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             exp = BooksExport(settings, books, interval_ms, levels, fh)
-            exp.run(iter_frames(recording, venues={v.value for v in books}))
+            exp.run(iter_frames(recording, venues={v.value for v in books}, texts=FEED_TEXTS))
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -7,8 +7,8 @@ The collectors run as in the bot; their ``tap`` hands every raw frame and every 
 ``RecordSink`` before the adapter sees it. The tap runs on the event loop, so it only appends to a list
 (O(1), never blocks, never drops). A writer task moves the list to a single writer thread every
 ``BATCH_S`` (zstd compression and disk I/O stay off the loop, in receive order) and flushes a complete
-zstd block every second, so a crash loses about a second. If the thread ever falls behind by more than
-``MAX_PENDING`` records the recording stops with an error rather than grow without bound or drop.
+group of records (``bot.recording_groups``) every second, so a crash loses about a second. If the thread
+ever falls behind by more than ``MAX_PENDING`` records the recording stops with an error rather than grow without bound or drop.
 
 On ``--duration``, SIGINT or SIGTERM: the collector is cancelled (sockets closed), everything still
 pending is written, the writer is closed (manifest ``complete: true``), and a JSON summary goes to
@@ -39,7 +39,8 @@ from bot.config import BotSettings, VenueConfig, load_settings
 from bot.errors import ConfigError, RecordingError
 from bot.events import Venue
 from bot.logs import setup_logging
-from bot.recording import MANIFEST, Record, RecordingWriter
+from bot.recording import MANIFEST, Record
+from bot.recording_writer import RecordingWriter
 
 if TYPE_CHECKING:
     from bot.sim.server import LoopbackExchange
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 BATCH_S = 0.1  # how often the tapped records go to the writer thread
-FLUSH_S = 1.0  # how often the writer pushes a complete zstd block to the OS
+FLUSH_S = 1.0  # how often the writer pushes a complete group to the OS
 MAX_PENDING = 2_000_000  # records waiting for the writer thread before the recording stops
 
 

@@ -3,7 +3,7 @@
 A recording is a directory::
 
     DIR/manifest.json            format, venues, symbols, files with record counts, complete flag
-    DIR/part-000001.tsv.zst      zstd frames of lines, rotated by size/age
+    DIR/part-000001.tsv.zst      groups of zstd frames of lines, rotated by size
     DIR/part-000002.tsv.zst ...
 
 Each line is ``ts_recv_ns <TAB> venue <TAB> kind <TAB> key <TAB> raw`` where ``raw`` is the text exactly
@@ -15,18 +15,20 @@ mangled). ``kind`` is one of:
 * ``klines``    a REST klines body; ``key`` is ``SYMBOL:interval`` (``BTCUSDT:1m``)
 * ``info``      another REST body (instruments, exchangeInfo); ``key`` is the path
 
-Records are written in receive order; readers yield them in file order.
+Records are written in receive order; readers yield them in that order. A part holds them in groups of
+per-stream frames (``bot.recording_groups``), so a reader of some venues never decompresses the others';
+parts of ``bot-recording/1`` (one zstd stream of lines) are read as before.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import chain, compress, pairwise
 from pathlib import Path
-from typing import NamedTuple
+from types import ModuleType
+from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -34,8 +36,10 @@ import zstandard
 from numpy.typing import NDArray
 
 from bot.errors import RecordingError
+from bot.recording_groups import Group, is_grouped, iter_groups
 
-FORMAT = "bot-recording/1"
+FORMAT = "bot-recording/2"
+FORMATS = frozenset({"bot-recording/1", FORMAT})  # /1: a part is one zstd stream of lines
 MANIFEST = "manifest.json"
 KINDS = frozenset({"ws", "snapshot", "klines", "info"})
 
@@ -65,132 +69,6 @@ def parse_line(line: str, where: str = "") -> Record:
     return Record(ts, parts[1], parts[2], parts[3], parts[4])
 
 
-class RecordingWriter:
-    """Appends records to rotated zstd parts and keeps ``manifest.json`` true after every rotation.
-
-    ``close()`` finishes the open frame and marks the manifest complete; every record passed to
-    ``write`` before ``close`` is on disk after it (count in == count on disk).
-    """
-
-    def __init__(
-        self,
-        out_dir: Path,
-        *,
-        rotate_bytes: int = 64 << 20,
-        rotate_records: int | None = None,
-        level: int = 3,
-        meta: dict[str, object] | None = None,
-    ) -> None:
-        self.dir = Path(out_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        if (self.dir / MANIFEST).exists():
-            raise RecordingError(f"{self.dir} already holds a recording; choose an empty --out directory")
-        self._rotate_bytes = rotate_bytes
-        self._rotate_records = rotate_records
-        self._cctx = zstandard.ZstdCompressor(level=level)
-        self._meta = dict(meta or {})
-        self._files: list[dict[str, object]] = []
-        self._venues: set[str] = set()
-        self._symbols: dict[str, set[str]] = {}
-        self._raw: io.BufferedWriter | None = None
-        self._zw: zstandard.ZstdCompressionWriter | None = None
-        self._part_records = 0
-        self._part_bytes = 0
-        self._part_first = 0
-        self._part_last = 0
-        self.records = 0
-        self.closed = False
-        self._write_manifest(complete=False)
-
-    def write(self, rec: Record) -> None:
-        if self.closed:
-            raise RecordingError("write after close")
-        data = format_line(rec).encode()
-        if self._zw is None:
-            self._open_part(rec.ts_recv)
-        assert self._zw is not None
-        self._zw.write(data)
-        self._part_records += 1
-        self._part_bytes += len(data)
-        self._part_last = rec.ts_recv
-        self.records += 1
-        self._venues.add(rec.venue)
-        if rec.kind == "snapshot":
-            self._symbols.setdefault(rec.venue, set()).add(rec.key)
-        elif rec.kind == "ws" and (sym := book_symbol(rec.raw)) is not None:
-            self._symbols.setdefault(rec.venue, set()).add(sym)
-        if self._part_bytes >= self._rotate_bytes or (
-            self._rotate_records is not None and self._part_records >= self._rotate_records
-        ):
-            self._close_part()
-
-    def write_many(self, recs: Iterable[Record]) -> None:
-        for rec in recs:
-            self.write(rec)
-
-    def note_symbols(self, venue: str, symbols: Iterable[str]) -> None:
-        self._symbols.setdefault(venue, set()).update(symbols)
-
-    def flush(self) -> None:
-        """Push buffered data to the OS (a complete zstd block), so a crash loses little."""
-        if self._zw is not None:
-            self._zw.flush(zstandard.FLUSH_BLOCK)
-            assert self._raw is not None
-            self._raw.flush()
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self._close_part()
-        self.closed = True
-        self._write_manifest(complete=True)
-
-    def __enter__(self) -> RecordingWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _open_part(self, ts: int) -> None:
-        name = f"part-{len(self._files) + 1:06d}.tsv.zst"
-        self._raw = open(self.dir / name, "wb")  # noqa: SIM115 - closed in _close_part
-        self._zw = self._cctx.stream_writer(self._raw, closefd=False)
-        self._part_records = 0
-        self._part_bytes = 0
-        self._part_first = ts
-        self._part_last = ts
-        self._files.append({"name": name, "records": 0, "first_ts_recv": ts, "last_ts_recv": ts})
-
-    def _close_part(self) -> None:
-        if self._zw is None:
-            return
-        assert self._raw is not None
-        self._zw.close()  # type: ignore[no-untyped-call]
-        self._raw.flush()
-        os.fsync(self._raw.fileno())
-        self._raw.close()
-        self._files[-1].update(
-            records=self._part_records, first_ts_recv=self._part_first, last_ts_recv=self._part_last
-        )
-        self._zw = None
-        self._raw = None
-        self._write_manifest(complete=False)
-
-    def _write_manifest(self, *, complete: bool) -> None:
-        doc = {
-            "format": FORMAT,
-            "complete": complete,
-            "records": sum(int(str(f["records"])) for f in self._files),
-            "venues": sorted(self._venues),
-            "symbols": {v: sorted(s) for v, s in sorted(self._symbols.items())},
-            "files": self._files,
-            **self._meta,
-        }
-        tmp = self.dir / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        os.replace(tmp, self.dir / MANIFEST)
-
-
 def book_symbol(raw: str) -> str | None:
     """The canonical symbol of an order-book frame (Binance depth stream, Bybit orderbook topic), else None.
 
@@ -216,7 +94,7 @@ def read_manifest(path: Path) -> dict[str, object]:
         raise RecordingError(f"{p}: no {MANIFEST}; not a native recording directory") from e
     except json.JSONDecodeError as e:
         raise RecordingError(f"{mf}: manifest is not valid JSON: {e}") from e
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+    if not isinstance(doc, dict) or doc.get("format") not in FORMATS:
         raise RecordingError(f"{mf}: unknown recording format {doc.get('format')!r}")
     return doc
 
@@ -232,6 +110,15 @@ def part_files(path: Path) -> list[Path]:
 
 
 def iter_lines(part: Path) -> Iterator[str]:
+    """The lines of one part as text, in written order."""
+    if is_grouped(part):
+        for g in iter_groups(part):
+            lines = [_decode(part, d).splitlines(keepends=True) if d is not None else [] for d in g.data]
+            at = [0] * len(lines)
+            for s, c in g.runs:
+                yield from lines[s][at[s] : at[s] + c]
+                at[s] += c
+        return
     dctx = zstandard.ZstdDecompressor()
     with open(part, "rb") as fh, dctx.stream_reader(fh, read_across_frames=True) as reader:
         text = io.TextIOWrapper(reader, encoding="utf-8", newline="\n")
@@ -317,7 +204,9 @@ class Frames(NamedTuple):
 _FRAME_BYTES = 1 << 18  # decompressed bytes per read for iter_frames: fewer, larger blocks, same zstd speed
 
 
-def iter_frames(path: Path, *, venues: Iterable[str] | None = None) -> Iterator[Frames | Block]:
+def iter_frames(
+    path: Path, *, venues: Iterable[str] | None = None, texts: Iterable[str] | None = None
+) -> Iterator[Frames | Block]:
     """``iter_blocks`` for the offline feed: each venue's websocket frames as ``Frames`` (no Python object
     per record until an adapter asks for one), every other record in ``Block``s; same records, same
     order, same errors.
@@ -326,17 +215,25 @@ def iter_frames(path: Path, *, venues: Iterable[str] | None = None) -> Iterator[
     one venue and kind) when it is ASCII and every line has the written shape; otherwise (non-ASCII text,
     a blank, foreign or damaged line, an awkward timestamp) it is decoded and read as ``iter_blocks``
     reads it, so every error is raised and named as there.
+
+    ``texts``: the kinds whose key and raw text the caller reads (None: every kind). Records of the other
+    kinds may come with both empty (their receive times, venue and kind still true): in a grouped part
+    they are then left compressed (the offline feed only counts the REST ``info`` bodies).
     """
     keep = frozenset(venues) if venues is not None else None
-    return _frames(Path(path), keep)
+    return _frames(Path(path), keep, None if texts is None else frozenset(texts) | {"ws"})
 
 
-def _frames(path: Path, keep: frozenset[str] | None) -> Iterator[Frames | Block]:
+def _frames(path: Path, keep: frozenset[str] | None, texts: frozenset[str] | None = None) -> Iterator[Frames | Block]:
     from bot import recording_kernels as rk  # numba: only readers that scan pay for its import
 
     expected = _closed_part_counts(path)
     for part in part_files(path):
         seen = _Counted()
+        if is_grouped(part):
+            yield from _grouped_frames(part, keep, texts, seen)
+            _check_count(part, seen, expected)
+            continue
         for chunk in _byte_blocks(part, _FRAME_BYTES):
             data = bytes(chunk)
             ok = data.isascii()  # else not scanned: the text path decodes (and checks) it
@@ -371,9 +268,118 @@ def _blocks(path: Path, keep: frozenset[str] | None) -> Iterator[Block]:
     expected = _closed_part_counts(path)
     for part in part_files(path):
         seen = _Counted()
-        for chunk in _byte_blocks(part):
-            yield from _text_blocks(_decode(part, chunk), part, keep, seen)
+        if is_grouped(part):
+            yield from _grouped_blocks(part, keep, seen)
+        else:
+            for chunk in _byte_blocks(part):
+                yield from _text_blocks(_decode(part, chunk), part, keep, seen)
         _check_count(part, seen, expected)
+
+
+# -- grouped parts (bot.recording_groups) -------------------------------------------------------------
+Columns = tuple[list[int], list[str], list[str], list[str], list[str]]
+
+
+def _want(keep: frozenset[str] | None, texts: frozenset[str] | None = None) -> Callable[[str, str], bool] | None:
+    """Which streams to decompress: the kept venues' (every kind, or those in ``texts``)."""
+    if keep is None and texts is None:
+        return None
+    return lambda venue, kind: (keep is None or venue in keep) and (texts is None or kind in texts)
+
+
+def _kept_runs(g: Group, keep: frozenset[str] | None = None) -> list[tuple[int, int]]:
+    """The group's runs of the kept venues' streams (read, or known by their times), a stream's runs that
+    now touch each other joined."""
+    out: list[tuple[int, int]] = []
+    for s, c in g.runs:
+        if g.data[s] is None and (not g.times[s] or (keep is not None and g.venues[s] not in keep)):
+            continue
+        if out and out[-1][0] == s:
+            out[-1] = (s, out[-1][1] + c)
+        else:
+            out.append((s, c))
+    return out
+
+
+def _stream_columns(part: Path, g: Group, s: int, lines_before: int) -> Columns:
+    """The five columns of stream ``s`` of a group (its lines checked as ``iter_blocks`` checks a block)."""
+    data = g.data[s]
+    assert data is not None
+    text = _decode(part, data)
+    cols = _columns(text)
+    if cols is None:  # a damaged line: named (and raised) as the line-by-line reader names it
+        before = lines_before + sum(g.counts[:s])
+        rows = list(_parse_lines(text, part.name, before))
+        cols = ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows],
+                [r[4] for r in rows])  # fmt: skip
+    n = g.counts[s]
+    if len(cols[0]) != n or cols[1].count(g.venues[s]) != n or cols[2].count(g.kinds[s]) != n:
+        raise RecordingError(f"{part}: damaged group: its {g.venues[s]}/{g.kinds[s]} frame holds other records")
+    return cols
+
+
+def _grouped_blocks(part: Path, keep: frozenset[str] | None, seen: _Counted) -> Iterator[Block]:
+    for g in iter_groups(part, _want(keep)):
+        cols: dict[int, Columns] = {}
+        at = [0] * len(g.counts)
+        for s, c in _kept_runs(g, keep):
+            if s not in cols:
+                cols[s] = _stream_columns(part, g, s, seen.lines)
+            a = at[s]
+            at[s] = a + c
+            yield Block(*(col[a : a + c] for col in cols[s]))  # type: ignore[arg-type]
+        seen.records += g.records
+        seen.lines += g.records
+
+
+def _grouped_frames(
+    part: Path, keep: frozenset[str] | None, texts: frozenset[str] | None, seen: _Counted
+) -> Iterator[Frames | Block]:
+    """``_frames`` for a grouped part: each stream read scanned once, its records handed out in runs."""
+    from bot import recording_kernels as rk
+
+    for g in iter_groups(part, _want(keep, texts)):
+        scans: dict[int, tuple[bytes, Any, Any, Any] | Columns] = {}
+        at = [0] * len(g.counts)
+        for s, c in _kept_runs(g, keep):
+            a = at[s]
+            b = at[s] = a + c
+            if g.data[s] is None:  # a kind whose texts the caller does not read: its times, from the header
+                yield Block(g.times[s][a:b], [g.venues[s]] * c, [g.kinds[s]] * c, [""] * c, [""] * c)
+                continue
+            got = scans.get(s)
+            if got is None:
+                got = scans[s] = _scan_stream(part, g, s, seen.lines, rk)
+            if len(got) == 5:  # not scanned: columns
+                yield Block(*(col[a:b] for col in got))  # type: ignore[arg-type]
+                continue
+            data, ts, off, nl = got
+            if g.kinds[s] == "ws":
+                yield Frames(g.venues[s], data, ts[a:b], off[2, a:b], off[3, a:b], nl[a:b])
+            else:
+                k_at, r_at, e_at = off[2, a:b].tolist(), off[3, a:b].tolist(), nl[a:b].tolist()
+                keys = [data[k : r - 1].decode() for k, r in zip(k_at, r_at, strict=True)]
+                raws = [data[r:e].decode() for r, e in zip(r_at, e_at, strict=True)]
+                yield Block(ts[a:b].tolist(), [g.venues[s]] * c, [g.kinds[s]] * c, keys, raws)
+        seen.records += g.records
+        seen.lines += g.records
+
+
+def _scan_stream(
+    part: Path, g: Group, s: int, lines_before: int, rk: ModuleType
+) -> tuple[bytes, Any, Any, Any] | Columns:
+    """A stream as (data, receive times, field offsets, line ends) when it scans cleanly as one run of its
+    venue and kind (``bot.recording_kernels.scan``), else as the text reader's columns."""
+    data = g.data[s]
+    assert data is not None
+    if data.isascii():
+        buf = np.frombuffer(data, np.uint8)
+        nl = np.flatnonzero(buf == 10)
+        ts, off, kind, new, ok = rk.scan(buf, nl)
+        if (ok and len(nl) == g.counts[s] and rk.KIND_NAMES[kind[0]] == g.kinds[s] and not new[1:].any()
+                and data[off[0, 0] : off[1, 0] - 1].decode() == g.venues[s]):  # fmt: skip
+            return data, ts, off, nl
+    return _stream_columns(part, g, s, lines_before)
 
 
 def _text_blocks(text: str, part: Path, keep: frozenset[str] | None, seen: _Counted) -> Iterator[Block]:

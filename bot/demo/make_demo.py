@@ -28,7 +28,8 @@ from bot.demo import DEMO_DIR
 from bot.errors import BotError, RecordingError
 from bot.events import Venue
 from bot.importers import import_cryptofeed, import_hftbacktest, slice_records
-from bot.recording import Record, RecordingWriter
+from bot.recording import Record
+from bot.recording_writer import RecordingWriter
 
 ZSTD_LEVEL = 19
 KLINE_ROWS = 1500

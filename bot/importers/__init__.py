@@ -52,7 +52,8 @@ from bot.importers.bybit_archive import import_bybit_archive
 from bot.importers.cryptofeed import import_cryptofeed, url_venue
 from bot.importers.hftbacktest import binance_venue_of, import_hftbacktest, stream_symbol
 from bot.importers.tardis import import_tardis
-from bot.recording import Record, RecordingWriter
+from bot.recording import Record
+from bot.recording_writer import RecordingWriter
 
 FORMATS = ("hftbacktest", "cryptofeed", "bybit-archive", "binance-csv", "tardis")
 AUTO = "auto"

@@ -37,7 +37,8 @@ import pytest
 
 from bot.events import Venue
 from bot.importers import records_for, slice_records
-from bot.recording import Record, RecordingWriter
+from bot.recording import Record
+from bot.recording_writer import RecordingWriter
 from bot.sim import LoopbackExchange
 
 SHORT_S = 20.0

@@ -26,7 +26,8 @@ from bot.config import BotSettings
 from bot.errors import ConfigError, RecordingError
 from bot.events import Venue
 from bot.record import RecordSink, check_sim_data, parse_symbols, parse_venues, record, select, start_sim
-from bot.recording import Record, RecordingWriter, iter_records, read_manifest
+from bot.recording import Record, iter_records, read_manifest
+from bot.recording_writer import RecordingWriter
 from tests.integration.conftest import build_recording
 
 pytestmark = pytest.mark.integration

@@ -71,7 +71,8 @@ from bot.config import BotSettings, load_settings
 from bot.events import BookUpdate, Signal, Trade, Venue
 from bot.grid_set import RingSet
 from bot.orders import Fill, OrderStatus, OrderUpdate
-from bot.recording import Record, RecordingWriter, iter_records
+from bot.recording import Record, iter_records
+from bot.recording_writer import RecordingWriter
 from bot.ring import LobGrid
 from bot.sim.cli import DEMO_DIR
 from bot.sim.loop import VenueRunner

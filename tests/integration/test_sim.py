@@ -30,7 +30,7 @@ from websockets.exceptions import ConnectionClosed
 from bot.errors import ConfigError
 from bot.events import Venue
 from bot.importers import import_hftbacktest, slice_records
-from bot.recording import RecordingWriter
+from bot.recording_writer import RecordingWriter
 from bot.sim import FaultSpec, LoopbackExchange, SimTimings
 from bot.sim.cli import main as sim_main
 from tests.integration.conftest import SHORT_S, SimFactory, build_recording

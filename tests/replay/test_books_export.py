@@ -31,7 +31,8 @@ import zstandard
 from bot.config import BotSettings
 from bot.export import export_books, register
 from bot.importers import convert, import_hftbacktest, slice_records
-from bot.recording import Record, RecordingWriter, iter_rows
+from bot.recording import Record, iter_rows
+from bot.recording_writer import RecordingWriter
 
 pytestmark = pytest.mark.replay
 

@@ -29,7 +29,8 @@ from bot.events import BookCrossed, BookHealth, BookUpdate, BookUpdates, Event, 
 from bot.export import OfflineFeed
 from bot.grid_set import RingSet
 from bot.orders import FundingRate
-from bot.recording import Record, RecordingWriter, Row, iter_frames, iter_rows
+from bot.recording import Record, Row, iter_frames, iter_rows
+from bot.recording_writer import RecordingWriter
 from bot.sim.cli import DEMO_DIR
 from bot.venues import binance, binance_kernels, binance_offline, binance_wire, bybit_kernels
 from bot.venues._shared import BookAdapter

@@ -23,7 +23,8 @@ from bot.config import BotSettings
 from bot.events import Event, Venue
 from bot.export import OfflineFeed
 from bot.grid_set import RingSet
-from bot.recording import Record, RecordingWriter, Row, iter_frames, iter_rows, read_manifest
+from bot.recording import Record, Row, iter_frames, iter_rows, read_manifest
+from bot.recording_writer import RecordingWriter
 from bot.sim.cli import DEMO_DIR
 
 pytestmark = pytest.mark.replay

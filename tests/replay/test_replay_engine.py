@@ -24,7 +24,8 @@ from bot.__main__ import main
 from bot.config import BotSettings, load_settings
 from bot.events import Venue
 from bot.klines import iter_kline_csv
-from bot.recording import RecordingWriter, iter_records, read_manifest
+from bot.recording import iter_records, read_manifest
+from bot.recording_writer import RecordingWriter
 from bot.sim.cli import DEMO_DIR
 from replay.engine import ReplayRequest, run_replay
 from replay.report import write_report

@@ -19,7 +19,7 @@ from bot.events import Venue
 from bot.export import export_books
 from bot.importers import import_hftbacktest, slice_records
 from bot.klines import load_kline_csv
-from bot.recording import RecordingWriter
+from bot.recording_writer import RecordingWriter
 from models.datasets import (
     PURGED,
     STD_REL_FLOOR,

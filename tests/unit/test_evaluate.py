@@ -18,7 +18,7 @@ from bot.bootstrap import bootstrap, mean_stat, verdict
 from bot.config import BotSettings
 from bot.export import export_books
 from bot.importers import import_hftbacktest, slice_records
-from bot.recording import RecordingWriter
+from bot.recording_writer import RecordingWriter
 from bot.train_cli import register
 from models.checkpoint import load_checkpoint
 from models.datasets import collect, finalize, load_data

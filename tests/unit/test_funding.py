@@ -18,7 +18,8 @@ from bot.config import BookConfig, BotSettings, VenueConfig
 from bot.events import Event, Side, Venue
 from bot.ledger import Ledger
 from bot.orders import Fill, FundingRate, Liquidity
-from bot.recording import Frames, Record, RecordingWriter, iter_frames, iter_records
+from bot.recording import Frames, Record, iter_frames, iter_records
+from bot.recording_writer import RecordingWriter
 from bot.sim.cli import DEMO_DIR
 from bot.venues import make_adapter
 from bot.venues.binance import BinanceSpotAdapter, BinanceUsdmAdapter

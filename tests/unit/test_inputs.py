@@ -21,7 +21,7 @@ from bot.events import Venue
 from bot.export import export_books
 from bot.importers import import_hftbacktest, slice_records
 from bot.klines import KlineStore, Resampler
-from bot.recording import RecordingWriter
+from bot.recording_writer import RecordingWriter
 from bot.ring import Ring
 from models.datasets import KlineData, LobData, build_samples, collect, finalize, load_books_csv, load_klines
 from models.inputs import (

@@ -14,7 +14,6 @@ from bot.recording import (
     MANIFEST,
     Frames,
     Record,
-    RecordingWriter,
     Row,
     format_line,
     iter_frames,
@@ -25,6 +24,7 @@ from bot.recording import (
     part_files,
     read_manifest,
 )
+from bot.recording_writer import RecordingWriter
 
 pytestmark = pytest.mark.unit
 
@@ -166,7 +166,7 @@ def test_manifest_counts_venues_snapshot_symbols_and_metadata(tmp_path: Path) ->
     w.close()  # idempotent
 
     man = read_manifest(tmp_path / "rec")
-    assert man["format"] == "bot-recording/1"
+    assert man["format"] == "bot-recording/2"
     assert man["complete"] is True
     assert man["records"] == len(SAMPLES)
     assert man["venues"] == ["binance_spot", "binance_usdm", "bybit_linear", "bybit_spot"]
