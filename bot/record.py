@@ -8,7 +8,8 @@ The collectors run as in the bot; their ``tap`` hands every raw frame and every 
 (O(1), never blocks, never drops). A writer task moves the list to a single writer thread every
 ``BATCH_S`` (zstd compression and disk I/O stay off the loop, in receive order) and flushes a complete
 group of records (``bot.recording_groups``) every second, so a crash loses about a second. If the thread
-ever falls behind by more than ``MAX_PENDING`` records the recording stops with an error rather than grow without bound or drop.
+ever falls behind by more than ``MAX_PENDING`` records the recording stops with an error rather than grow
+without bound or drop.
 
 On ``--duration``, SIGINT or SIGTERM: the collector is cancelled (sockets closed), everything still
 pending is written, the writer is closed (manifest ``complete: true``), and a JSON summary goes to

@@ -24,6 +24,7 @@ resyncing) are ignored.
 from __future__ import annotations
 
 import json
+import math
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -284,6 +285,9 @@ class _BybitAdapter(BookAdapter):
         rid = bk.route_topics(buf, raw, end, table.names, table.bounds)
         rid_l = rid.tolist()
         books, tops, later, rows, row_tops, healed, healed_f = jk.scratch(len(self.symbols), n)
+        pend = np.zeros((len(self.symbols), 2), np.int64)  # tickers put off, per symbol: count, mark frame
+        pend[:, 1] = -1
+        flushes = np.empty((n, 3), np.int64)
         stats = self.stats
         i = 0
         while True:
@@ -295,11 +299,16 @@ class _BybitAdapter(BookAdapter):
             i_end, why, n_later, n_rows, levels = bk.apply_deltas(
                 buf, raw, end, ts, rid, i, tick_first, clock.due, table.routes, table.names, table.bounds,
                 self._symbol_bytes, self._symbol_bounds, states, books, tops, later, rows, row_tops, healed, healed_f,
+                pend, flushes,
             )  # fmt: skip
             if n_rows:
                 self._loop_took(bus, books, tops, rows[:n_rows], row_tops[:n_rows], levels)
             handlers = table.handlers
             for j in later[:n_later].tolist():  # routed, so as _handle does with a route
+                if j < 0:  # tickers put off
+                    k, f, count = flushes[-j - 1].tolist()
+                    self._repeats(self.symbols[k], data[raws[f] : ends[f]] if f >= 0 else None, count)
+                    continue
                 frame = data[raws[j] : ends[j]]
                 handler, symbol = handlers[rid_l[j]]
                 try:
@@ -308,6 +317,9 @@ class _BybitAdapter(BookAdapter):
                     self._malformed("ws", e, frame)
             stats.messages += i_end - i
             if why == jk.END:
+                for k, (count, f) in enumerate(pend.tolist()):
+                    if count:
+                        self._repeats(self.symbols[k], data[raws[f] : ends[f]] if f >= 0 else None, count)
                 return
             t = times[i_end]
             if why == jk.TICK:
@@ -332,15 +344,17 @@ class _BybitAdapter(BookAdapter):
         later: dict[Handler, bool] = {
             self._on_trades: not bus.wants(Trade),
             self._on_klines: not bus.wants(KlineClosed),
-            self._on_ticker: not bus.wants(FundingRate),
             self._on_unused: True,
         }
+        ticker = bk.TICKER_NOW if bus.wants(FundingRate) else bk.TICKER_LATER
         names = list(self._routes_b)
         handlers = list(self._routes_b.values())
         kinds = []
         for handler, symbol in handlers:
             if handler == self._on_book:
                 kinds.append((jk.BOOK, self.symbols.index(symbol)))
+            elif handler == self._on_ticker:
+                kinds.append((ticker, self.symbols.index(symbol)))
             else:
                 kinds.append((jk.LATER if later.get(handler, False) else jk.NOW, 0))
         self._table = _FrameTable(
@@ -507,6 +521,27 @@ class _BybitAdapter(BookAdapter):
 
     def _on_ticker(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
         self._ticker(FUNDING_DECODER.decode(data), symbol, ts_recv)
+
+    def _repeats(self, symbol: str, mark_frame: bytes | None, count: int) -> None:
+        """``count`` ticker frames that carry no funding pair (put off by the compiled loop), as ``_on_ticker``
+        for each would leave things: the last of them that carries a mark price merged into the view, and
+        each one counted by the filter as it would (a repeat, almost always; see ``bybit_kernels``)."""
+        assert self.funding is not None
+        view = self.funding_views.get(symbol) or FundingView(None, None, math.nan)
+        if mark_frame is not None:
+            try:
+                view = merge_funding(view, FUNDING_DECODER.decode(mark_frame))
+            except DECODE_ERRORS as e:  # counted as frame by frame: malformed, not by the filter
+                self._malformed("ws", e, mark_frame)
+                count -= 1
+        self.funding_views[symbol] = view
+        for _ in range(count):
+            if self.funding.repeats(symbol, view.rate, view.next_funding_ms):
+                continue
+            try:  # no pair (no_funding), or a rate that is no decimal (malformed, each time, as frame by frame)
+                self.funding.update(symbol, view.rate, view.next_funding_ms, None, 0, 0)
+            except MalformedMessage as e:
+                self._malformed("ws", e, symbol)
 
     def _ticker(self, msg: FundingMsg | TickerMsg, symbol: str, ts_recv: int) -> None:
         """A linear ticker (``self.funding`` set): its funding fields merged, a FundingRate when they change."""

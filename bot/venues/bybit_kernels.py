@@ -26,6 +26,16 @@ could outgrow the book's hash (``OrderBook`` would grow it first), and a receive
 
 Frames of the routes marked ``LATER`` (topics whose handling touches no book and publishes nothing anyone
 receives) are passed over and listed; the adapter handles them, in order, at the next stop.
+
+Linear ``tickers`` frames (routes ``TICKER_LATER``/``TICKER_NOW``, funding on) are looked at for their keys
+only (``ticker_keys``). One that may change the funding pair (a snapshot, ``fundingRate``,
+``nextFundingTime``, or any backslash, which could hide a key) is listed (``LATER``) or stops the loop
+(``NOW``: someone receives ``FundingRate``). Any other (a delta of prices and sizes, ~9 in 10) cannot change
+the pair, so it can publish nothing: it is counted per symbol, and the last one carrying ``markPrice`` kept
+(``pend[k]``: count, frame). Before the next listed or stopping ticker of that symbol, those are listed as
+one entry ``-(f + 1)`` with ``flushes[f]`` = (symbol, frame, count); the adapter merges that frame and
+counts the rest as the filter would (``_BybitAdapter._repeats``), so the view and the filter's counters end
+up as one handler call per frame leaves them. The adapter settles what is still pending at the end.
 """
 
 from __future__ import annotations
@@ -67,6 +77,12 @@ _A = np.frombuffer(b',"a":', np.uint8)
 _U = np.frombuffer(b',"u":', np.uint8)
 _SEQ = np.frombuffer(b',"seq":', np.uint8)
 _CTS = np.frombuffer(b'},"cts":', np.uint8)
+_FUNDING_RATE = np.frombuffer(b'"fundingRate"', np.uint8)
+_NEXT_FUNDING = np.frombuffer(b'"nextFundingTime"', np.uint8)
+_SNAPSHOT = np.frombuffer(b'"snapshot"', np.uint8)
+_MARK = np.frombuffer(b'"markPrice"', np.uint8)
+TICKER_LATER, TICKER_NOW = 4, 5  # route kinds of linear tickers with funding (see the module docstring)
+T_PAIR, T_MARK = 1, 2  # ticker_keys: may change the funding pair; carries a mark price
 
 _jit = njit(cache=True)
 
@@ -136,6 +152,29 @@ def route_topics(
 
 
 @_jit
+def ticker_keys(buf: np.ndarray, s: int, e: int) -> int:
+    """``T_PAIR`` and/or ``T_MARK`` for the ticker frame ``buf[s:e]`` (a quoted word anywhere counts: a
+    false find only costs a decode)."""
+    out = 0
+    for p in range(s, e):
+        c = buf[p]
+        if c == 92:  # a backslash: an escaped key could be any key
+            return T_PAIR
+        if c != 34:
+            continue
+        c = buf[p + 1] if p + 1 < e else 0
+        if c == 102 and lit(buf, p, e, _FUNDING_RATE) >= 0:  # f
+            return T_PAIR
+        if c == 110 and lit(buf, p, e, _NEXT_FUNDING) >= 0:  # n
+            return T_PAIR
+        if c == 115 and lit(buf, p, e, _SNAPSHOT) >= 0:  # s
+            return T_PAIR
+        if c == 109 and lit(buf, p, e, _MARK) >= 0:  # m
+            out = T_MARK
+    return out
+
+
+@_jit
 def apply_deltas(
     buf: np.ndarray,
     raw: np.ndarray,
@@ -158,6 +197,8 @@ def apply_deltas(
     row_tops: np.ndarray,
     healed: np.ndarray,
     healed_f: np.ndarray,
+    pend: np.ndarray,
+    flushes: np.ndarray,
 ) -> tuple[int, int, int, int, int]:
     """Apply the deltas the loop can take, from frame ``start`` (see the module docstring).
 
@@ -173,10 +214,12 @@ def apply_deltas(
     next to handle, nothing of it done; ``HEALED``: that frame's delta is applied, not in ``rows``, and
     ``healed`` holds (levels, update id, exchange time ms, levels removed), ``healed_f`` the rest of
     ``apply``'s result (the crossed best bid and ask, the top of book after it); ``END``: every frame
-    is done (the frame is the count).
+    is done (the frame is the count). ``pend`` (symbols x 2) and ``flushes`` (frames x 3): the tickers put
+    off (module docstring); ``pend`` lives across calls.
     """
     n = raw.shape[0]
     reset_out(books)
+    nf = 0
     nl = 0
     nr = 0
     levels = 0
@@ -195,6 +238,29 @@ def apply_deltas(
             i += 1
             continue
         k = routes[r, 1]
+        if kind == TICKER_LATER or kind == TICKER_NOW:  # noqa: SIM109 - numba compiles this form
+            keys = ticker_keys(buf, raw[i], end[i])
+            if keys != T_PAIR:  # cannot change the pair: put off
+                pend[k, 0] += 1
+                if keys == T_MARK:
+                    pend[k, 1] = i
+                i += 1
+                continue
+            if pend[k, 0]:
+                flushes[nf, 0] = k
+                flushes[nf, 1] = pend[k, 1]
+                flushes[nf, 2] = pend[k, 0]
+                later[nl] = -(nf + 1)
+                nl += 1
+                nf += 1
+                pend[k, 0] = 0
+                pend[k, 1] = -1
+            if kind == TICKER_NOW:
+                return i, PYTHON, nl, nr, levels
+            later[nl] = i
+            nl += 1
+            i += 1
+            continue
         if kind != BOOK or books[k, B_OK] == 0:
             return i, PYTHON, nl, nr, levels
         ts_ms, u, b0, b1, a0, a1 = _delta(
@@ -232,4 +298,6 @@ def warm_up() -> None:
         buf, raw, end, raw, rid, 0, True, 0, np.zeros((1, 2), np.int64), names, bounds,
         np.frombuffer(b"X", np.uint8), np.array([0, 1], np.int64), (st,) * MAX_BOOKS, books, np.zeros((1, 4)),
         np.empty(1, np.int64), np.empty((1, 4), np.int64), np.empty((1, 4)), np.zeros(4, np.int64), np.zeros(6),
+        np.zeros((1, 2), np.int64), np.zeros((1, 3), np.int64),
     )  # fmt: skip
+    ticker_keys(buf, 0, len(frame))

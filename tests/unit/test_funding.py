@@ -12,6 +12,7 @@ import math
 from decimal import Decimal as D
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bot.config import BookConfig, BotSettings, VenueConfig
@@ -21,6 +22,7 @@ from bot.orders import Fill, FundingRate, Liquidity
 from bot.recording import Frames, Record, iter_frames, iter_records
 from bot.recording_writer import RecordingWriter
 from bot.sim.cli import DEMO_DIR
+from bot.venues import bybit_kernels as bk
 from bot.venues import make_adapter
 from bot.venues.binance import BinanceSpotAdapter, BinanceUsdmAdapter
 from bot.venues.binance_funding import MarkPriceUpdate
@@ -367,3 +369,24 @@ def test_recorded_bybit_funding_rate_is_booked_when_its_funding_time_passes_with
     assert ledger.cash(Venue.BYBIT_LINEAR) == D("9998.05") - D("3.255872") == D("9994.794128")
     assert ledger.realized_pnl(Venue.BYBIT_LINEAR, "BTCUSDT") == D("-1.95") - D("3.255872")
     assert ledger.dump()["funding_due"][0]["rate"] == "0.00012"
+
+
+def test_the_compiled_loop_tells_the_tickers_that_can_move_the_funding_pair_from_the_rest() -> None:
+    """``bybit_kernels.ticker_keys`` on every real linear ticker of the demo: a frame that decodes with a funding
+    field or as a snapshot is T_PAIR (handled one by one); the rest are put off, T_MARK exactly when they carry
+    a mark price (the one frame of a run that is decoded). Most are put off."""
+    put_off = 0
+    for r in _ticker_frames():
+        data = r.raw.encode()
+        keys = bk.ticker_keys(np.frombuffer(data, np.uint8), 0, len(data))
+        msg = bybit_frame(data)
+        assert isinstance(msg, TickerMsg)
+        d = msg.data
+        moves = msg.type == "snapshot" or d.fundingRate is not None or d.nextFundingTime is not None
+        assert (keys == bk.T_PAIR) == moves, r.raw[:120]
+        if not moves:
+            put_off += 1
+            assert (keys == bk.T_MARK) == (d.markPrice is not None), r.raw[:120]
+    assert put_off > 0.8 * len(_ticker_frames())
+    escaped = b'{"topic":"tickers.BTCUSDT","type":"delta","data":{"symbol":"BTCUSDT","\\u0066undingRate":"0.1"}}'
+    assert bk.ticker_keys(np.frombuffer(escaped, np.uint8), 0, len(escaped)) == bk.T_PAIR
