@@ -47,6 +47,7 @@ Levels = Sequence[tuple[float, float]] | np.ndarray  # (price, size) pairs; an a
 _NAN = math.nan
 _CACHE = 64  # best prices kept sorted per side (up to twice as many), unless top(n) asks for more
 NO_LEVELS = np.empty((0, 2))  # an empty side
+_BLANK_ROWS: dict[int, NDArray[np.float64]] = {}  # top_row's NaN row of n levels a side, by n
 
 
 def as_levels(levels: Levels) -> np.ndarray:
@@ -237,7 +238,10 @@ class OrderBook:
         is thinner (the layout of a LOB grid row, ``bot.ring.lob_columns``); a fresh array."""
         if n > self._keep:
             self._resize(self._room, n)
-        out = np.full((2, n, 2), np.nan)
+        blank = _BLANK_ROWS.get(n)
+        if blank is None:
+            blank = _BLANK_ROWS[n] = np.full((2, n, 2), np.nan)
+        out = blank.copy()  # a copy of a NaN row: cheaper than np.full
         k.top(self._st, out)
         return out.reshape(4 * n)
 

@@ -118,7 +118,11 @@ class EventBus:
         batch (``publish_batch``): every handler it reaches takes batches and its ``batch_ok`` says so
         (True when it reaches none)."""
         forms = self._batch_forms_of(event_type)
-        return forms is not None and all(f.ok(venue, symbol) for f in forms)
+        if forms is None:
+            return False
+        if len(forms) == 1:  # the common case (one LOB grid set): no generator
+            return forms[0].ok(venue, symbol)
+        return all(f.ok(venue, symbol) for f in forms)
 
     def publish_batch(self, event_type: type[Event], batch: Sized) -> None:
         """Hand a batch of ``event_type`` events to every handler's batch form, in subscription order (the

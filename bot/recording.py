@@ -102,11 +102,18 @@ def read_manifest(path: Path) -> dict[str, object]:
 def part_files(path: Path) -> list[Path]:
     """The parts of a recording directory in order (or ``[path]`` for a single part file)."""
     p = Path(path)
+    if p.is_dir():
+        read_manifest(p)
+    return _parts(p)
+
+
+def _parts(p: Path) -> list[Path]:
+    """``part_files`` without the manifest check (for readers that read the manifest already)."""
     if p.is_file():
         return [p]
-    read_manifest(p)
-    parts = sorted(p.glob("part-*.tsv.zst"))
-    return parts
+    if not p.is_dir():
+        read_manifest(p)  # raises: no recording there
+    return sorted(p.glob("part-*.tsv.zst"))
 
 
 def iter_lines(part: Path) -> Iterator[str]:
@@ -227,8 +234,8 @@ def iter_frames(
 def _frames(path: Path, keep: frozenset[str] | None, texts: frozenset[str] | None = None) -> Iterator[Frames | Block]:
     from bot import recording_kernels as rk  # numba: only readers that scan pay for its import
 
-    expected = _closed_part_counts(path)
-    for part in part_files(path):
+    expected = _closed_part_counts(path)  # the manifest read (and checked) once
+    for part in _parts(path):
         seen = _Counted()
         if is_grouped(part):
             yield from _grouped_frames(part, keep, texts, seen)
@@ -265,8 +272,8 @@ def _frames(path: Path, keep: frozenset[str] | None, texts: frozenset[str] | Non
 
 
 def _blocks(path: Path, keep: frozenset[str] | None) -> Iterator[Block]:
-    expected = _closed_part_counts(path)
-    for part in part_files(path):
+    expected = _closed_part_counts(path)  # the manifest read (and checked) once
+    for part in _parts(path):
         seen = _Counted()
         if is_grouped(part):
             yield from _grouped_blocks(part, keep, seen)

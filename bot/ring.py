@@ -230,6 +230,7 @@ class LobGrid:
         # The state after the last change, kept as a plain list: it is rebuilt on every book change
         # and converted to numpy only when a grid row is written (far rarer).
         self._state: list[float] | NDArray[np.float64] = [NAN] * self._width
+        self._cut = 0  # levels a side of _state when it is a wider row not cut yet (sample_row), else 0
         self._valid = False
         self._next = 0  # the earliest grid time (ns) that has no row yet
         self.rows_written = 0  # rows ever written (retracted ones included)
@@ -290,8 +291,8 @@ class LobGrid:
         """``sample`` with the book read as one row of ``levels >= self.levels`` levels a side (the layout of a
         grid row: bids then asks, NaN where the book is thinner; ``OrderBook.top_row``), never modified."""
         if self._valid:
-            n = self.levels
-            self._state = row if n == levels else np.concatenate((row[: 2 * n], row[2 * levels : 2 * (levels + n)]))
+            self._state = row
+            self._cut = 0 if levels == self.levels else levels  # cut when a row is written (most ticks write none)
             self._emit_before(ts_ns)
 
     def stop(self) -> None:
@@ -335,11 +336,16 @@ class LobGrid:
             row[i + 1] = sz
             i += 2
         self._state = row
+        self._cut = 0
 
     def _emit_before(self, ts_ns: int) -> None:
         nxt = self._next
         if ts_ns <= nxt:
             return
+        if self._cut:
+            row, m, n = self._state, self._cut, self.levels
+            self._state = np.concatenate((row[: 2 * n], row[2 * m : 2 * (m + n)]))
+            self._cut = 0
         iv = self._iv
         k = (ts_ns - nxt + iv - 1) // iv  # grid times in [nxt, ts_ns)
         if k == 1:

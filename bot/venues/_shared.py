@@ -154,19 +154,18 @@ class BookAdapter(VenueAdapter):
         """Each book's update id, whether the loop may take its diffs (in sync, LIVE, its updates batchable
         now) and its room, into ``books``; returns the books' kernel states (``MAX_BOOKS`` of them, the
         first standing in for the missing ones)."""
+        mine = [self.books[s] for s in self.symbols]
+        nb = len(mine)
+        books[:nb, jk.B_UID] = [b.update_id for b in mine]
+        books[:nb, jk.B_ROOM] = [b.room for b in mine]
         venue = self.venue
-        states = []
-        for k, symbol in enumerate(self.symbols):
-            book = self.books[symbol]
-            states.append(book.state)
-            row = books[k]
-            row[jk.B_UID] = book.update_id
-            row[jk.B_ROOM] = book.room
-            row[jk.B_OK] = (
-                in_sync(symbol) and self.states[symbol] is BookState.LIVE and bus.batches(BookUpdate, venue, symbol)
-            )
-        states += [states[0]] * (jk.MAX_BOOKS - len(states))
-        return tuple(states)
+        live = BookState.LIVE
+        batches = bus.batches
+        books[:nb, jk.B_OK] = [
+            in_sync(s) and self.states[s] is live and batches(BookUpdate, venue, s) for s in self.symbols
+        ]
+        states = [b.state for b in mine]
+        return (*states, *[states[0]] * (jk.MAX_BOOKS - nb))
 
     def _loop_took(
         self, bus: EventBus, books: np.ndarray, tops: np.ndarray, rows: np.ndarray, row_tops: np.ndarray,
@@ -176,9 +175,11 @@ class BookAdapter(VenueAdapter):
         id, time and top), and their ``BookUpdate`` events as one batch."""
         stats = self.stats
         stats.level_updates += levels
-        for k in np.flatnonzero(books[:, jk.B_SEEN]).tolist():
+        cols = books.tolist()
+        for k, row in enumerate(cols):
+            if not row[jk.B_SEEN]:
+                continue
             symbol = self.symbols[k]
-            row = books[k].tolist()
             stats.book_messages[symbol] += row[jk.B_SEEN]
             if row[jk.B_STALE]:
                 stats.dropped_stale[symbol] = stats.dropped_stale.get(symbol, 0) + row[jk.B_STALE]

@@ -260,8 +260,9 @@ class _BybitAdapter(BookAdapter):
         the run's books and counters are brought up to date and its ``BookUpdate`` events published as one
         ``BookUpdates`` batch, then the frames it passed over are handled in order: trades, klines and
         tickers whose events nobody receives (they touch no book, so their order against the deltas is
-        nobody's business), and tickers without funding, only counted as skipped. Books, counters, events
-        received, ticks and grids are what one ``on_ws`` per frame gives (``tests/replay/test_offline_loops.py``).
+        nobody's business); the tickers put off or only counted are settled in bulk (``bybit_kernels``).
+        Books, counters, events received, ticks and grids are what one ``on_ws`` per frame gives
+        (``tests/replay/test_offline_loops.py``).
         A run of up to ``few_frames`` frames goes frame by frame (a replay merging venues by receive time
         slices that finely; the arrays would cost more).
         """
@@ -288,10 +289,12 @@ class _BybitAdapter(BookAdapter):
         pend = np.zeros((len(self.symbols), 2), np.int64)  # tickers put off, per symbol: count, mark frame
         pend[:, 1] = -1
         flushes = np.empty((n, 3), np.int64)
+        counted = np.zeros(len(table.handlers), np.int64)
         stats = self.stats
         i = 0
         while True:
             if table.key != (self._routes_version, bus.version):  # a handler changed the routes or the bus
+                counted = self._count_passed(table, counted)
                 table = self._frame_table(bus)
                 rid = bk.route_topics(buf, raw, end, table.names, table.bounds)
                 rid_l = rid.tolist()
@@ -299,7 +302,7 @@ class _BybitAdapter(BookAdapter):
             i_end, why, n_later, n_rows, levels = bk.apply_deltas(
                 buf, raw, end, ts, rid, i, tick_first, clock.due, table.routes, table.names, table.bounds,
                 self._symbol_bytes, self._symbol_bounds, states, books, tops, later, rows, row_tops, healed, healed_f,
-                pend, flushes,
+                pend, flushes, counted,
             )  # fmt: skip
             if n_rows:
                 self._loop_took(bus, books, tops, rows[:n_rows], row_tops[:n_rows], levels)
@@ -317,6 +320,7 @@ class _BybitAdapter(BookAdapter):
                     self._malformed("ws", e, frame)
             stats.messages += i_end - i
             if why == jk.END:
+                self._count_passed(table, counted)
                 for k, (count, f) in enumerate(pend.tolist()):
                     if count:
                         self._repeats(self.symbols[k], data[raws[f] : ends[f]] if f >= 0 else None, count)
@@ -336,15 +340,15 @@ class _BybitAdapter(BookAdapter):
 
     def _frame_table(self, bus: EventBus) -> _FrameTable:
         """The routes for the compiled loop: a book's topic is ``BOOK`` once it has its own handler
-        (``_on_book``); trades, klines and funding tickers are ``LATER`` when their events reach nobody,
-        skipped tickers (``_on_unused``: only counted) always."""
+        (``_on_book``); trades and klines are ``LATER`` when their events reach nobody; funding tickers are
+        ``TICKER_LATER`` then, else ``TICKER_NOW``; skipped tickers (``_on_unused``) are ``COUNT``, counted by the
+        loop itself (``_count_passed``)."""
         key = (self._routes_version, bus.version)
         if self._table is not None and self._table.key == key:
             return self._table
         later: dict[Handler, bool] = {
             self._on_trades: not bus.wants(Trade),
             self._on_klines: not bus.wants(KlineClosed),
-            self._on_unused: True,
         }
         ticker = bk.TICKER_NOW if bus.wants(FundingRate) else bk.TICKER_LATER
         names = list(self._routes_b)
@@ -355,6 +359,8 @@ class _BybitAdapter(BookAdapter):
                 kinds.append((jk.BOOK, self.symbols.index(symbol)))
             elif handler == self._on_ticker:
                 kinds.append((ticker, self.symbols.index(symbol)))
+            elif handler == self._on_unused:
+                kinds.append((bk.COUNT, 0))
             else:
                 kinds.append((jk.LATER if later.get(handler, False) else jk.NOW, 0))
         self._table = _FrameTable(
@@ -513,6 +519,15 @@ class _BybitAdapter(BookAdapter):
                 )
                 if ev is not None:
                     self.publish(ev)
+
+    def _count_passed(self, table: _FrameTable, counted: np.ndarray) -> np.ndarray:
+        """Count the frames the compiled loop passed over on ``COUNT`` routes as ``_on_unused`` counts them;
+        a fresh array of counts for the next table."""
+        for r in np.flatnonzero(counted).tolist():
+            n = int(counted[r])
+            self.ignored += n
+            self._skip(table.handlers[r][1], n)
+        return np.zeros(len(self._routes_b), np.int64)
 
     def _on_unused(self, data: str | bytes, reason: str, ts_recv: int) -> None:
         """A well-formed frame of a topic we have no use for (tickers without funding): counted, not decoded."""

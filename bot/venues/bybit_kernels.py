@@ -82,6 +82,7 @@ _NEXT_FUNDING = np.frombuffer(b'"nextFundingTime"', np.uint8)
 _SNAPSHOT = np.frombuffer(b'"snapshot"', np.uint8)
 _MARK = np.frombuffer(b'"markPrice"', np.uint8)
 TICKER_LATER, TICKER_NOW = 4, 5  # route kinds of linear tickers with funding (see the module docstring)
+COUNT = 6  # route kind of frames only counted (tickers without funding): counted[route] += 1, nothing listed
 T_PAIR, T_MARK = 1, 2  # ticker_keys: may change the funding pair; carries a mark price
 
 _jit = njit(cache=True)
@@ -199,6 +200,7 @@ def apply_deltas(
     healed_f: np.ndarray,
     pend: np.ndarray,
     flushes: np.ndarray,
+    counted: np.ndarray,
 ) -> tuple[int, int, int, int, int]:
     """Apply the deltas the loop can take, from frame ``start`` (see the module docstring).
 
@@ -215,7 +217,8 @@ def apply_deltas(
     ``healed`` holds (levels, update id, exchange time ms, levels removed), ``healed_f`` the rest of
     ``apply``'s result (the crossed best bid and ask, the top of book after it); ``END``: every frame
     is done (the frame is the count). ``pend`` (symbols x 2) and ``flushes`` (frames x 3): the tickers put
-    off (module docstring); ``pend`` lives across calls.
+    off (module docstring); ``pend`` lives across calls. ``counted[r]``: frames of the ``COUNT`` route ``r``
+    passed over (the adapter counts them as its handler would; lives across calls too).
     """
     n = raw.shape[0]
     reset_out(books)
@@ -235,6 +238,10 @@ def apply_deltas(
         if kind == LATER:
             later[nl] = i
             nl += 1
+            i += 1
+            continue
+        if kind == COUNT:
+            counted[r] += 1
             i += 1
             continue
         k = routes[r, 1]
@@ -298,6 +305,6 @@ def warm_up() -> None:
         buf, raw, end, raw, rid, 0, True, 0, np.zeros((1, 2), np.int64), names, bounds,
         np.frombuffer(b"X", np.uint8), np.array([0, 1], np.int64), (st,) * MAX_BOOKS, books, np.zeros((1, 4)),
         np.empty(1, np.int64), np.empty((1, 4), np.int64), np.empty((1, 4)), np.zeros(4, np.int64), np.zeros(6),
-        np.zeros((1, 2), np.int64), np.zeros((1, 3), np.int64),
+        np.zeros((1, 2), np.int64), np.zeros((1, 3), np.int64), np.zeros(1, np.int64),
     )  # fmt: skip
     ticker_keys(buf, 0, len(frame))
