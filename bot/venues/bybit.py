@@ -353,6 +353,8 @@ class _BybitAdapter(BookAdapter):
         ticker = bk.TICKER_NOW if bus.wants(FundingRate) else bk.TICKER_LATER
         names = list(self._routes_b)
         handlers = list(self._routes_b.values())
+        if later[self._on_trades]:  # decoded (a frame that does not decode is malformed), counted as heard
+            handlers = [(self._trades_unheard, s) if h == self._on_trades else (h, s) for h, s in handlers]
         kinds = []
         for handler, symbol in handlers:
             if handler == self._on_book:
@@ -362,7 +364,7 @@ class _BybitAdapter(BookAdapter):
             elif handler == self._on_unused:
                 kinds.append((bk.COUNT, 0))
             else:
-                kinds.append((jk.LATER if later.get(handler, False) else jk.NOW, 0))
+                kinds.append((jk.LATER if later.get(handler, handler == self._trades_unheard) else jk.NOW, 0))
         self._table = _FrameTable(
             key,
             np.frombuffer(b"".join(names), np.uint8),
@@ -508,6 +510,11 @@ class _BybitAdapter(BookAdapter):
         for t in to_trades(self.venue, symbol, TRADES_DECODER.decode(data), ts_recv):
             self.publish(t)
 
+    def _trades_unheard(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
+        """``_on_trades`` while no handler receives ``Trade``: the frame decoded, its trades counted as published."""
+        assert self._bus is not None
+        self._bus.unheard(Trade, len(TRADES_DECODER.decode(data).data))
+
     def _on_klines(self, data: str | bytes, symbol: str, ts_recv: int) -> None:
         self._klines(KLINES_DECODER.decode(data), symbol, ts_recv)
 
@@ -550,9 +557,10 @@ class _BybitAdapter(BookAdapter):
                 self._malformed("ws", e, mark_frame)
                 count -= 1
         self.funding_views[symbol] = view
-        for _ in range(count):
+        for left in range(count, 0, -1):
             if self.funding.repeats(symbol, view.rate, view.next_funding_ms):
-                continue
+                self.funding.stats.unchanged += left - 1  # the same pair each time: the rest repeat it too
+                return
             try:  # no pair (no_funding), or a rate that is no decimal (malformed, each time, as frame by frame)
                 self.funding.update(symbol, view.rate, view.next_funding_ms, None, 0, 0)
             except MalformedMessage as e:
