@@ -121,10 +121,8 @@ def iter_lines(part: Path) -> Iterator[str]:
     if is_grouped(part):
         for g in iter_groups(part):
             lines = [_decode(part, d).splitlines(keepends=True) if d is not None else [] for d in g.data]
-            at = [0] * len(lines)
-            for s, c in g.runs:
-                yield from lines[s][at[s] : at[s] + c]
-                at[s] += c
+            for s, a, b in _slices(g):
+                yield from lines[s][a:b]
         return
     dctx = zstandard.ZstdDecompressor()
     with open(part, "rb") as fh, dctx.stream_reader(fh, read_across_frames=True) as reader:
@@ -263,12 +261,20 @@ def _frames(path: Path, keep: frozenset[str] | None, texts: frozenset[str] | Non
                 if kind[a] == rk.KIND_WS:
                     yield Frames(venue, data, ts[a:b], off[2, a:b], off[3, a:b], nl[a:b])
                 else:
-                    k_at, r_at, e_at = off[2, a:b].tolist(), off[3, a:b].tolist(), nl[a:b].tolist()
-                    keys = [data[k : r - 1].decode() for k, r in zip(k_at, r_at, strict=True)]
-                    raws = [data[r:e].decode() for r, e in zip(r_at, e_at, strict=True)]
-                    m = b - a
-                    yield Block(ts[a:b].tolist(), [venue] * m, [rk.KIND_NAMES[kind[a]]] * m, keys, raws)
+                    yield _rest_block(venue, rk.KIND_NAMES[kind[a]], data, ts[a:b], off[2, a:b], off[3, a:b], nl[a:b])
         _check_count(part, seen, expected)
+
+
+def _rest_block(
+    venue: str, kind: str, data: bytes, ts: NDArray[np.int64], key_at: NDArray[np.int64], raw_at: NDArray[np.int64],
+    end_at: NDArray[np.int64],
+) -> Block:  # fmt: skip
+    """Scanned records that are not websocket frames (REST bodies), as a ``Block`` of text."""
+    k_at, r_at, e_at = key_at.tolist(), raw_at.tolist(), end_at.tolist()
+    keys = [data[k : r - 1].decode() for k, r in zip(k_at, r_at, strict=True)]
+    raws = [data[r:e].decode() for r, e in zip(r_at, e_at, strict=True)]
+    m = len(k_at)
+    return Block(ts.tolist(), [venue] * m, [kind] * m, keys, raws)
 
 
 def _blocks(path: Path, keep: frozenset[str] | None) -> Iterator[Block]:
@@ -294,17 +300,20 @@ def _want(keep: frozenset[str] | None, texts: frozenset[str] | None = None) -> C
     return lambda venue, kind: (keep is None or venue in keep) and (texts is None or kind in texts)
 
 
-def _kept_runs(g: Group, keep: frozenset[str] | None = None) -> list[tuple[int, int]]:
-    """The group's runs of the kept venues' streams (read, or known by their times), a stream's runs that
-    now touch each other joined."""
-    out: list[tuple[int, int]] = []
+def _slices(g: Group, keep: frozenset[str] | None = None) -> list[tuple[int, int, int]]:
+    """The group's records in written order as (stream, first, end) slices of its streams: the kept venues'
+    streams (read, or known by their times), a stream's runs that now touch each other joined."""
+    out: list[tuple[int, int, int]] = []
+    at = [0] * len(g.counts)
     for s, c in g.runs:
+        a = at[s]
+        at[s] = a + c
         if g.data[s] is None and (not g.times[s] or (keep is not None and g.venues[s] not in keep)):
             continue
         if out and out[-1][0] == s:
-            out[-1] = (s, out[-1][1] + c)
+            out[-1] = (s, out[-1][1], a + c)
         else:
-            out.append((s, c))
+            out.append((s, a, a + c))
     return out
 
 
@@ -328,13 +337,10 @@ def _stream_columns(part: Path, g: Group, s: int, lines_before: int) -> Columns:
 def _grouped_blocks(part: Path, keep: frozenset[str] | None, seen: _Counted) -> Iterator[Block]:
     for g in iter_groups(part, _want(keep)):
         cols: dict[int, Columns] = {}
-        at = [0] * len(g.counts)
-        for s, c in _kept_runs(g, keep):
+        for s, a, b in _slices(g, keep):
             if s not in cols:
                 cols[s] = _stream_columns(part, g, s, seen.lines)
-            a = at[s]
-            at[s] = a + c
-            yield Block(*(col[a : a + c] for col in cols[s]))  # type: ignore[arg-type]
+            yield Block(*(col[a:b] for col in cols[s]))  # type: ignore[arg-type]
         seen.records += g.records
         seen.lines += g.records
 
@@ -347,10 +353,8 @@ def _grouped_frames(
 
     for g in iter_groups(part, _want(keep, texts)):
         scans: dict[int, tuple[bytes, Any, Any, Any] | Columns] = {}
-        at = [0] * len(g.counts)
-        for s, c in _kept_runs(g, keep):
-            a = at[s]
-            b = at[s] = a + c
+        for s, a, b in _slices(g, keep):
+            c = b - a
             if g.data[s] is None:  # a kind whose texts the caller does not read: its times, from the header
                 yield Block(g.times[s][a:b], [g.venues[s]] * c, [g.kinds[s]] * c, [""] * c, [""] * c)
                 continue
@@ -364,10 +368,7 @@ def _grouped_frames(
             if g.kinds[s] == "ws":
                 yield Frames(g.venues[s], data, ts[a:b], off[2, a:b], off[3, a:b], nl[a:b])
             else:
-                k_at, r_at, e_at = off[2, a:b].tolist(), off[3, a:b].tolist(), nl[a:b].tolist()
-                keys = [data[k : r - 1].decode() for k, r in zip(k_at, r_at, strict=True)]
-                raws = [data[r:e].decode() for r, e in zip(r_at, e_at, strict=True)]
-                yield Block(ts[a:b].tolist(), [g.venues[s]] * c, [g.kinds[s]] * c, keys, raws)
+                yield _rest_block(g.venues[s], g.kinds[s], data, ts[a:b], off[2, a:b], off[3, a:b], nl[a:b])
         seen.records += g.records
         seen.lines += g.records
 
