@@ -288,6 +288,10 @@ class _BybitAdapter(BookAdapter):
         books, tops, later, rows, row_tops, healed, healed_f = jk.scratch(len(self.symbols), n)
         pend = np.zeros((len(self.symbols), 2), np.int64)  # tickers put off, per symbol: count, mark frame
         pend[:, 1] = -1
+
+        def settle(k: int, f: int, count: int) -> None:  # symbol k's put-off tickers, f the last with a mark
+            self._repeats(self.symbols[k], data[raws[f] : ends[f]] if f >= 0 else None, count)
+
         flushes = np.empty((n, 3), np.int64)
         counted = np.zeros(len(table.handlers), np.int64)
         stats = self.stats
@@ -309,8 +313,7 @@ class _BybitAdapter(BookAdapter):
             handlers = table.handlers
             for j in later[:n_later].tolist():  # routed, so as _handle does with a route
                 if j < 0:  # tickers put off
-                    k, f, count = flushes[-j - 1].tolist()
-                    self._repeats(self.symbols[k], data[raws[f] : ends[f]] if f >= 0 else None, count)
+                    settle(*flushes[-j - 1].tolist())
                     continue
                 frame = data[raws[j] : ends[j]]
                 handler, symbol = handlers[rid_l[j]]
@@ -323,7 +326,7 @@ class _BybitAdapter(BookAdapter):
                 self._count_passed(table, counted)
                 for k, (count, f) in enumerate(pend.tolist()):
                     if count:
-                        self._repeats(self.symbols[k], data[raws[f] : ends[f]] if f >= 0 else None, count)
+                        settle(k, f, count)
                 return
             t = times[i_end]
             if why == jk.TICK:
@@ -355,6 +358,7 @@ class _BybitAdapter(BookAdapter):
         handlers = list(self._routes_b.values())
         if later[self._on_trades]:  # decoded (a frame that does not decode is malformed), counted as heard
             handlers = [(self._trades_unheard, s) if h == self._on_trades else (h, s) for h, s in handlers]
+            later[self._trades_unheard] = True
         kinds = []
         for handler, symbol in handlers:
             if handler == self._on_book:
@@ -364,7 +368,7 @@ class _BybitAdapter(BookAdapter):
             elif handler == self._on_unused:
                 kinds.append((bk.COUNT, 0))
             else:
-                kinds.append((jk.LATER if later.get(handler, handler == self._trades_unheard) else jk.NOW, 0))
+                kinds.append((jk.LATER if later.get(handler, False) else jk.NOW, 0))
         self._table = _FrameTable(
             key,
             np.frombuffer(b"".join(names), np.uint8),
